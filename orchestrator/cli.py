@@ -1,0 +1,120 @@
+"""`sweep`: run sweeps from YAML specs and look at their results.
+
+Bad input exits with code 2 and a message saying what, where and what to do.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from orchestrator.errors import InputError
+from orchestrator.registry import available
+from orchestrator.runner import Plan, run_sweep
+from orchestrator.store import SweepStore
+from orchestrator.summary import ls_table, status_text
+
+EXIT_BAD_INPUT = 2
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except InputError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Run ML experiment sweeps on Ray Tune; results land in Parquet."""
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a spec field, e.g. --set seeds=5 --set grid.lr=[0.1,0.3] --set resources.gpu=0.25.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the trials it would run, and run nothing.")
+@click.option(
+    "--address", default=None, metavar="auto|HOST:PORT",
+    help="Join a Ray cluster started with `ray start --head`; default: an embedded local Ray.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress line.")
+def run(spec: Path, overrides: tuple[str, ...], dry_run: bool, address: str | None, quiet: bool) -> None:
+    """Run the sweep in SPEC (YAML); trials that already succeeded are skipped.
+
+    Run it again to resume after a crash or retry failed trials; add seeds or
+    grid values to the spec to extend the sweep.
+    """
+    outcome = run_sweep(
+        spec,
+        overrides=list(overrides),
+        address=address,
+        dry_run=dry_run,
+        progress=None if quiet else sys.stderr,
+    )
+    if isinstance(outcome, Plan):
+        click.echo(_describe_plan(outcome))
+        return
+    click.echo(
+        f"{outcome.total} trials: {outcome.skipped} already done, ran {len(outcome.rows)} attempts "
+        f"({outcome.count('ok')} ok, {outcome.count('failed')} failed, "
+        f"{outcome.count('stopped')} stopped early)"
+        + (" - interrupted; run again to finish" if outcome.interrupted else "")
+    )
+    click.echo(f"results: {outcome.path}   (sweep status {outcome.path})")
+
+
+def _describe_plan(plan: Plan) -> str:
+    spec = plan.spec
+    res = spec.resources
+    lines = [
+        f"sweep {spec.name}: experiment {spec.experiment}, storage {plan.store.uri}",
+        f"trials: {plan.total} in all, {plan.total - plan.to_run} already done, {plan.to_run} to run",
+        f"resources per trial: {res.cpu:g} CPU, {res.gpu:g} GPU"
+        f"  (all at once: {res.cpu * plan.to_run:g} CPU, {res.gpu * plan.to_run:g} GPU)",
+        f"retries: {spec.retries}   max concurrent: {spec.max_concurrent or 'as resources allow'}",
+    ]
+    if spec.search.algorithm != "grid":
+        lines.append(f"search: {spec.search.algorithm}, sampling from: {dict(spec.grid)}")
+        lines.append(f"params: {dict(spec.params)}   seeds drawn from: {spec.seed_list}")
+    else:
+        lines.append(plan.table().to_string(index=False, max_colwidth=30))
+    return "\n".join(lines)
+
+
+@main.command(name="ls")
+@click.argument("root", default="results", type=click.Path(file_okay=False))
+def ls_(root: str) -> None:
+    """List the sweeps under ROOT (default: results/)."""
+    table = ls_table(root)
+    if table.empty:
+        click.echo(f"no sweeps under {root}/")
+        return
+    click.echo(table.to_string(index=False))
+
+
+@main.command()
+@click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
+def status(sweep_dir: Path) -> None:
+    """Show one sweep: counts, runs, failed trials, NaN/Inf metrics, trials."""
+    store = SweepStore(str(sweep_dir.parent), sweep_dir.name)
+    if not store.exists():
+        raise InputError(f"{sweep_dir}: not a sweep folder (no sweep.json); see `sweep ls`")
+    click.echo(status_text(store))
+
+
+@main.command()
+def experiments() -> None:
+    """List the experiments `experiment:` can name."""
+    for name, where in available().items():
+        click.echo(f"{name:<24} {where}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The trial context an experiment function receives: `fn(config, trial)`.
+
+It is all an experiment needs from the orchestrator, and it needs no Ray import:
+report metrics per step, save artifacts, read the seed and the device.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from orchestrator.spec import RESERVED_KEYS
+
+Reporter = Callable[[dict[str, Any]], None]
+ArtifactSaver = Callable[[str, Any], str]
+
+
+class Trial:
+    """One run of an experiment with one config.
+
+    Attributes: `id` (stable hash of the config), `config`, `seed` (already set
+    in Python's, NumPy's and, when the experiment imported it, torch's generators)
+    and `device` ("cuda" when Ray assigned this trial a GPU, else "cpu").
+    """
+
+    def __init__(
+        self,
+        trial_id: str,
+        config: dict[str, Any],
+        device: str,
+        reporter: Reporter,
+        artifact_saver: ArtifactSaver,
+    ) -> None:
+        self.id = trial_id
+        self.config = config
+        self.seed: int = config["seed"]
+        self.device = device
+        self._reporter = reporter
+        self._save = artifact_saver
+        self._last_step = -1
+
+    def report(self, step: int | None = None, **metrics: float) -> None:
+        """Record metrics at `step` (default: one past the last step)."""
+        step = self._last_step + 1 if step is None else int(step)
+        self._last_step = step
+        self._reporter({"step": step, **check_metrics(metrics, self.config)})
+
+    def save_artifact(self, name: str, obj: Any) -> str:
+        """Store `obj` as `artifacts/<trial id>/<name>` in the sweep's storage; return its path.
+
+        NumPy arrays are saved with np.save, bytes and str as they are, a
+        pathlib.Path as the file's content, anything else with torch.save.
+        """
+        return self._save(name, obj)
+
+
+def check_metrics(metrics: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Metrics as floats (or str), with names that clash with no column."""
+    checked: dict[str, Any] = {}
+    for name, value in metrics.items():
+        if name in RESERVED_KEYS or name in config:
+            raise ValueError(
+                f'metric "{name}" has the name of a config key or a trials-table column; rename it'
+            )
+        if isinstance(value, str):
+            checked[name] = value
+            continue
+        try:
+            checked[name] = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f'metric "{name}" is {type(value).__name__}; report numbers or strings '
+                "(use .item() on a tensor)"
+            ) from None
+    return checked
+
+
+def has_non_finite(values: dict[str, Any]) -> bool:
+    return any(isinstance(v, float) and not math.isfinite(v) for v in values.values())
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and (if the experiment's module imported it) torch."""
+    random.seed(seed)
+    import numpy as np
+
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)

@@ -1,0 +1,325 @@
+"""Run a sweep: plan the trials still to do, run them on Ray Tune, record every attempt.
+
+`run_sweep` is the whole public entry point; `sweep run` is a thin shell on it.
+Order matters: everything that can be wrong with the input is checked before
+a file is written, so a bad spec leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+import pandas as pd
+
+from orchestrator.errors import InputError
+from orchestrator.provenance import git_state
+from orchestrator.registry import Experiment, resolve
+from orchestrator.spec import SweepSpec, load_spec
+from orchestrator.store import SweepStore
+from orchestrator.trials import CELL_KEY, expand, search_space, trial_id
+
+# Tune's own JSON/CSV/TensorBoard loggers are replaced by our Parquet sink; they
+# cost about a second per trial. Our final/error reports need not carry the metric.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter honours verbose=0
+
+DONE = ("ok", "stopped")
+
+
+@dataclass
+class Plan:
+    """What a run will do: every trial of the spec, and which of them still need to run."""
+
+    spec: SweepSpec
+    store: SweepStore
+    configs: list[dict[str, Any]]  # grid mode: every cell; search mode: empty
+    done: set[str]  # trial ids with a successful row
+    next_attempt: dict[str, int]
+    source_dir: Path
+
+    @property
+    def total(self) -> int:
+        return len(self.configs) if self.configs else self.spec.search.num_samples or 0
+
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        return [c for c in self.configs if trial_id(self.spec.experiment, c) not in self.done]
+
+    @property
+    def to_run(self) -> int:
+        if self.spec.search.algorithm == "grid":
+            return len(self.pending)
+        return max(self.total - len(self.done), 0)
+
+    def table(self) -> pd.DataFrame:
+        """One row per trial of a grid sweep: its id, whether it still runs, its config."""
+        rows = [
+            {"trial_id": tid, "state": "done" if tid in self.done else "pending", **c}
+            for c in self.configs
+            for tid in [trial_id(self.spec.experiment, c)]
+        ]
+        return pd.DataFrame(rows)
+
+
+@dataclass
+class SweepResult:
+    """What one call of `run_sweep` did."""
+
+    path: str
+    total: int
+    skipped: int  # already done before this run
+    rows: list[dict[str, Any]] = field(default_factory=list)  # trial rows written by this run
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(r["status"] == status for r in self.rows)
+
+    def trials(self) -> pd.DataFrame:
+        """The sweep's whole trials table, as pandas reads it."""
+        return pd.read_parquet(f"{self.path}/trials")
+
+
+def plan(spec: SweepSpec, source_dir: Path) -> Plan:
+    store = SweepStore(spec.storage, spec.name)
+    previous = store.read("trials", ["trial_id", "status", "attempt"]) if store.exists() else None
+    done: set[str] = set()
+    next_attempt: dict[str, int] = {}
+    if previous is not None and len(previous):
+        done = set(previous.loc[previous["status"].isin(DONE), "trial_id"])
+        next_attempt = (previous.groupby("trial_id")["attempt"].max() + 1).astype(int).to_dict()
+    configs = expand(spec) if spec.search.algorithm == "grid" else []
+    return Plan(spec, store, configs, done, next_attempt, source_dir)
+
+
+def run_sweep(
+    spec: SweepSpec | str | Path | dict[str, Any],
+    *,
+    overrides: list[str] = (),
+    address: str | None = None,
+    dry_run: bool = False,
+    progress: TextIO | None = sys.stderr,
+) -> SweepResult | Plan:
+    """Run (or, with dry_run, only plan) a sweep; returns a SweepResult (or the Plan).
+
+    `spec` is a SweepSpec, a path to a YAML spec, or a dict. Trials that already
+    have a successful row are skipped, so calling this again resumes or extends.
+    `address` joins a running Ray cluster ("auto" or "host:port"); without it an
+    embedded Ray starts, unless this process already initialised Ray.
+    """
+    source_dir = Path(spec).resolve().parent if isinstance(spec, (str, Path)) else Path.cwd()
+    if not isinstance(spec, SweepSpec):
+        spec = load_spec(spec, list(overrides))
+    elif overrides:
+        spec = load_spec(spec.model_dump(), list(overrides))
+    fn = resolve(spec.experiment, [source_dir, Path.cwd()])
+    if spec.search.algorithm == "optuna" and importlib.util.find_spec("optuna") is None:
+        raise InputError("search optuna needs optuna: pip install 'raysweep[optuna]'")
+    the_plan = plan(spec, source_dir)
+    the_plan.store.check_writable()
+    if dry_run:
+        return the_plan
+    result = SweepResult(the_plan.store.uri, the_plan.total, the_plan.total - the_plan.to_run)
+    if the_plan.to_run == 0:
+        return result
+    started_ray = _connect(address)
+    try:
+        _check_resources(spec)
+        return _execute(the_plan, fn, address, progress, result)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _connect(address: str | None) -> bool:
+    """Start or join Ray; True when this call started it (and so must stop it)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address and address != "auto":
+        _check_reachable(address)
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise InputError(
+            f"--address {address}: no Ray cluster there ({exc}). Start one with "
+            "`ray start --head`, or leave out --address to run on this machine"
+        ) from None
+    return True
+
+
+def _check_reachable(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or address, int(port or 6379)), timeout=3).close()
+    except (OSError, ValueError):
+        raise InputError(
+            f"--address {address}: nothing answers there. Give host:port of a node started "
+            "with `ray start --head` (default port 6379), or `auto` on a cluster node"
+        ) from None
+
+
+def _check_resources(spec: SweepSpec) -> None:
+    import ray
+
+    have = ray.cluster_resources()
+    for key, name in (("gpu", "GPU"), ("cpu", "CPU")):
+        asked = getattr(spec.resources, key)
+        if asked > have.get(name, 0):
+            raise InputError(
+                f"resources.{key}: each trial asks for {asked:g} {name}, but the Ray cluster has "
+                f"{have.get(name, 0):g}. Lower it (--set resources.{key}=...) or add nodes"
+            )
+
+
+def _execute(
+    the_plan: Plan, fn: Experiment, address: str | None, progress: TextIO | None, result: SweepResult
+) -> SweepResult:
+    import ray
+    from ray import tune
+
+    from orchestrator.artifacts import writer_name
+    from orchestrator.progress import ProgressLine
+    from orchestrator.sink import ParquetSink
+    from orchestrator.trainable import RunContext, make_trainable
+
+    spec, store = the_plan.spec, the_plan.store
+    run = _record_run_start(the_plan, address)
+    storage_root = store.uri.rsplit("/", 1)[0]
+    ctx = RunContext(spec.experiment, storage_root, spec.name, ray.get_runtime_context().get_node_id())
+    sink = ParquetSink(store, spec.experiment, run, the_plan.next_attempt)
+    callbacks: list[Any] = [sink]
+    if progress is not None:
+        callbacks.append(ProgressLine(spec.name, the_plan.to_run, progress))
+    trainable = tune.with_resources(
+        make_trainable(fn, ctx), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    )
+    scratch = tempfile.mkdtemp(prefix="raysweep-tune-")
+    tuner = tune.Tuner(
+        trainable,
+        param_space=_param_space(the_plan),
+        tune_config=_tune_config(spec, the_plan.to_run),
+        run_config=tune.RunConfig(
+            name=f"{spec.name}-{run['run_id']}",
+            storage_path=scratch,
+            callbacks=callbacks,
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=spec.retries),
+        ),
+    )
+    tune_logger = logging.getLogger("ray.tune")
+    level = tune_logger.level
+    tune_logger.setLevel(logging.CRITICAL)  # failures are recorded in the table and counted
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        tune_logger.setLevel(level)
+        sink.flush()
+        result.rows = sink.finished
+        _record_run_end(store, run, result)
+        shutil.rmtree(scratch, ignore_errors=True)
+        _stop_artifact_writer(writer_name(storage_root, spec.name))
+    return result
+
+
+def _param_space(the_plan: Plan) -> dict[str, Any]:
+    from ray import tune
+
+    if the_plan.spec.search.algorithm == "grid":
+        return {CELL_KEY: tune.grid_search(the_plan.pending)}
+    return search_space(the_plan.spec)
+
+
+def _tune_config(spec: SweepSpec, to_run: int) -> Any:
+    from ray import tune
+
+    search, scheduler = spec.search, spec.scheduler
+    search_alg = None
+    if search.algorithm == "optuna":
+        from orchestrator.searchers import FinalMetricOptuna
+
+        search_alg = FinalMetricOptuna(metric=search.metric, mode=search.mode)
+    asha = None
+    if scheduler is not None:
+        asha = tune.schedulers.ASHAScheduler(
+            time_attr="step",
+            metric=scheduler.metric or search.metric,
+            mode=scheduler.mode or search.mode or "min",
+            max_t=scheduler.max_t,
+            grace_period=scheduler.grace_period,
+            reduction_factor=scheduler.reduction_factor,
+        )
+    return tune.TuneConfig(
+        num_samples=1 if search.algorithm == "grid" else to_run,
+        search_alg=search_alg,
+        scheduler=asha,
+        max_concurrent_trials=spec.max_concurrent,
+        reuse_actors=True,
+    )
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _record_run_start(the_plan: Plan, address: str | None) -> dict[str, Any]:
+    spec, store = the_plan.spec, the_plan.store
+    meta = store.read_meta() or {"name": spec.name, "created_at": _now(), "runs": []}
+    run = {
+        "sweep": spec.name,
+        "run_id": uuid.uuid4().hex[:8],
+        "started_at": _now(),
+        "finished_at": None,
+        "status": "running",
+        "total": the_plan.total,
+        "to_run": the_plan.to_run,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "address": address,
+        **git_state(the_plan.source_dir),
+    }
+    meta.update(experiment=spec.experiment, spec=spec.model_dump(), updated_at=_now())
+    meta["runs"].append(run)
+    store.write_meta(meta)
+    return run
+
+
+def _record_run_end(store: SweepStore, run: dict[str, Any], result: SweepResult) -> None:
+    meta = store.read_meta() or {"runs": [run]}
+    for entry in meta["runs"]:
+        if entry["run_id"] == run["run_id"]:
+            entry.update(
+                finished_at=_now(),
+                status="interrupted" if result.interrupted else "finished",
+                ok=result.count("ok"),
+                failed=result.count("failed"),
+                stopped=result.count("stopped"),
+            )
+    meta["updated_at"] = _now()
+    store.write_meta(meta)
+
+
+def _stop_artifact_writer(name: str) -> None:
+    import ray
+
+    try:
+        ray.kill(ray.get_actor(name, namespace="raysweep"))
+    except ValueError:
+        pass  # no trial saved an artifact from another node
+

@@ -1,0 +1,176 @@
+"""The Parquet sink: a Tune callback on the driver that turns results into table rows.
+
+It replaces Tune's JSON/CSV/TensorBoard loggers. Rows are buffered and flushed
+at most every `flush_s` seconds (and at the end), so many trials reporting at
+once cost a few file writes, and a killed driver loses at most that much.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from ray import tune
+
+from orchestrator.store import SweepStore
+from orchestrator.trainable import META_KEY
+from orchestrator.trials import trial_id, user_config
+
+
+_TEXT = pa.string()
+_TIME = pa.timestamp("us", tz="UTC")
+# Types of the columns that may be all null in a file (so Arrow could not infer them).
+COLUMN_TYPES = {
+    "trials": {
+        "error": _TEXT,
+        "started_at": _TIME,
+        "finished_at": _TIME,
+        "duration_s": pa.float64(),
+        "node": _TEXT,
+        "host": _TEXT,
+        "gpu_ids": _TEXT,
+        "git_commit": _TEXT,
+        "git_dirty": pa.bool_(),
+    },
+    "metrics": {"time": _TIME, "step": pa.int64()},
+}
+
+
+@dataclass
+class _Attempt:
+    trial_id: str
+    attempt: int
+    config: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+    final: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class ParquetSink(tune.Callback):
+    """Writes `trials/` (one row per attempt) and `metrics/` (one row per step)."""
+
+    def __init__(
+        self,
+        store: SweepStore,
+        experiment: str,
+        run_info: dict[str, Any],
+        next_attempt: dict[str, int],
+        flush_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.experiment = experiment
+        self.run_info = run_info  # sweep, run_id, git state: the same on every row
+        self.next_attempt = dict(next_attempt)
+        self.flush_s = flush_s
+        self.finished: list[dict[str, Any]] = []  # every trial row of this run, for the summary
+        self._live: dict[str, _Attempt] = {}
+        self._buffers: dict[str, list[dict[str, Any]]] = {"trials": [], "metrics": []}
+        self._last_flush = time.monotonic()
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._begin(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        live = self._live.get(trial.trial_id) or self._begin(trial)
+        meta = result.get(META_KEY, {})
+        values = {name: result[name] for name in meta.get("names", ())}
+        live.meta.update({k: v for k, v in meta.items() if k not in ("kind", "names", "error", "time")})
+        if meta.get("kind") == "step":
+            stamp = _utc(meta["time"])
+            self._buffers["metrics"].append(
+                {"trial_id": live.trial_id, "attempt": live.attempt, "time": stamp, **values}
+            )
+        elif meta.get("kind") == "final":
+            live.final = values
+        elif meta.get("kind") == "error":
+            live.error = meta["error"]
+        self._maybe_flush()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        live = self._live.get(trial.trial_id) or self._begin(trial)
+        self._end(trial, "ok" if live.final is not None else "stopped")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, "failed")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, "failed")
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self._maybe_flush()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what is buffered: metrics first, so a trial row never precedes its steps."""
+        for table in ("metrics", "trials"):
+            rows, self._buffers[table] = self._buffers[table], []
+            self.store.append(table, rows, COLUMN_TYPES[table])
+        self._last_flush = time.monotonic()
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= self.flush_s:
+            self.flush()
+
+    def _begin(self, trial: Any) -> _Attempt:
+        config = user_config(trial.config)
+        tid = trial_id(self.experiment, config)
+        attempt = self.next_attempt.get(tid, 1)
+        self.next_attempt[tid] = attempt + 1
+        self._live[trial.trial_id] = live = _Attempt(tid, attempt, config)
+        return live
+
+    def _end(self, trial: Any, status: str) -> None:
+        live = self._live.pop(trial.trial_id, None) or self._begin(trial)
+        self._live.pop(trial.trial_id, None)
+        error = live.error if status == "failed" else None
+        if status == "failed" and error is None:
+            error = _error_text(trial)
+        finished = time.time()
+        started = live.meta.pop("started_at", None)
+        row = {
+            "trial_id": live.trial_id,
+            "sweep": self.run_info["sweep"],
+            "experiment": self.experiment,
+            "status": status,
+            "attempt": live.attempt,
+            "error": error,
+            "started_at": _utc(started),
+            "finished_at": _utc(finished),
+            "duration_s": None if started is None else finished - started,
+            "node": live.meta.pop("node", None),
+            "host": live.meta.pop("host", None),
+            "gpu_ids": live.meta.pop("gpu_ids", None),
+            **{k: _scalar(v) for k, v in live.config.items()},
+            **(live.final or {}),
+            "run_id": self.run_info["run_id"],
+            "git_commit": self.run_info["git_commit"],
+            "git_dirty": self.run_info["git_dirty"],
+            **live.meta,  # package versions of the worker
+        }
+        self._buffers["trials"].append(row)
+        self.finished.append(row)
+        self._maybe_flush()
+
+
+def _utc(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def _scalar(value: Any) -> Any:
+    """Config values as table cells: lists and dicts become JSON text."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
+
+
+def _error_text(trial: Any) -> str:
+    """The error Ray recorded when a trial died outside the experiment (a lost node, say)."""
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        return Path(path).read_text()
+    return "the trial's worker died without reporting an error (node lost or out of memory?)"

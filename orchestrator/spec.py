@@ -1,0 +1,298 @@
+"""The sweep spec: what a YAML file may say, validated, with `--set` overrides.
+
+A spec names an experiment, the grid to sweep, the seeds, fixed params and the
+resources per trial. Everything is checked here, before Ray starts or a file is
+written, and every problem is reported with where it is and what to do.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator.errors import InputError, did_you_mean
+
+DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
+# Columns of the trials table that a config key must not shadow.
+RESERVED_KEYS = frozenset(
+    {
+        "trial_id",
+        "sweep",
+        "experiment",
+        "status",
+        "attempt",
+        "error",
+        "started_at",
+        "finished_at",
+        "duration_s",
+        "node",
+        "host",
+        "gpu_ids",
+        "git_commit",
+        "git_dirty",
+        "run_id",
+        "step",
+    }
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Strict):
+    """What one trial asks Ray for. Fractions of a GPU let several trials share one."""
+
+    cpu: float = Field(1.0, ge=0)
+    gpu: float = Field(0.0, ge=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_above_one(cls, gpu: float) -> float:
+        if gpu > 1 and not float(gpu).is_integer():
+            raise ValueError("a trial asks for a fraction of one GPU or a whole number of GPUs")
+        return gpu
+
+
+class Search(_Strict):
+    """How trials are chosen: the full grid, or samples from it by a Ray Tune searcher."""
+
+    algorithm: Literal["grid", "random", "optuna"] = "grid"
+    num_samples: Annotated[StrictInt, Field(gt=0)] | None = None
+    metric: str | None = None
+    mode: Literal["min", "max"] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Search:
+        if self.algorithm == "grid" and self.num_samples is not None:
+            raise ValueError("num_samples applies to search random or optuna; grid runs every cell")
+        if self.algorithm != "grid" and self.num_samples is None:
+            raise ValueError(f"search {self.algorithm} needs num_samples (how many trials)")
+        if self.algorithm == "optuna" and (self.metric is None or self.mode is None):
+            raise ValueError("search optuna needs metric and mode (min or max)")
+        return self
+
+
+class Scheduler(_Strict):
+    """ASHA early stopping on a reported metric, with `step` as the time axis."""
+
+    algorithm: Literal["asha"] = "asha"
+    metric: str | None = None
+    mode: Literal["min", "max"] | None = None
+    max_t: Annotated[StrictInt, Field(gt=0)] = 100
+    grace_period: Annotated[StrictInt, Field(gt=0)] = 1
+    reduction_factor: float = Field(4.0, gt=1)
+
+
+def _shorthand(value: Any) -> Any:
+    """`search: random` means `search: {algorithm: random}`."""
+    return {"algorithm": value} if isinstance(value, str) else value
+
+
+class SweepSpec(_Strict):
+    """A validated sweep: read one with `load_spec`."""
+
+    name: str
+    experiment: str = Field(min_length=1)
+    description: str = ""
+    grid: dict[str, Any] = {}
+    seeds: int | list[int] = 1
+    params: dict[str, Any] = {}
+    resources: Resources = Resources()
+    max_concurrent: Annotated[StrictInt, Field(gt=0)] | None = None
+    retries: Annotated[StrictInt, Field(ge=0)] = 0
+    storage: str = "results"
+    search: Search = Search()
+    scheduler: Scheduler | None = None
+
+    @field_validator("search", "scheduler", mode="before")
+    @classmethod
+    def _algorithm_shorthand(cls, value: Any) -> Any:
+        return _shorthand(value)
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
+            raise ValueError(
+                "the name is the sweep's folder: letters, digits, '.', '_' and '-', "
+                "starting with a letter or digit"
+            )
+        return name
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_values(cls, seeds: Any) -> int | list[int]:
+        def whole(x: Any) -> bool:
+            return isinstance(x, int) and not isinstance(x, bool)
+
+        if whole(seeds) and seeds >= 1:
+            return seeds
+        if isinstance(seeds, list) and seeds and all(whole(s) and s >= 0 for s in seeds):
+            if len(set(seeds)) != len(seeds):
+                raise ValueError(f"seeds repeat: {seeds}")
+            return seeds
+        raise ValueError(
+            "seeds is a count of at least 1 (seeds: 3 means 0, 1, 2) "
+            "or a list of distinct non-negative integers (seeds: [7, 11])"
+        )
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_values(cls, grid: dict[str, Any]) -> dict[str, Any]:
+        for key, values in grid.items():
+            if isinstance(values, dict):
+                _check_distribution(key, values)
+            elif not isinstance(values, list):
+                raise ValueError(
+                    f"grid.{key} is {values!r}; a grid value is a list of values to sweep "
+                    "(put a fixed value under params)"
+                )
+            elif not values:
+                raise ValueError(f"grid.{key} is an empty list: nothing to sweep")
+        return grid
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepSpec:
+        for key in (*self.grid, *self.params):
+            if key == "seed":
+                raise ValueError("seed is a dimension of its own: use `seeds: N` or a list")
+            if key in RESERVED_KEYS:
+                raise ValueError(f'"{key}" names a column of the trials table; rename the key')
+        both = set(self.grid) & set(self.params)
+        if both:
+            raise ValueError(f"keys in both grid and params: {sorted(both)}")
+        sampled = [k for k, v in self.grid.items() if isinstance(v, dict)]
+        if sampled and self.search.algorithm == "grid":
+            raise ValueError(
+                f"grid.{sampled[0]} is a distribution; distributions need "
+                "`search: {algorithm: random, num_samples: N}` (or optuna)"
+            )
+        if self.scheduler and not (self.scheduler.metric or self.search.metric):
+            raise ValueError("scheduler asha needs a metric and mode (on the scheduler or search)")
+        return self
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+def _check_distribution(key: str, dist: dict[str, Any]) -> None:
+    if len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
+        raise ValueError(
+            f"grid.{key} is {dist!r}; a distribution is one of "
+            f"{', '.join(DISTRIBUTIONS)} with a list, e.g. {{loguniform: [1e-4, 1e-1]}}"
+        )
+    kind, args = next(iter(dist.items()))
+    if not isinstance(args, list) or not args or (kind != "choice" and len(args) != 2):
+        raise ValueError(f"grid.{key}.{kind} takes [low, high]" + (" or a list" * (kind == "choice")))
+
+
+def load_spec(source: str | Path | dict[str, Any], overrides: list[str] = ()) -> SweepSpec:
+    """Read a spec from a YAML file (or a dict), apply `key=value` overrides, validate."""
+    where = str(source) if not isinstance(source, dict) else "spec"
+    raw = _read_yaml(Path(source)) if not isinstance(source, dict) else dict(source)
+    for override in overrides:
+        _apply_override(raw, override)
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise InputError(_explain(exc, where)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(f"{path}: no such spec file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InputError(f"{path}:{line}: malformed YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: a spec is a YAML mapping (name: ..., experiment: ...)")
+    return raw
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    """`a.b=value`: value parsed as YAML; the key must exist (a field, or a key in the file)."""
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise InputError(f"--set {override!r}: expected key=value, e.g. --set seeds=5")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    parts = key.split(".")
+    node: dict[str, Any] = raw
+    model: type[BaseModel] | None = SweepSpec
+    for depth, part in enumerate(parts):
+        known = list(model.model_fields) if model else list(node)
+        if part not in known:
+            path = ".".join(parts[: depth + 1])
+            raise InputError(
+                f"--set {key}: no key {path!r} in the spec{did_you_mean(part, known)}"
+            )
+        if depth == len(parts) - 1:
+            node[part] = value
+            return
+        field = model.model_fields[part].annotation if model else None
+        sub_model = _model_in(field)
+        child = node.get(part)
+        if child is None and sub_model is not None:
+            child = {}
+        elif isinstance(child, str) and sub_model is not None:
+            child = _shorthand(child)
+        if not isinstance(child, dict):
+            raise InputError(f"--set {key}: {'.'.join(parts[: depth + 1])} is not a mapping")
+        node[part] = child = dict(child)
+        node, model = child, sub_model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation like `Search` or `Scheduler | None`."""
+    candidates = getattr(annotation, "__args__", None) or (annotation,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _explain(exc: ValidationError, where: str) -> str:
+    lines = [f"{where}: invalid sweep spec"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("int", "list[")))
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(err["loc"][:-1])
+            hint = did_you_mean(str(err["loc"][-1]), parent.model_fields) if parent else ""
+            lines.append(f"  {loc}: unknown key{hint}")
+        elif err["type"] == "missing":
+            lines.append(f"  {loc}: required key is missing")
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            got = f" (got {err['input']!r})" if not isinstance(err["input"], dict) else ""
+            prefix = "" if loc and message.startswith(loc) else f"{loc or 'spec'}: "
+            lines.append(f"  {prefix}{message}{got}")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = SweepSpec
+    for part in loc:
+        if model is None or part not in model.model_fields:
+            return None
+        model = _model_in(model.model_fields[part].annotation)
+    return model

@@ -1,0 +1,160 @@
+"""What `sweep ls` and `sweep status` show: counts, failures and suspicious metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from orchestrator.spec import RESERVED_KEYS
+from orchestrator.store import SweepStore
+
+NOT_METRICS = RESERVED_KEYS | {"seed", "time"}
+
+
+@dataclass
+class SweepSummary:
+    name: str
+    path: str
+    experiment: str
+    total: int
+    ok: int
+    failed: int
+    started: str
+    updated: str
+
+    @property
+    def pending(self) -> int:
+        return max(self.total - self.ok - self.failed, 0)
+
+
+def find_sweeps(root: str) -> list[SweepStore]:
+    """Every sweep folder (one holding sweep.json) directly under `root`."""
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    return [SweepStore(str(base), d.name) for d in sorted(base.iterdir()) if (d / "sweep.json").is_file()]
+
+
+def latest_status(trials: pd.DataFrame) -> pd.Series:
+    """Per trial id: ok (a successful attempt exists), stopped, or failed."""
+    if trials.empty:
+        return pd.Series(dtype=object)
+    rank = trials["status"].map({"ok": 2, "stopped": 1, "failed": 0})
+    best = trials.assign(rank=rank).sort_values("rank").groupby("trial_id")["status"].last()
+    return best
+
+
+def summarise(store: SweepStore) -> SweepSummary:
+    meta = store.read_meta() or {}
+    trials = store.read("trials", ["trial_id", "status"]) if store.schema("trials") else pd.DataFrame()
+    status = latest_status(trials)
+    runs = meta.get("runs", [])
+    ok = int(status.isin(["ok", "stopped"]).sum())
+    failed = int((status == "failed").sum())
+    total = max(runs[-1]["total"] if runs else 0, len(status))
+    return SweepSummary(
+        name=meta.get("name", Path(store.path).name),
+        path=store.uri,
+        experiment=meta.get("experiment", "?"),
+        total=total,
+        ok=ok,
+        failed=failed,
+        started=runs[0]["started_at"] if runs else "?",
+        updated=meta.get("updated_at", "?"),
+    )
+
+
+def ls_table(root: str) -> pd.DataFrame:
+    rows = []
+    for store in find_sweeps(root):
+        s = summarise(store)
+        rows.append(
+            {
+                "sweep": s.name,
+                "experiment": s.experiment,
+                "ok": s.ok,
+                "failed": s.failed,
+                "total": s.total,
+                "started": s.started,
+                "last update": s.updated,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def non_finite(table: pa.Table) -> pd.DataFrame:
+    """(trial_id, attempt, metric, value) for every NaN or infinite metric value."""
+    found = []
+    for name in table.column_names:
+        column = table[name]
+        if name in NOT_METRICS or not pa.types.is_floating(column.type):
+            continue
+        bad = pc.fill_null(pc.or_(pc.is_nan(column), pc.is_inf(column)), False)
+        for i in pc.indices_nonzero(bad).to_pylist():
+            found.append(
+                {
+                    "trial_id": table["trial_id"][i].as_py(),
+                    "attempt": table["attempt"][i].as_py(),
+                    "metric": name,
+                    "value": column[i].as_py(),
+                }
+            )
+    return pd.DataFrame(found, columns=["trial_id", "attempt", "metric", "value"])
+
+
+def status_text(store: SweepStore, max_rows: int = 30) -> str:
+    """The text of `sweep status`: counts, runs, failures, non-finite metrics, trials."""
+    s = summarise(store)
+    meta = store.read_meta() or {}
+    table = store.read_arrow("trials") if store.schema("trials") else None
+    lines = [
+        f"sweep {s.name}  (experiment {s.experiment})",
+        f"  folder   {s.path}",
+        f"  trials   {s.total} total | {s.ok} ok | {s.failed} failed | {s.pending} not run",
+    ]
+    for run in meta.get("runs", []):
+        counts = ", ".join(f"{run[k]} {k}" for k in ("ok", "failed", "stopped") if run.get(k))
+        lines.append(
+            f"  run {run['run_id']}  {run['started_at']}  {run['status']:<11} "
+            f"{run['to_run']} to run{': ' + counts if counts else ''}"
+            f"  git {str(run.get('git_commit'))[:10]}{' (dirty)' if run.get('git_dirty') else ''}"
+        )
+    if table is None:
+        return "\n".join([*lines, "  no trial has finished yet"])
+    trials = table.to_pandas()
+    failed = trials[trials["trial_id"].isin(latest_status(trials).loc[lambda x: x == "failed"].index)]
+    if len(failed):
+        lines.append("failed trials (last attempt; full tracebacks in the `error` column):")
+        last = failed.sort_values("attempt").groupby("trial_id").tail(1)
+        lines += [f"  {r.trial_id} attempt {r.attempt}: {_last_line(r.error)}" for r in last.itertuples()]
+    bad = non_finite(table)
+    if len(bad):
+        lines.append("non-finite metrics (NaN or infinite; stored as such):")
+        lines += [f"  {r.trial_id} attempt {r.attempt}: {r.metric} = {r.value}" for r in bad.itertuples()]
+    lines.append("trials:")
+    lines.append(_trial_listing(trials, meta.get("spec", {}), max_rows))
+    return "\n".join(lines)
+
+
+def _last_line(error: Any) -> str:
+    text = str(error or "").strip().splitlines()
+    return text[-1] if text else "(no error text)"
+
+
+def _trial_listing(trials: pd.DataFrame, spec: dict[str, Any], max_rows: int) -> str:
+    config = [*spec.get("params", {}), *spec.get("grid", {}), "seed"]
+    metrics = [
+        c
+        for c in trials.columns
+        if c not in NOT_METRICS and c not in config and not c.startswith("version_")
+    ]
+    columns = ["trial_id", "status", "attempt", *[c for c in config if c in trials], *metrics]
+    shown = trials.sort_values(["trial_id", "attempt"])[columns]
+    text = shown.head(max_rows).to_string(index=False, max_colwidth=24)
+    more = len(shown) - max_rows
+    return "  " + text.replace("\n", "\n  ") + (f"\n  ... {more} more rows" if more > 0 else "")

@@ -1,0 +1,101 @@
+"""The function Ray Tune runs for every trial: it wraps the experiment function.
+
+It seeds the generators, builds the `Trial` context, sends each step to the
+driver through `ray.tune.report`, and ends with one report that carries the
+final metrics (or the traceback): the last reported value of every metric,
+overridden by what the experiment returns. Everything the driver's sink needs travels in
+the reported results under META_KEY.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.artifacts import ArtifactWriter, encode, remote_writer
+from orchestrator.context import Trial, check_metrics, seed_everything
+from orchestrator.provenance import package_versions
+from orchestrator.trials import trial_id, user_config
+
+META_KEY = "__raysweep__"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every trial of one run needs to know, shipped to workers with the trainable."""
+
+    experiment: str
+    storage: str
+    sweep: str
+    driver_node: str
+
+
+def make_trainable(fn: Callable[..., Any], ctx: RunContext) -> Callable[[dict[str, Any]], None]:
+    def raysweep_trial(tune_config: dict[str, Any]) -> None:
+        run_trial(fn, ctx, user_config(tune_config))
+
+    return raysweep_trial
+
+
+def run_trial(fn: Callable[..., Any], ctx: RunContext, config: dict[str, Any]) -> None:
+    import ray
+    from ray import tune
+
+    gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+    node = ray.get_runtime_context().get_node_id()
+    meta: dict[str, Any] = {
+        "started_at": time.time(),
+        "node": node,
+        "host": socket.gethostname(),
+        "gpu_ids": ",".join(gpu_ids),
+        **package_versions(),
+    }
+    tid = trial_id(ctx.experiment, config)
+    saver = _artifact_saver(ctx, tid, local=node == ctx.driver_node)
+    latest: dict[str, Any] = {}  # last reported value of each metric
+    trial = Trial(tid, config, "cuda" if gpu_ids else "cpu", _reporter(meta, latest), saver)
+    seed_everything(trial.seed)
+    try:
+        final = fn(config, trial) or {}
+        if not isinstance(final, dict):
+            raise TypeError(f"the experiment returned {type(final).__name__}; return a dict of metrics")
+        final = {**latest, **check_metrics(final, config)}
+    except Exception:
+        tune.report({META_KEY: {**meta, "kind": "error", "error": traceback.format_exc()}})
+        raise
+    tune.report({**final, META_KEY: {**meta, "kind": "final", "names": list(final)}})
+
+
+def _reporter(meta: dict[str, Any], latest: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    from ray import tune
+
+    sent_meta = []
+
+    def report(metrics: dict[str, Any]) -> None:
+        extra = {} if sent_meta else meta  # the first step tells the driver where it runs
+        sent_meta.append(True)
+        latest.update((k, v) for k, v in metrics.items() if k != "step")
+        info = {**extra, "kind": "step", "names": list(metrics), "time": time.time()}
+        tune.report({**metrics, META_KEY: info})
+
+    return report
+
+
+def _artifact_saver(ctx: RunContext, tid: str, local: bool) -> Callable[[str, Any], str]:
+    writer: list[Any] = []
+
+    def save(name: str, obj: Any) -> str:
+        data = encode(obj)
+        if local or "://" in ctx.storage:
+            return ArtifactWriter(ctx.storage, ctx.sweep).write(tid, name, data)
+        import ray
+
+        if not writer:
+            writer.append(remote_writer(ctx.storage, ctx.sweep, ctx.driver_node))
+        return ray.get(writer[0].write.remote(tid, name, data))
+
+    return save

@@ -1,0 +1,54 @@
+"""The trials a spec expands to, and their stable ids.
+
+A trial's config is params + one grid cell + a seed. Its id is a hash of the
+experiment and that config, so the same cell gets the same id in every run:
+that is what makes resume and extend work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from typing import Any
+
+from orchestrator.spec import SweepSpec
+
+# Key under which a grid-mode Tune config carries the whole trial config.
+CELL_KEY = "__cell__"
+
+
+def trial_id(experiment: str, config: dict[str, Any]) -> str:
+    """Stable 16-hex-digit id of (experiment, full config including seed)."""
+    blob = json.dumps({"experiment": experiment, "config": config}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def expand(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every trial config of a grid sweep: params x grid cells x seeds, in spec order."""
+    keys = list(spec.grid)
+    cells = itertools.product(*(spec.grid[k] for k in keys))
+    return [
+        {**spec.params, **dict(zip(keys, cell)), "seed": seed}
+        for cell in cells
+        for seed in spec.seed_list
+    ]
+
+
+def user_config(tune_config: dict[str, Any]) -> dict[str, Any]:
+    """The experiment's config inside a Tune config (grid mode wraps it in CELL_KEY)."""
+    return dict(tune_config[CELL_KEY]) if CELL_KEY in tune_config else dict(tune_config)
+
+
+def search_space(spec: SweepSpec) -> dict[str, Any]:
+    """The Tune param space for random / Optuna search: grid entries become distributions."""
+    from ray import tune
+
+    def domain(values: Any) -> Any:
+        if isinstance(values, list):
+            return tune.choice(values)
+        kind, args = next(iter(values.items()))
+        return tune.choice(args) if kind == "choice" else getattr(tune, kind)(*args)
+
+    space = {key: domain(values) for key, values in spec.grid.items()}
+    return {**spec.params, **space, "seed": tune.choice(spec.seed_list)}

@@ -1,0 +1,134 @@
+"""Spec validation, overrides, expansion and trial ids: no Ray needed."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from orchestrator import InputError, expand, load_spec, trial_id
+
+BASE = {"name": "s", "experiment": "trivial"}
+
+
+def spec(**fields):
+    return load_spec({**BASE, **fields})
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"seed": 3}, 'seed: unknown key (did you mean "seeds"?)'),
+        ({"grid": {"x": [1]}, "parms": {}}, 'did you mean "params"'),
+        ({"resources": {"gpus": 1}}, 'resources.gpus: unknown key (did you mean "gpu"?)'),
+        ({"seeds": -1}, "seeds is a count of at least 1"),
+        ({"seeds": 2.5}, "seeds is a count of at least 1"),
+        ({"seeds": [1, -2]}, "non-negative integers"),
+        ({"seeds": [1, 1]}, "seeds repeat"),
+        ({"seeds": True}, "seeds is a count"),
+        ({"grid": {"x": []}}, "grid.x is an empty list"),
+        ({"grid": {"x": 3}}, "a grid value is a list"),
+        ({"resources": {"gpu": -1}}, "resources.gpu"),
+        ({"resources": {"gpu": 1.5}}, "fraction of one GPU or a whole number"),
+        ({"retries": "two"}, "retries"),
+        ({"max_concurrent": 0}, "max_concurrent"),
+        ({"search": "random"}, "needs num_samples"),
+        ({"search": {"algorithm": "optuna", "num_samples": 4}}, "needs metric and mode"),
+        ({"search": "bayes"}, "search.algorithm"),
+        ({"grid": {"lr": {"uniform": [0, 1]}}}, "distributions need"),
+        ({"grid": {"lr": {"normal": [0, 1]}}}, "a distribution is one of"),
+        ({"params": {"seed": 1}}, "seed is a dimension of its own"),
+        ({"params": {"status": 1}}, "names a column of the trials table"),
+        ({"grid": {"a": [1]}, "params": {"a": 2}}, "keys in both grid and params"),
+        ({"name": "a b"}, "the name is the sweep's folder"),
+        ({"scheduler": "asha"}, "needs a metric"),
+    ],
+)
+def test_bad_specs_say_what_and_where(fields, message):
+    with pytest.raises(InputError) as err:
+        spec(**fields)
+    assert message in str(err.value)
+
+
+def test_missing_keys_are_named():
+    with pytest.raises(InputError, match="name: required key is missing"):
+        load_spec({"experiment": "trivial"})
+
+
+def test_malformed_yaml_reports_the_line(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: s\nexperiment: trivial\ngrid: {x: [1, 2\n")
+    with pytest.raises(InputError, match=r"bad.yaml: line \d+, column \d+: malformed YAML"):
+        load_spec(path)
+
+
+def test_yaml_is_loaded_safely(tmp_path: Path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo hi']\nexperiment: trivial\n")
+    with pytest.raises(InputError, match="malformed YAML"):
+        load_spec(path)
+
+
+def test_a_spec_that_is_not_a_mapping(tmp_path: Path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(InputError, match="a spec is a YAML mapping"):
+        load_spec(path)
+
+
+def test_overrides_set_fields_and_nested_keys():
+    s = load_spec(
+        {**BASE, "grid": {"x": [1, 2]}, "params": {"steps": 5}},
+        ["seeds=[3, 4]", "grid.x=[1, 2, 3]", "params.steps=7", "resources.gpu=0.25", "retries=2"],
+    )
+    assert s.seed_list == [3, 4]
+    assert s.grid == {"x": [1, 2, 3]}
+    assert s.params == {"steps": 7}
+    assert s.resources.gpu == 0.25
+    assert s.retries == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("sedes=3", 'no key \'sedes\' in the spec (did you mean "seeds"?)'),
+        ("params.stepz=3", "no key 'params.stepz'"),
+        ("resources.gpus=1", 'did you mean "gpu"'),
+        ("justakey", "expected key=value"),
+        ("seeds=-4", "seeds is a count"),
+    ],
+)
+def test_bad_overrides(override, message):
+    with pytest.raises(InputError) as err:
+        load_spec({**BASE, "params": {"steps": 5}}, [override])
+    assert message in str(err.value)
+
+
+def test_expand_is_grid_times_seeds_with_params():
+    s = spec(grid={"a": [1, 2], "b": ["x", "y", "z"]}, seeds=[5, 9], params={"p": 0.5})
+    configs = expand(s)
+    assert len(configs) == 2 * 3 * 2
+    assert configs[0] == {"p": 0.5, "a": 1, "b": "x", "seed": 5}
+    assert {c["seed"] for c in configs} == {5, 9}
+    assert len({trial_id("trivial", c) for c in configs}) == 12
+
+
+def test_seed_count_means_zero_to_n_minus_one():
+    assert spec(seeds=3).seed_list == [0, 1, 2]
+
+
+def test_trial_ids_are_stable_and_depend_on_everything():
+    config = {"a": 1, "b": "x", "seed": 0}
+    assert trial_id("e", config) == trial_id("e", dict(reversed(list(config.items()))))
+    # The documented format, so ids stay the same across processes and versions:
+    canonical = b'{"config": {"a": 1, "b": "x", "seed": 0}, "experiment": "e"}'
+    assert trial_id("e", config) == hashlib.sha1(canonical).hexdigest()[:16]
+    assert trial_id("e", {**config, "seed": 1}) != trial_id("e", config)
+    assert trial_id("other", config) != trial_id("e", config)
+
+
+def test_extending_a_spec_keeps_old_ids():
+    old = {trial_id("trivial", c) for c in expand(spec(grid={"a": [1, 2]}, seeds=2))}
+    new = {trial_id("trivial", c) for c in expand(spec(grid={"a": [1, 2, 3]}, seeds=3))}
+    assert old < new and len(new - old) == 9 - 4
