@@ -1,8 +1,8 @@
 """raysweep's orchestrator: sweep specs in, trials on Ray Tune, Parquet out.
 
-    from orchestrator import run_sweep
-    result = run_sweep("experiments/sweeps/quickstart.yaml")
-    result.trials()          # pandas DataFrame, one row per trial attempt
+from orchestrator import run_sweep
+result = run_sweep("experiments/sweeps/quickstart.yaml")
+result.trials()          # pandas DataFrame, one row per trial attempt
 """
 
 from orchestrator.context import Trial

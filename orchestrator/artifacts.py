@@ -16,7 +16,6 @@ from typing import Any
 from orchestrator.store import SweepStore
 
 
-
 def encode(obj: Any) -> bytes:
     """The bytes saved for an object: see `Trial.save_artifact`."""
     if isinstance(obj, bytes):

@@ -36,16 +36,23 @@ def main() -> None:
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-    help="Override a spec field, e.g. --set seeds=5 --set grid.lr=[0.1,0.3] --set resources.gpu=0.25.",
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a spec field: --set seeds=5, --set grid.lr=[0.1,0.3], --set resources.gpu=0.25.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the trials it would run, and run nothing.")
 @click.option(
-    "--address", default=None, metavar="auto|HOST:PORT",
+    "--address",
+    default=None,
+    metavar="auto|HOST:PORT",
     help="Join a Ray cluster started with `ray start --head`; default: an embedded local Ray.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress line.")
-def run(spec: Path, overrides: tuple[str, ...], dry_run: bool, address: str | None, quiet: bool) -> None:
+def run(
+    spec: Path, overrides: tuple[str, ...], dry_run: bool, address: str | None, quiet: bool
+) -> None:
     """Run the sweep in SPEC (YAML); trials that already succeeded are skipped.
 
     Run it again to resume after a crash or retry failed trials; add seeds or
@@ -75,7 +82,8 @@ def _describe_plan(plan: Plan) -> str:
     res = spec.resources
     lines = [
         f"sweep {spec.name}: experiment {spec.experiment}, storage {plan.store.uri}",
-        f"trials: {plan.total} in all, {plan.total - plan.to_run} already done, {plan.to_run} to run",
+        f"trials: {plan.total} in all, {plan.total - plan.to_run} already done, "
+        f"{plan.to_run} to run",
         f"resources per trial: {res.cpu:g} CPU, {res.gpu:g} GPU"
         f"  (all at once: {res.cpu * plan.to_run:g} CPU, {res.gpu * plan.to_run:g} GPU)",
         f"retries: {spec.retries}   max concurrent: {spec.max_concurrent or 'as resources allow'}",

@@ -13,7 +13,9 @@ from ray import tune
 
 
 class ProgressLine(tune.Callback):
-    def __init__(self, sweep: str, total: int, out: TextIO = sys.stderr, every_s: float = 10.0) -> None:
+    def __init__(
+        self, sweep: str, total: int, out: TextIO = sys.stderr, every_s: float = 10.0
+    ) -> None:
         self.sweep = sweep
         self.total = total
         self.out = out

@@ -7,6 +7,7 @@ a file is written, so a bad spec leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -187,7 +188,11 @@ def _check_resources(spec: SweepSpec) -> None:
 
 
 def _execute(
-    the_plan: Plan, fn: Experiment, address: str | None, progress: TextIO | None, result: SweepResult
+    the_plan: Plan,
+    fn: Experiment,
+    address: str | None,
+    progress: TextIO | None,
+    result: SweepResult,
 ) -> SweepResult:
     import ray
     from ray import tune
@@ -200,7 +205,9 @@ def _execute(
     spec, store = the_plan.spec, the_plan.store
     run = _record_run_start(the_plan, address)
     storage_root = store.uri.rsplit("/", 1)[0]
-    ctx = RunContext(spec.experiment, storage_root, spec.name, ray.get_runtime_context().get_node_id())
+    ctx = RunContext(
+        spec.experiment, storage_root, spec.name, ray.get_runtime_context().get_node_id()
+    )
     sink = ParquetSink(store, spec.experiment, run, the_plan.next_attempt)
     callbacks: list[Any] = [sink]
     if progress is not None:
@@ -318,8 +325,5 @@ def _record_run_end(store: SweepStore, run: dict[str, Any], result: SweepResult)
 def _stop_artifact_writer(name: str) -> None:
     import ray
 
-    try:
+    with contextlib.suppress(ValueError):  # raised when no trial ran on another node
         ray.kill(ray.get_actor(name, namespace="raysweep"))
-    except ValueError:
-        pass  # no trial saved an artifact from another node
-

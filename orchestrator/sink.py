@@ -21,7 +21,6 @@ from orchestrator.store import SweepStore
 from orchestrator.trainable import META_KEY
 from orchestrator.trials import trial_id, user_config
 
-
 _TEXT = pa.string()
 _TIME = pa.timestamp("us", tz="UTC")
 # Types of the columns that may be all null in a file (so Arrow could not infer them).
@@ -75,11 +74,15 @@ class ParquetSink(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._begin(trial)
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
         live = self._live.get(trial.trial_id) or self._begin(trial)
         meta = result.get(META_KEY, {})
         values = {name: result[name] for name in meta.get("names", ())}
-        live.meta.update({k: v for k, v in meta.items() if k not in ("kind", "names", "error", "time")})
+        live.meta.update(
+            {k: v for k, v in meta.items() if k not in ("kind", "names", "error", "time")}
+        )
         if meta.get("kind") == "step":
             stamp = _utc(meta["time"])
             self._buffers["metrics"].append(

@@ -197,7 +197,9 @@ def _check_distribution(key: str, dist: dict[str, Any]) -> None:
         )
     kind, args = next(iter(dist.items()))
     if not isinstance(args, list) or not args or (kind != "choice" and len(args) != 2):
-        raise ValueError(f"grid.{key}.{kind} takes [low, high]" + (" or a list" * (kind == "choice")))
+        raise ValueError(
+            f"grid.{key}.{kind} takes [low, high]" + (" or a list" * (kind == "choice"))
+        )
 
 
 def load_spec(source: str | Path | dict[str, Any], overrides: list[str] = ()) -> SweepSpec:
@@ -243,9 +245,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         known = list(model.model_fields) if model else list(node)
         if part not in known:
             path = ".".join(parts[: depth + 1])
-            raise InputError(
-                f"--set {key}: no key {path!r} in the spec{did_you_mean(part, known)}"
-            )
+            raise InputError(f"--set {key}: no key {path!r} in the spec{did_you_mean(part, known)}")
         if depth == len(parts) - 1:
             node[part] = value
             return

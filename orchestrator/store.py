@@ -128,7 +128,9 @@ class SweepStore:
     def _files(self, table: str) -> list[str]:
         selector = pafs.FileSelector(self.table_dir(table), allow_not_found=True)
         infos = self.fs.get_file_info(selector)
-        return sorted(i.path for i in infos if i.base_name.endswith(".parquet") and i.base_name[0] != ".")
+        return sorted(
+            i.path for i in infos if i.base_name.endswith(".parquet") and i.base_name[0] != "."
+        )
 
 
 def _join(*parts: str) -> str:
@@ -153,7 +155,9 @@ def _union(old: pa.Schema, new: pa.Schema) -> pa.Schema:
     fields = []
     for field in old:
         other = new.field(field.name) if field.name in new.names else None
-        fields.append(field if other is None else pa.field(field.name, _wider(field.type, other.type)))
+        fields.append(
+            field if other is None else pa.field(field.name, _wider(field.type, other.type))
+        )
     fields += [f for f in new if f.name not in old.names]
     return pa.schema(fields)
 
@@ -164,9 +168,13 @@ def _wider(a: pa.DataType, b: pa.DataType) -> pa.DataType:
     if pa.types.is_null(a):
         return b
     try:
-        return pa.unify_schemas(
-            [pa.schema([("x", a)]), pa.schema([("x", b)])], promote_options="permissive"
-        ).field("x").type
+        return (
+            pa.unify_schemas(
+                [pa.schema([("x", a)]), pa.schema([("x", b)])], promote_options="permissive"
+            )
+            .field("x")
+            .type
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return pa.string()
 
@@ -179,7 +187,9 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         elif table.schema.field(field.name).type == field.type:
             columns.append(table[field.name])
         elif pa.types.is_string(field.type):
-            columns.append(pa.array([None if v is None else str(v) for v in table[field.name].to_pylist()]))
+            columns.append(
+                pa.array([None if v is None else str(v) for v in table[field.name].to_pylist()])
+            )
         else:
             columns.append(table[field.name].cast(field.type))
     return pa.Table.from_arrays(columns, schema=schema)

@@ -37,7 +37,11 @@ def find_sweeps(root: str) -> list[SweepStore]:
     base = Path(root)
     if not base.is_dir():
         return []
-    return [SweepStore(str(base), d.name) for d in sorted(base.iterdir()) if (d / "sweep.json").is_file()]
+    return [
+        SweepStore(str(base), d.name)
+        for d in sorted(base.iterdir())
+        if (d / "sweep.json").is_file()
+    ]
 
 
 def latest_status(trials: pd.DataFrame) -> pd.Series:
@@ -51,7 +55,9 @@ def latest_status(trials: pd.DataFrame) -> pd.Series:
 
 def summarise(store: SweepStore) -> SweepSummary:
     meta = store.read_meta() or {}
-    trials = store.read("trials", ["trial_id", "status"]) if store.schema("trials") else pd.DataFrame()
+    trials = (
+        store.read("trials", ["trial_id", "status"]) if store.schema("trials") else pd.DataFrame()
+    )
     status = latest_status(trials)
     runs = meta.get("runs", [])
     ok = int(status.isin(["ok", "stopped"]).sum())
@@ -127,15 +133,21 @@ def status_text(store: SweepStore, max_rows: int = 30) -> str:
     if table is None:
         return "\n".join([*lines, "  no trial has finished yet"])
     trials = table.to_pandas()
-    failed = trials[trials["trial_id"].isin(latest_status(trials).loc[lambda x: x == "failed"].index)]
+    failed = trials[
+        trials["trial_id"].isin(latest_status(trials).loc[lambda x: x == "failed"].index)
+    ]
     if len(failed):
         lines.append("failed trials (last attempt; full tracebacks in the `error` column):")
         last = failed.sort_values("attempt").groupby("trial_id").tail(1)
-        lines += [f"  {r.trial_id} attempt {r.attempt}: {_last_line(r.error)}" for r in last.itertuples()]
+        lines += [
+            f"  {r.trial_id} attempt {r.attempt}: {_last_line(r.error)}" for r in last.itertuples()
+        ]
     bad = non_finite(table)
     if len(bad):
         lines.append("non-finite metrics (NaN or infinite; stored as such):")
-        lines += [f"  {r.trial_id} attempt {r.attempt}: {r.metric} = {r.value}" for r in bad.itertuples()]
+        lines += [
+            f"  {r.trial_id} attempt {r.attempt}: {r.metric} = {r.value}" for r in bad.itertuples()
+        ]
     lines.append("trials:")
     lines.append(_trial_listing(trials, meta.get("spec", {}), max_rows))
     return "\n".join(lines)

@@ -62,7 +62,9 @@ def run_trial(fn: Callable[..., Any], ctx: RunContext, config: dict[str, Any]) -
     try:
         final = fn(config, trial) or {}
         if not isinstance(final, dict):
-            raise TypeError(f"the experiment returned {type(final).__name__}; return a dict of metrics")
+            raise TypeError(
+                f"the experiment returned {type(final).__name__}; return a dict of metrics"
+            )
         final = {**latest, **check_metrics(final, config)}
     except Exception:
         tune.report({META_KEY: {**meta, "kind": "error", "error": traceback.format_exc()}})

@@ -29,7 +29,7 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
     keys = list(spec.grid)
     cells = itertools.product(*(spec.grid[k] for k in keys))
     return [
-        {**spec.params, **dict(zip(keys, cell)), "seed": seed}
+        {**spec.params, **dict(zip(keys, cell, strict=True)), "seed": seed}
         for cell in cells
         for seed in spec.seed_list
     ]

@@ -92,7 +92,7 @@ def test_overrides_set_fields_and_nested_keys():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("sedes=3", 'no key \'sedes\' in the spec (did you mean "seeds"?)'),
+        ("sedes=3", "no key 'sedes' in the spec (did you mean \"seeds\"?)"),
         ("params.stepz=3", "no key 'params.stepz'"),
         ("resources.gpus=1", 'did you mean "gpu"'),
         ("justakey", "expected key=value"),
