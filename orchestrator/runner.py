@@ -153,6 +153,8 @@ def _connect(address: str | None) -> bool:
         return False
     if address and address != "auto":
         _check_reachable(address)
+    if address:
+        _use_local_auth_token()
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -161,6 +163,18 @@ def _connect(address: str | None) -> bool:
             "`ray start --head`, or leave out --address to run on this machine"
         ) from None
     return True
+
+
+def _use_local_auth_token() -> None:
+    """Send the token that `ray start` on this machine made (~/.ray/auth_token), as the
+    `ray` CLI does; ray.init(address=...) does not look for it by itself (Ray 2.60)."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _check_reachable(address: str) -> None:

@@ -1,0 +1,206 @@
+"""The `sweep` command in real subprocesses: bad input, dry runs, ls/status, and
+drivers that are killed or interrupted mid-sweep."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import cli_env
+
+BIN = Path(sys.executable).parent
+SWEEP = str(BIN / "sweep")  # the installed console script
+
+SLOW_MODULE = textwrap.dedent(
+    """
+    import time
+
+    def experiment(config, trial):
+        for step in range(2):
+            time.sleep(config["sleep"])
+            trial.report(step=step, loss=config["x"] / (step + 1))
+        if config["x"] == 3:
+            raise ValueError("x=3 is not allowed")
+        return {"loss": float("nan") if config["x"] == 2 else config["x"] / 2}
+    """
+)
+
+
+def sweep(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [SWEEP, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def write_spec(folder: Path, name: str = "spec.yaml", **fields) -> Path:
+    (folder / "slow_exp.py").write_text(SLOW_MODULE)
+    spec = {
+        "name": "cli",
+        "experiment": "slow_exp:experiment",
+        "grid": {"x": [1, 2, 3]},
+        "seeds": 2,
+        "params": {"sleep": 0.0},
+        **fields,
+    }
+    path = folder / name
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+BAD_INPUTS = [
+    ({"experiment": "no_such_experiment"}, [], 'unknown experiment "no_such_experiment"'),
+    ({"experiment": "trival"}, [], 'did you mean "trivial"'),
+    ({"experiment": "nowhere.mod:fn"}, [], 'cannot import module "nowhere"'),
+    ({"experiment": "slow_exp:experimnt"}, [], 'did you mean "experiment"'),
+    ({"sedes": 3}, [], 'unknown key (did you mean "seeds"?)'),
+    ({"retries": "many"}, [], "retries"),
+    ({"grid": {"x": []}}, [], "grid.x is an empty list"),
+    ({"seeds": -2}, [], "seeds is a count"),
+    ({"seeds": 1.5}, [], "seeds is a count"),
+    ({}, ["--set", "params.slep=1"], "no key 'params.slep'"),
+    ({}, ["--set", "sedes=1"], 'did you mean "seeds"'),
+    ({"storage": "/proc/raysweep"}, [], "cannot write under /proc"),
+    ({}, ["--address", f"127.0.0.1:{free_port()}"], "nothing answers there"),
+]
+
+
+@pytest.mark.parametrize(("fields", "args", "message"), BAD_INPUTS)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, fields, args, message):
+    spec = write_spec(tmp_path, **fields)
+    before = sorted(tmp_path.iterdir())
+    out = sweep("run", str(spec), *args, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+    assert out.stderr.startswith("error: ")
+    assert sorted(tmp_path.iterdir()) == before  # no results/ folder, nothing else
+
+
+def test_malformed_yaml_exits_2(tmp_path: Path):
+    (tmp_path / "bad.yaml").write_text("name: x\n  experiment: [trivial\n")
+    out = sweep("run", "bad.yaml", cwd=tmp_path)
+    assert out.returncode == 2 and "malformed YAML" in out.stderr and "line 2" in out.stderr
+
+
+def test_more_gpus_than_the_cluster_has_exits_2(tmp_path: Path):
+    spec = write_spec(tmp_path, resources={"gpu": 4})
+    out = sweep("run", str(spec), cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "each trial asks for 4 GPU, but the Ray cluster has 0" in out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_dry_run_lists_trials_and_runs_nothing(tmp_path: Path):
+    out = sweep("run", str(write_spec(tmp_path)), "--dry-run", "--set", "seeds=3", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "trials: 9 in all, 0 already done, 9 to run" in out.stdout
+    assert "resources per trial: 1 CPU, 0 GPU" in out.stdout
+    assert out.stdout.count("pending") == 9
+    assert not (tmp_path / "results").exists()
+
+
+def test_run_then_ls_and_status(tmp_path: Path):
+    out = sweep("run", str(write_spec(tmp_path)), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "6 trials: 0 already done, ran 6 attempts (4 ok, 2 failed" in out.stdout
+    assert "[cli] 6/6 done" in out.stderr  # the progress line
+
+    listing = sweep("ls", cwd=tmp_path)
+    assert listing.returncode == 0
+    row = next(line for line in listing.stdout.splitlines() if line.strip().startswith("cli"))
+    assert row.split()[:5] == ["cli", "slow_exp:experiment", "4", "2", "6"]
+
+    status = sweep("status", "results/cli", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "6 total | 4 ok | 2 failed | 0 not run" in status.stdout
+    assert "ValueError: x=3 is not allowed" in status.stdout
+    assert "loss = nan" in status.stdout  # NaN flagged
+
+    again = sweep("run", str(write_spec(tmp_path)), "--dry-run", cwd=tmp_path)
+    assert "6 in all, 4 already done, 2 to run" in again.stdout
+
+
+def test_status_of_a_folder_that_is_no_sweep(tmp_path: Path):
+    out = sweep("status", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 2 and "not a sweep folder" in out.stderr
+
+
+def test_every_command_has_help(tmp_path: Path):
+    for command in ([], ["run"], ["ls"], ["status"], ["experiments"]):
+        out = sweep(*command, "--help", cwd=tmp_path)
+        assert out.returncode == 0 and "Usage:" in out.stdout
+
+
+def _start_and_kill(tmp_path: Path, spec: Path, sig: signal.Signals) -> None:
+    """Start `sweep run`, wait until some trials are recorded, then send `sig`."""
+    driver = subprocess.Popen(
+        [SWEEP, "run", str(spec)], cwd=tmp_path, env=cli_env(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    trials = tmp_path / "results" / "cli" / "trials"
+    deadline = time.monotonic() + 120
+    while not (trials.is_dir() and any(trials.glob("*.parquet"))):
+        assert time.monotonic() < deadline and driver.poll() is None, "no trial was recorded"
+        time.sleep(0.2)
+    if sig == signal.SIGKILL:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
+    else:
+        driver.send_signal(sig)
+    driver.wait(timeout=120)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+def test_an_interrupted_driver_loses_nothing_and_duplicates_nothing(tmp_path: Path, sig):
+    spec = write_spec(tmp_path, grid={"x": [1, 4, 5, 6, 7, 8]}, seeds=4, params={"sleep": 0.15})
+    _start_and_kill(tmp_path, spec, sig)
+    partial = pd.read_parquet(tmp_path / "results" / "cli" / "trials")
+    assert 0 < len(partial) < 24
+
+    out = sweep("run", str(spec), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    final = pd.read_parquet(tmp_path / "results" / "cli" / "trials")
+    assert sorted(final["trial_id"]) == sorted(set(final["trial_id"]))  # one row each
+    assert len(final) == 24 and (final["status"] == "ok").all()
+    assert set(partial["trial_id"]) <= set(final["trial_id"])
+    metrics = pd.read_parquet(tmp_path / "results" / "cli" / "metrics")
+    assert set(metrics["trial_id"]) == set(final["trial_id"])
+
+
+def test_joining_a_cluster_with_address(tmp_path: Path):
+    port = free_port()
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=false", "--block"],
+        env=cli_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and head.poll() is None, "ray start failed"
+                time.sleep(0.5)
+        out = sweep(
+            "run", str(write_spec(tmp_path)), "--address", f"127.0.0.1:{port}", cwd=tmp_path
+        )
+        assert out.returncode == 0, out.stderr
+        assert "(4 ok, 2 failed" in out.stdout
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
