@@ -156,7 +156,8 @@ def _connect(address: str | None) -> bool:
     if address:
         _use_local_auth_token()
     try:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        # "local": a new embedded Ray, never a stale one that `ray start` left behind.
+        ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise InputError(
             f"--address {address}: no Ray cluster there ({exc}). Start one with "

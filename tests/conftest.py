@@ -16,7 +16,7 @@ SWEEP = [sys.executable, "-m", "orchestrator.cli"]
 def ray_instance():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
 

@@ -1,0 +1,169 @@
+"""Per-trial overhead of `sweep` next to what a user would write instead.
+
+The same N trivial trials (each reports 5 steps) run, in one process on one
+Ray instance, through:
+  sweep        orchestrator.run_sweep, Parquet results included
+  tune-tuned   Ray Tune with reuse_actors=True and TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1
+  tune-stock   Ray Tune with its defaults
+  ray-tasks    plain Ray tasks
+and the Parquet sink alone is fed many trials' results at once (rows/second).
+
+    python benchmarks/overhead.py                  # N=200, stock Tune on 50 trials
+    python benchmarks/overhead.py --trials 100 --stock-trials 100 --repeats 3
+
+Timings are medians over --repeats; stock Tune, the slowest by far, runs once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import ray
+from ray import tune
+
+from orchestrator import run_sweep
+from orchestrator.sink import ParquetSink
+from orchestrator.store import SweepStore
+from orchestrator.trainable import META_KEY
+from orchestrator.trials import CELL_KEY
+
+STEPS = 5
+
+
+def trivial_tune(config: dict) -> None:
+    for step in range(STEPS):
+        tune.report({"step": step, "value": config["x"] * step})
+
+
+@ray.remote
+def trivial_task(x: int) -> float:
+    return sum(x * step for step in range(STEPS))
+
+
+@contextmanager
+def env(name: str, value: str):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
+def with_sweep(n: int, folder: str) -> None:
+    spec = {
+        "name": "overhead",
+        "experiment": "trivial",
+        "grid": {"x": list(range(n))},
+        "storage": folder,
+    }
+    result = run_sweep(spec, progress=None)
+    assert result.count("ok") == n, result.rows[:1]
+
+
+def with_tune(n: int, folder: str, tuned: bool) -> None:
+    with env("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1" if tuned else "0"):
+        tuner = tune.Tuner(
+            trivial_tune,
+            param_space={"x": tune.grid_search(list(range(n)))},
+            tune_config=tune.TuneConfig(reuse_actors=tuned),
+            run_config=tune.RunConfig(storage_path=folder, name="overhead", verbose=0),
+        )
+        grid = tuner.fit()
+    assert grid.num_errors == 0 and len(grid) == n
+
+
+def with_tasks(n: int, folder: str) -> None:
+    assert len(ray.get([trivial_task.remote(i) for i in range(n)])) == n
+
+
+def seconds(run: Callable[[int, str], None], n: int) -> float:
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        run(n, folder)
+        return time.perf_counter() - start
+
+
+def sink_rows_per_second(trials: int, steps: int) -> tuple[int, float]:
+    """Feed the sink `trials` interleaved trials' step results, as Tune would."""
+    with tempfile.TemporaryDirectory() as folder:
+        store = SweepStore(folder, "sink")
+        run_info = {"sweep": "sink", "run_id": "bench", "git_commit": None, "git_dirty": None}
+        sink = ParquetSink(store, "trivial", run_info, {})
+        fake = [
+            SimpleNamespace(trial_id=f"t{i}", config={CELL_KEY: {"x": i, "seed": 0}})
+            for i in range(trials)
+        ]
+        start = time.perf_counter()
+        for t in fake:
+            sink.on_trial_start(0, fake, t)
+        for step in range(steps):
+            now = time.time()
+            for t in fake:
+                info = {"kind": "step", "names": ["step", "loss", "acc"], "time": now}
+                result = {"step": step, "loss": 1.0 / (step + 1), "acc": 0.5, META_KEY: info}
+                sink.on_trial_result(0, fake, t, result)
+        for t in fake:
+            sink.on_trial_complete(0, fake, t)
+        sink.flush()
+        elapsed = time.perf_counter() - start
+        rows = len(store.read("metrics", ["step"]))
+    assert rows == trials * steps
+    return rows, rows / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--stock-trials", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    seconds(with_tasks, 10)  # start the workers once, for everyone
+    seconds(lambda n, f: with_tune(n, f, tuned=True), 4)
+    runs = {
+        "sweep": lambda n, f: with_sweep(n, f),
+        "tune-tuned": lambda n, f: with_tune(n, f, tuned=True),
+        "ray-tasks": with_tasks,
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeats):  # interleaved, so drift on a noisy machine hits all alike
+        for name, run in runs.items():
+            times[name].append(seconds(run, args.trials))
+    per_trial = {name: statistics.median(t) / args.trials for name, t in times.items()}
+    per_trial["tune-stock"] = (
+        seconds(lambda n, f: with_tune(n, f, tuned=False), args.stock_trials) / args.stock_trials
+    )
+    ray.shutdown()
+
+    print(f"\n{args.trials} trivial trials x {STEPS} steps, 2 CPUs, median of {args.repeats}")
+    print(f"(tune-stock: {args.stock_trials} trials, once)\n")
+    print(f"{'runner':<12} {'s/trial':>9} {'ms/trial':>9} {'vs tune-tuned':>14}")
+    base = per_trial["tune-tuned"]
+    for name in ("ray-tasks", "tune-tuned", "sweep", "tune-stock"):
+        t = per_trial[name]
+        print(f"{name:<12} {t:>9.4f} {t * 1e3:>9.1f} {t / base:>13.2f}x")
+    print("\nsweep runs:", ", ".join(f"{t:.2f}s" for t in times["sweep"]))
+    print("tune-tuned runs:", ", ".join(f"{t:.2f}s" for t in times["tune-tuned"]))
+
+    rows, rate = sink_rows_per_second(trials=200, steps=500)
+    print(
+        f"\nParquet sink alone: 200 trials reporting at once, {rows} step rows: {rate:,.0f} rows/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
