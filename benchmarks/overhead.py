@@ -32,7 +32,7 @@ from orchestrator import run_sweep
 from orchestrator.sink import ParquetSink
 from orchestrator.store import SweepStore
 from orchestrator.trainable import META_KEY
-from orchestrator.trials import CELL_KEY
+from orchestrator.trials import CELL_KEY, TrialIndex
 
 STEPS = 5
 
@@ -99,10 +99,10 @@ def sink_rows_per_second(trials: int, steps: int) -> tuple[int, float]:
     with tempfile.TemporaryDirectory() as folder:
         store = SweepStore(folder, "sink")
         run_info = {"sweep": "sink", "run_id": "bench", "git_commit": None, "git_dirty": None}
-        sink = ParquetSink(store, "trivial", run_info, {})
+        index = TrialIndex("trivial", {f"t{i}": {"x": i, "seed": 0} for i in range(trials)})
+        sink = ParquetSink(store, index, run_info, {})
         fake = [
-            SimpleNamespace(trial_id=f"t{i}", config={CELL_KEY: {"x": i, "seed": 0}})
-            for i in range(trials)
+            SimpleNamespace(trial_id=f"t{i}", config={CELL_KEY: f"t{i}"}) for i in range(trials)
         ]
         start = time.perf_counter()
         for t in fake:

@@ -6,7 +6,6 @@ report metrics per step, save artifacts, read the seed and the device.
 
 from __future__ import annotations
 
-import math
 import random
 import sys
 from collections.abc import Callable
@@ -76,10 +75,6 @@ def check_metrics(metrics: dict[str, Any], config: dict[str, Any]) -> dict[str, 
                 "(use .item() on a tensor)"
             ) from None
     return checked
-
-
-def has_non_finite(values: dict[str, Any]) -> bool:
-    return any(isinstance(v, float) and not math.isfinite(v) for v in values.values())
 
 
 def seed_everything(seed: int) -> None:

@@ -11,12 +11,20 @@ from typing import Any, TextIO
 
 from ray import tune
 
+from orchestrator.trials import TrialIndex
+
 
 class ProgressLine(tune.Callback):
     def __init__(
-        self, sweep: str, total: int, out: TextIO = sys.stderr, every_s: float = 10.0
+        self,
+        sweep: str,
+        index: TrialIndex,
+        total: int,
+        out: TextIO = sys.stderr,
+        every_s: float = 10.0,
     ) -> None:
         self.sweep = sweep
+        self.index = index
         self.total = total
         self.out = out
         self.tty = out.isatty()
@@ -30,7 +38,8 @@ class ProgressLine(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.failed += 1
-        self._say(f"trial {trial.trial_id} failed; its traceback is in the trials table")
+        tid, _ = self.index.lookup(trial.config)
+        self._say(f"trial {tid} failed; its traceback is in the trials table (sweep status)")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.retried += 1

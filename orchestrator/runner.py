@@ -28,7 +28,7 @@ from orchestrator.provenance import git_state
 from orchestrator.registry import Experiment, resolve
 from orchestrator.spec import SweepSpec, load_spec
 from orchestrator.store import SweepStore
-from orchestrator.trials import CELL_KEY, expand, search_space, trial_id
+from orchestrator.trials import CELL_KEY, TrialIndex, expand, search_space, trial_id
 
 # Tune's own JSON/CSV/TensorBoard loggers are replaced by our Parquet sink; they
 # cost about a second per trial. Our final/error reports need not carry the metric.
@@ -45,7 +45,7 @@ class Plan:
 
     spec: SweepSpec
     store: SweepStore
-    configs: list[dict[str, Any]]  # grid mode: every cell; search mode: empty
+    configs: dict[str, dict[str, Any]]  # trial id -> config; grid mode only
     done: set[str]  # trial ids with a successful row
     next_attempt: dict[str, int]
     source_dir: Path
@@ -55,8 +55,9 @@ class Plan:
         return len(self.configs) if self.configs else self.spec.search.num_samples or 0
 
     @property
-    def pending(self) -> list[dict[str, Any]]:
-        return [c for c in self.configs if trial_id(self.spec.experiment, c) not in self.done]
+    def pending(self) -> list[str]:
+        """Ids of the grid trials with no successful row yet."""
+        return [tid for tid in self.configs if tid not in self.done]
 
     @property
     def to_run(self) -> int:
@@ -67,9 +68,8 @@ class Plan:
     def table(self) -> pd.DataFrame:
         """One row per trial of a grid sweep: its id, whether it still runs, its config."""
         rows = [
-            {"trial_id": tid, "state": "done" if tid in self.done else "pending", **c}
-            for c in self.configs
-            for tid in [trial_id(self.spec.experiment, c)]
+            {"trial_id": tid, "state": "done" if tid in self.done else "pending", **config}
+            for tid, config in self.configs.items()
         ]
         return pd.DataFrame(rows)
 
@@ -100,7 +100,8 @@ def plan(spec: SweepSpec, source_dir: Path) -> Plan:
     if previous is not None and len(previous):
         done = set(previous.loc[previous["status"].isin(DONE), "trial_id"])
         next_attempt = (previous.groupby("trial_id")["attempt"].max() + 1).astype(int).to_dict()
-    configs = expand(spec) if spec.search.algorithm == "grid" else []
+    grid = expand(spec) if spec.search.algorithm == "grid" else []
+    configs = {trial_id(spec.experiment, c): c for c in grid}
     return Plan(spec, store, configs, done, next_attempt, source_dir)
 
 
@@ -220,20 +221,20 @@ def _execute(
     spec, store = the_plan.spec, the_plan.store
     run = _record_run_start(the_plan, address)
     storage_root = store.uri.rsplit("/", 1)[0]
-    ctx = RunContext(
-        spec.experiment, storage_root, spec.name, ray.get_runtime_context().get_node_id()
-    )
-    sink = ParquetSink(store, spec.experiment, run, the_plan.next_attempt)
+    pending = {tid: the_plan.configs[tid] for tid in the_plan.pending}
+    index = TrialIndex(spec.experiment, pending)
+    ctx = RunContext(index, storage_root, spec.name, ray.get_runtime_context().get_node_id())
+    sink = ParquetSink(store, index, run, the_plan.next_attempt)
     callbacks: list[Any] = [sink]
     if progress is not None:
-        callbacks.append(ProgressLine(spec.name, the_plan.to_run, progress))
+        callbacks.append(ProgressLine(spec.name, index, the_plan.to_run, progress))
     trainable = tune.with_resources(
         make_trainable(fn, ctx), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     )
     scratch = tempfile.mkdtemp(prefix="raysweep-tune-")
     tuner = tune.Tuner(
         trainable,
-        param_space=_param_space(the_plan),
+        param_space=_param_space(spec, list(pending)),
         tune_config=_tune_config(spec, the_plan.to_run),
         run_config=tune.RunConfig(
             name=f"{spec.name}-{run['run_id']}",
@@ -254,18 +255,19 @@ def _execute(
         tune_logger.setLevel(level)
         sink.flush()
         result.rows = sink.finished
+        result.interrupted |= sink.ended < the_plan.to_run  # Tune may return after Ctrl-C
         _record_run_end(store, run, result)
         shutil.rmtree(scratch, ignore_errors=True)
         _stop_artifact_writer(writer_name(storage_root, spec.name))
     return result
 
 
-def _param_space(the_plan: Plan) -> dict[str, Any]:
+def _param_space(spec: SweepSpec, pending_ids: list[str]) -> dict[str, Any]:
     from ray import tune
 
-    if the_plan.spec.search.algorithm == "grid":
-        return {CELL_KEY: tune.grid_search(the_plan.pending)}
-    return search_space(the_plan.spec)
+    if spec.search.algorithm == "grid":
+        return {CELL_KEY: tune.grid_search(pending_ids)}
+    return search_space(spec)
 
 
 def _tune_config(spec: SweepSpec, to_run: int) -> Any:

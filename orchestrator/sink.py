@@ -19,7 +19,7 @@ from ray import tune
 
 from orchestrator.store import SweepStore
 from orchestrator.trainable import META_KEY
-from orchestrator.trials import trial_id, user_config
+from orchestrator.trials import TrialIndex
 
 _TEXT = pa.string()
 _TIME = pa.timestamp("us", tz="UTC")
@@ -56,17 +56,18 @@ class ParquetSink(tune.Callback):
     def __init__(
         self,
         store: SweepStore,
-        experiment: str,
+        index: TrialIndex,
         run_info: dict[str, Any],
         next_attempt: dict[str, int],
         flush_s: float = 1.0,
     ) -> None:
         self.store = store
-        self.experiment = experiment
+        self.index = index
         self.run_info = run_info  # sweep, run_id, git state: the same on every row
         self.next_attempt = dict(next_attempt)
         self.flush_s = flush_s
         self.finished: list[dict[str, Any]] = []  # every trial row of this run, for the summary
+        self.ended = 0  # trials done for good: complete, or failed after their retries
         self._live: dict[str, _Attempt] = {}
         self._buffers: dict[str, list[dict[str, Any]]] = {"trials": [], "metrics": []}
         self._last_flush = time.monotonic()
@@ -96,12 +97,14 @@ class ParquetSink(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         live = self._live.get(trial.trial_id) or self._begin(trial)
+        self.ended += 1
         self._end(trial, "ok" if live.final is not None else "stopped")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, "failed")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended += 1
         self._end(trial, "failed")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
@@ -122,16 +125,17 @@ class ParquetSink(tune.Callback):
             self.flush()
 
     def _begin(self, trial: Any) -> _Attempt:
-        config = user_config(trial.config)
-        tid = trial_id(self.experiment, config)
+        tid, config = self.index.lookup(trial.config)
         attempt = self.next_attempt.get(tid, 1)
         self.next_attempt[tid] = attempt + 1
         self._live[trial.trial_id] = live = _Attempt(tid, attempt, config)
         return live
 
     def _end(self, trial: Any, status: str) -> None:
-        live = self._live.pop(trial.trial_id, None) or self._begin(trial)
-        self._live.pop(trial.trial_id, None)
+        live = self._live.pop(trial.trial_id, None)
+        if live is None:  # ended before it started, e.g. it could not be scheduled
+            self._begin(trial)
+            live = self._live.pop(trial.trial_id)
         error = live.error if status == "failed" else None
         if status == "failed" and error is None:
             error = _error_text(trial)
@@ -140,7 +144,7 @@ class ParquetSink(tune.Callback):
         row = {
             "trial_id": live.trial_id,
             "sweep": self.run_info["sweep"],
-            "experiment": self.experiment,
+            "experiment": self.index.experiment,
             "status": status,
             "attempt": live.attempt,
             "error": error,

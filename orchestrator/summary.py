@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,7 +128,7 @@ def status_text(store: SweepStore, max_rows: int = 30) -> str:
     for run in meta.get("runs", []):
         counts = ", ".join(f"{run[k]} {k}" for k in ("ok", "failed", "stopped") if run.get(k))
         lines.append(
-            f"  run {run['run_id']}  {run['started_at']}  {run['status']:<11} "
+            f"  run {run['run_id']}  {run['started_at']}  {run_state(run):<11} "
             f"{run['to_run']} to run{': ' + counts if counts else ''}"
             f"  git {str(run.get('git_commit'))[:10]}{' (dirty)' if run.get('git_dirty') else ''}"
         )
@@ -151,6 +153,19 @@ def status_text(store: SweepStore, max_rows: int = 30) -> str:
     lines.append("trials:")
     lines.append(_trial_listing(trials, meta.get("spec", {}), max_rows))
     return "\n".join(lines)
+
+
+def run_state(run: dict[str, Any]) -> str:
+    """A run's status; "died" for one still marked running whose driver is gone."""
+    if run["status"] != "running" or run.get("host") != socket.gethostname():
+        return run["status"]
+    try:
+        os.kill(run["pid"], 0)
+    except ProcessLookupError:
+        return "died"
+    except PermissionError:
+        pass  # alive, and someone else's
+    return "running"
 
 
 def _last_line(error: Any) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from orchestrator.artifacts import ArtifactWriter, encode, remote_writer
 from orchestrator.context import Trial, check_metrics, seed_everything
 from orchestrator.provenance import package_versions
-from orchestrator.trials import trial_id, user_config
+from orchestrator.trials import TrialIndex
 
 META_KEY = "__raysweep__"
 
@@ -28,7 +28,7 @@ META_KEY = "__raysweep__"
 class RunContext:
     """What every trial of one run needs to know, shipped to workers with the trainable."""
 
-    experiment: str
+    index: TrialIndex
     storage: str
     sweep: str
     driver_node: str
@@ -36,12 +36,12 @@ class RunContext:
 
 def make_trainable(fn: Callable[..., Any], ctx: RunContext) -> Callable[[dict[str, Any]], None]:
     def raysweep_trial(tune_config: dict[str, Any]) -> None:
-        run_trial(fn, ctx, user_config(tune_config))
+        run_trial(fn, ctx, *ctx.index.lookup(tune_config))
 
     return raysweep_trial
 
 
-def run_trial(fn: Callable[..., Any], ctx: RunContext, config: dict[str, Any]) -> None:
+def run_trial(fn: Callable[..., Any], ctx: RunContext, tid: str, config: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
@@ -54,7 +54,6 @@ def run_trial(fn: Callable[..., Any], ctx: RunContext, config: dict[str, Any]) -
         "gpu_ids": ",".join(gpu_ids),
         **package_versions(),
     }
-    tid = trial_id(ctx.experiment, config)
     saver = _artifact_saver(ctx, tid, local=node == ctx.driver_node)
     latest: dict[str, Any] = {}  # last reported value of each metric
     trial = Trial(tid, config, "cuda" if gpu_ids else "cpu", _reporter(meta, latest), saver)

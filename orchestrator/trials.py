@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.spec import SweepSpec
 
-# Key under which a grid-mode Tune config carries the whole trial config.
-CELL_KEY = "__cell__"
+# In grid mode a Tune config is only {CELL_KEY: trial id}: Tune copies and saves
+# configs often, and a short id keeps that cheap however large the configs are.
+CELL_KEY = "__trial_id__"
 
 
 def trial_id(experiment: str, config: dict[str, Any]) -> str:
@@ -35,9 +37,19 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
     ]
 
 
-def user_config(tune_config: dict[str, Any]) -> dict[str, Any]:
-    """The experiment's config inside a Tune config (grid mode wraps it in CELL_KEY)."""
-    return dict(tune_config[CELL_KEY]) if CELL_KEY in tune_config else dict(tune_config)
+@dataclass(frozen=True)
+class TrialIndex:
+    """Maps the configs Tune hands out back to (trial id, experiment config)."""
+
+    experiment: str
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # grid mode: by id
+
+    def lookup(self, tune_config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if CELL_KEY in tune_config:
+            tid = tune_config[CELL_KEY]
+            return tid, dict(self.configs[tid])
+        config = dict(tune_config)  # search mode: Tune sampled the config itself
+        return trial_id(self.experiment, config), config
 
 
 def search_space(spec: SweepSpec) -> dict[str, Any]:

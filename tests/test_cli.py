@@ -169,6 +169,8 @@ def test_an_interrupted_driver_loses_nothing_and_duplicates_nothing(tmp_path: Pa
     _start_and_kill(tmp_path, spec, sig)
     partial = pd.read_parquet(tmp_path / "results" / "cli" / "trials")
     assert 0 < len(partial) < 24
+    shown = sweep("status", "results/cli", cwd=tmp_path).stdout
+    assert ("died" if sig == signal.SIGKILL else "interrupted") in shown
 
     out = sweep("run", str(spec), cwd=tmp_path)
     assert out.returncode == 0, out.stderr

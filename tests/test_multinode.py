@@ -1,0 +1,64 @@
+"""Trials on another node than the driver: artifacts still reach the sweep's storage.
+
+A real two-node Ray cluster on this machine (ray.cluster_utils.Cluster): the
+head, where the driver runs, has no CPU for trials, so every trial runs on the
+worker node and its artifacts travel through the writer actor on the head.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+import yaml
+
+from orchestrator import run_sweep
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes.add_node(num_cpus=2)
+    ray.init(address=nodes.address)
+    yield nodes
+    ray.shutdown()
+    nodes.shutdown()
+
+
+def test_artifacts_from_another_node_reach_storage(tmp_path: Path, cluster):
+    (tmp_path / "far_exp.py").write_text(
+        textwrap.dedent(
+            """
+            import numpy as np
+
+            def experiment(config, trial):
+                trial.save_artifact("values.npy", np.arange(4) * config["x"])
+                trial.save_artifact("notes/where.txt", f"x={config['x']} seed={trial.seed}")
+                return {"x_again": config["x"]}
+            """
+        )
+    )
+    spec = {
+        "name": "far",
+        "experiment": "far_exp:experiment",
+        "grid": {"x": [1, 2]},
+        "seeds": 2,
+        "storage": str(tmp_path / "results"),
+    }
+    (tmp_path / "far.yaml").write_text(yaml.safe_dump(spec))
+    result = run_sweep(tmp_path / "far.yaml", progress=None)
+    assert result.count("ok") == 4
+
+    trials = pd.read_parquet(tmp_path / "results" / "far" / "trials")
+    driver_node = ray.get_runtime_context().get_node_id()
+    assert (trials["node"] != driver_node).all()  # every trial ran on the worker node
+    for row in trials.itertuples():
+        folder = tmp_path / "results" / "far" / "artifacts" / row.trial_id
+        assert np.array_equal(np.load(folder / "values.npy"), np.arange(4) * row.x)
+        assert (folder / "notes" / "where.txt").read_text() == f"x={row.x} seed={row.seed}"
