@@ -1,7 +1,7 @@
 """Per-trial overhead of `sweep` next to what a user would write instead.
 
-The same N trivial trials (each reports 5 steps) run, in one process on one
-Ray instance, through:
+The same N trivial trials (each reports 5 steps and returns its final metrics)
+run, in one process on one Ray instance, through:
   sweep        orchestrator.run_sweep, Parquet results included
   tune-tuned   Ray Tune with reuse_actors=True and TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1
   tune-stock   Ray Tune with its defaults
@@ -37,9 +37,11 @@ from orchestrator.trials import CELL_KEY, TrialIndex
 STEPS = 5
 
 
-def trivial_tune(config: dict) -> None:
+def trivial_tune(config: dict) -> dict:
+    """experiments.toy.trivial written for Tune: 5 steps, then its final metrics."""
     for step in range(STEPS):
         tune.report({"step": step, "value": config["x"] * step})
+    return {"final": config["x"] * STEPS}
 
 
 @ray.remote

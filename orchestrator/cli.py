@@ -16,6 +16,7 @@ from orchestrator.runner import Plan, run_sweep
 from orchestrator.store import SweepStore
 from orchestrator.summary import ls_table, status_text
 
+EXIT_TRIALS_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 
@@ -56,7 +57,9 @@ def run(
     """Run the sweep in SPEC (YAML); trials that already succeeded are skipped.
 
     Run it again to resume after a crash or retry failed trials; add seeds or
-    grid values to the spec to extend the sweep.
+    grid values to the spec to extend the sweep. Exit code: 0 when every trial
+    succeeded, 1 when some failed (they are recorded; run again to retry them),
+    2 for bad input (nothing was written).
     """
     outcome = run_sweep(
         spec,
@@ -75,6 +78,9 @@ def run(
         + (" - interrupted; run again to finish" if outcome.interrupted else "")
     )
     click.echo(f"results: {outcome.path}   (sweep status {outcome.path})")
+    if outcome.failed_trials:
+        click.echo(f"{len(outcome.failed_trials)} trials failed; see sweep status", err=True)
+        sys.exit(EXIT_TRIALS_FAILED)
 
 
 def _describe_plan(plan: Plan) -> str:

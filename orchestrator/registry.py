@@ -67,6 +67,8 @@ def _import(path: str, search_dirs: list[Path]) -> Experiment:
             sys.path.insert(0, str(folder))
     try:
         module = importlib.import_module(module_name)
+        if _is_user_file(module, search_dirs):
+            module = importlib.reload(module)  # pick up edits made since the last sweep
     except ModuleNotFoundError as exc:
         raise InputError(
             f'experiment "{path}": cannot import module "{exc.name}" '

@@ -85,7 +85,14 @@ class SweepResult:
     interrupted: bool = False
 
     def count(self, status: str) -> int:
+        """Attempts of this run with this status (a retried trial counts once per attempt)."""
         return sum(r["status"] == status for r in self.rows)
+
+    @property
+    def failed_trials(self) -> set[str]:
+        """Trials of this run whose every attempt failed."""
+        succeeded = {r["trial_id"] for r in self.rows if r["status"] != "failed"}
+        return {r["trial_id"] for r in self.rows} - succeeded
 
     def trials(self) -> pd.DataFrame:
         """The sweep's whole trials table, as pandas reads it."""
@@ -94,7 +101,13 @@ class SweepResult:
 
 def plan(spec: SweepSpec, source_dir: Path) -> Plan:
     store = SweepStore(spec.storage, spec.name)
-    previous = store.read("trials", ["trial_id", "status", "attempt"]) if store.exists() else None
+    meta = store.read_meta()
+    if meta and meta.get("experiment") != spec.experiment:
+        raise InputError(
+            f"{store.uri} holds a sweep of experiment {meta.get('experiment')!r}, not "
+            f"{spec.experiment!r}: give this sweep another name (or --set name=...)"
+        )
+    previous = store.read("trials", ["trial_id", "status", "attempt"]) if meta else None
     done: set[str] = set()
     next_attempt: dict[str, int] = {}
     if previous is not None and len(previous):

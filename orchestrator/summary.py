@@ -120,17 +120,20 @@ def status_text(store: SweepStore, max_rows: int = 30) -> str:
     s = summarise(store)
     meta = store.read_meta() or {}
     table = store.read_arrow("trials") if store.schema("trials") else None
+    description = (meta.get("spec") or {}).get("description")
     lines = [
-        f"sweep {s.name}  (experiment {s.experiment})",
+        f"sweep {s.name}  (experiment {s.experiment})"
+        + (f": {description}" if description else ""),
         f"  folder   {s.path}",
         f"  trials   {s.total} total | {s.ok} ok | {s.failed} failed | {s.pending} not run",
     ]
     for run in meta.get("runs", []):
         counts = ", ".join(f"{run[k]} {k}" for k in ("ok", "failed", "stopped") if run.get(k))
+        dirty = " (dirty)" if run.get("git_dirty") else ""
         lines.append(
             f"  run {run['run_id']}  {run['started_at']}  {run_state(run):<11} "
             f"{run['to_run']} to run{': ' + counts if counts else ''}"
-            f"  git {str(run.get('git_commit'))[:10]}{' (dirty)' if run.get('git_dirty') else ''}"
+            f"  git {(run.get('git_commit') or '-')[:10]}{dirty}"
         )
     if table is None:
         return "\n".join([*lines, "  no trial has finished yet"])

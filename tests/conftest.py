@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,16 @@ def results(tmp_path: Path) -> Path:
     return tmp_path / "results"
 
 
+def write_sweep(folder: Path, module: str, source: str, **spec: object) -> Path:
+    """A user's experiment module `<module>.py` and `spec.yaml` naming it, in `folder`."""
+    import yaml
+
+    (folder / f"{module}.py").write_text(textwrap.dedent(source))
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
 def cli_env() -> dict[str, str]:
-    """Environment for `sweep` subprocesses: quiet Ray, the repo importable."""
-    return {**os.environ, "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0"}
+    """Environment for `sweep` subprocesses: the repo importable, no .pyc files in tmp folders."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}

@@ -8,20 +8,17 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from conftest import cli_env
+from conftest import cli_env, write_sweep
 
 BIN = Path(sys.executable).parent
 SWEEP = str(BIN / "sweep")  # the installed console script
 
-SLOW_MODULE = textwrap.dedent(
-    """
+SLOW_MODULE = """
     import time
 
     def experiment(config, trial):
@@ -31,8 +28,7 @@ SLOW_MODULE = textwrap.dedent(
         if config["x"] == 3:
             raise ValueError("x=3 is not allowed")
         return {"loss": float("nan") if config["x"] == 2 else config["x"] / 2}
-    """
-)
+"""
 
 
 def sweep(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -41,19 +37,15 @@ def sweep(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedPr
     )
 
 
-def write_spec(folder: Path, name: str = "spec.yaml", **fields) -> Path:
-    (folder / "slow_exp.py").write_text(SLOW_MODULE)
+def write_spec(folder: Path, **fields) -> Path:
     spec = {
         "name": "cli",
         "experiment": "slow_exp:experiment",
         "grid": {"x": [1, 2, 3]},
         "seeds": 2,
         "params": {"sleep": 0.0},
-        **fields,
     }
-    path = folder / name
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return write_sweep(folder, "slow_exp", SLOW_MODULE, **{**spec, **fields})
 
 
 def free_port() -> int:
@@ -76,18 +68,21 @@ BAD_INPUTS = [
     ({}, ["--set", "sedes=1"], 'did you mean "seeds"'),
     ({"storage": "/proc/raysweep"}, [], "cannot write under /proc"),
     ({}, ["--address", f"127.0.0.1:{free_port()}"], "nothing answers there"),
+    ({"storage": "taken"}, [], "holds a sweep of experiment 'other:fn'"),
 ]
 
 
 @pytest.mark.parametrize(("fields", "args", "message"), BAD_INPUTS)
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, fields, args, message):
     spec = write_spec(tmp_path, **fields)
-    before = sorted(tmp_path.iterdir())
+    (tmp_path / "taken" / "cli").mkdir(parents=True)  # a sweep of another experiment, same name
+    (tmp_path / "taken" / "cli" / "sweep.json").write_text('{"experiment": "other:fn"}')
+    before = sorted(tmp_path.rglob("*"))
     out = sweep("run", str(spec), *args, cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
     assert out.stderr.startswith("error: ")
-    assert sorted(tmp_path.iterdir()) == before  # no results/ folder, nothing else
+    assert sorted(tmp_path.rglob("*")) == before  # no results/ folder, nothing else
 
 
 def test_malformed_yaml_exits_2(tmp_path: Path):
@@ -115,8 +110,9 @@ def test_dry_run_lists_trials_and_runs_nothing(tmp_path: Path):
 
 def test_run_then_ls_and_status(tmp_path: Path):
     out = sweep("run", str(write_spec(tmp_path)), cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr  # some trials failed
     assert "6 trials: 0 already done, ran 6 attempts (4 ok, 2 failed" in out.stdout
+    assert "2 trials failed; see sweep status" in out.stderr
     assert "[cli] 6/6 done" in out.stderr  # the progress line
 
     listing = sweep("ls", cwd=tmp_path)
@@ -202,7 +198,7 @@ def test_joining_a_cluster_with_address(tmp_path: Path):
             "run", str(write_spec(tmp_path)), "--address", f"127.0.0.1:{port}", cwd=tmp_path
         )
         assert out.returncode == 0, out.stderr
-        assert "(4 ok, 2 failed" in out.stdout
+        assert "(4 ok, 0 failed" in out.stdout
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)

@@ -7,14 +7,13 @@ worker node and its artifacts travel through the writer actor on the head.
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import ray
-import yaml
+from conftest import write_sweep
 
 from orchestrator import run_sweep
 
@@ -32,27 +31,17 @@ def cluster():
 
 
 def test_artifacts_from_another_node_reach_storage(tmp_path: Path, cluster):
-    (tmp_path / "far_exp.py").write_text(
-        textwrap.dedent(
-            """
-            import numpy as np
+    source = """
+        import numpy as np
 
-            def experiment(config, trial):
-                trial.save_artifact("values.npy", np.arange(4) * config["x"])
-                trial.save_artifact("notes/where.txt", f"x={config['x']} seed={trial.seed}")
-                return {"x_again": config["x"]}
-            """
-        )
-    )
-    spec = {
-        "name": "far",
-        "experiment": "far_exp:experiment",
-        "grid": {"x": [1, 2]},
-        "seeds": 2,
-        "storage": str(tmp_path / "results"),
-    }
-    (tmp_path / "far.yaml").write_text(yaml.safe_dump(spec))
-    result = run_sweep(tmp_path / "far.yaml", progress=None)
+        def experiment(config, trial):
+            trial.save_artifact("values.npy", np.arange(4) * config["x"])
+            trial.save_artifact("notes/where.txt", f"x={config['x']} seed={trial.seed}")
+            return {"x_again": config["x"]}
+    """
+    spec = {"name": "far", "experiment": "far_exp:experiment", "grid": {"x": [1, 2]}, "seeds": 2}
+    write_sweep(tmp_path, "far_exp", source, **spec, storage=str(tmp_path / "results"))
+    result = run_sweep(tmp_path / "spec.yaml", progress=None)
     assert result.count("ok") == 4
 
     trials = pd.read_parquet(tmp_path / "results" / "far" / "trials")

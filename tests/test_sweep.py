@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import json
 import math
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from conftest import write_sweep
 
 from orchestrator import run_sweep, trial_id
 
 pytestmark = pytest.mark.usefixtures("ray_instance")
 
-USER_MODULE = textwrap.dedent(
-    """
+USER_MODULE = """
     from pathlib import Path
     import numpy as np
 
@@ -32,8 +30,7 @@ USER_MODULE = textwrap.dedent(
         odd = float("nan") if config["x"] == 2 else float("inf") if config["x"] == 3 else 1.0
         return {"score": config["x"] * 10 + trial.seed, "draw": draw,
                 "device": trial.device, "odd": odd}
-    """
-)
+"""
 
 TRIAL_COLUMNS = [
     "trial_id", "sweep", "experiment", "status", "attempt", "error", "started_at",
@@ -44,18 +41,14 @@ TRIAL_COLUMNS = [
 
 def write_spec(folder: Path, **fields) -> Path:
     """A spec for the user module above, next to it in `folder`."""
-    (folder / "user_exp.py").write_text(USER_MODULE)
     spec = {
         "name": "mine",
         "experiment": "user_exp:experiment",
         "grid": {"x": [1, 2, 3]},
         "seeds": 2,
         "storage": str(folder / "results"),
-        **fields,
     }
-    path = folder / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return write_sweep(folder, "user_exp", USER_MODULE, **{**spec, **fields})
 
 
 def trials_of(folder: Path) -> pd.DataFrame:
@@ -178,12 +171,10 @@ def test_asha_stops_bad_trials_early(tmp_path: Path):
 
 
 def test_bad_metrics_fail_the_trial_with_a_clear_message(tmp_path: Path):
-    (tmp_path / "bad_exp.py").write_text(
-        "def experiment(config, trial):\n    trial.report(step=0, loss=[1, 2])\n"
-    )
+    source = "def experiment(config, trial):\n    trial.report(step=0, loss=[1, 2])\n"
     spec = {"name": "bad", "experiment": "bad_exp:experiment", "storage": str(tmp_path / "r")}
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(spec))
-    result = run_sweep(tmp_path / "bad.yaml", progress=None)
+    write_sweep(tmp_path, "bad_exp", source, **spec)
+    result = run_sweep(tmp_path / "spec.yaml", progress=None)
     assert result.count("failed") == 1
     assert 'metric "loss" is list; report numbers or strings' in result.rows[0]["error"]
 
