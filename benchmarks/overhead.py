@@ -11,7 +11,8 @@ and the Parquet sink alone is fed many trials' results at once (rows/second).
     python benchmarks/overhead.py                  # N=200, stock Tune on 50 trials
     python benchmarks/overhead.py --trials 100 --stock-trials 100 --repeats 3
 
-Timings are medians over --repeats; stock Tune, the slowest by far, runs once.
+Timings are medians over --repeats, the sweep / tuned-Tune ratio also run by
+run (they run back to back); stock Tune, the slowest by far, runs once.
 """
 
 from __future__ import annotations
@@ -130,26 +131,29 @@ def main() -> None:
     )
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--stock-trials", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     seconds(with_tasks, 10)  # start the workers once, for everyone
     seconds(lambda n, f: with_tune(n, f, tuned=True), 4)
     runs = {
-        "sweep": lambda n, f: with_sweep(n, f),
+        "sweep": with_sweep,
         "tune-tuned": lambda n, f: with_tune(n, f, tuned=True),
         "ray-tasks": with_tasks,
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(args.repeats):  # interleaved, so drift on a noisy machine hits all alike
-        for name, run in runs.items():
-            times[name].append(seconds(run, args.trials))
-    per_trial = {name: statistics.median(t) / args.trials for name, t in times.items()}
-    per_trial["tune-stock"] = (
-        seconds(lambda n, f: with_tune(n, f, tuned=False), args.stock_trials) / args.stock_trials
-    )
+    for repeat in range(args.repeats):
+        # Back to back, in alternating order: drift on a noisy machine hits both alike.
+        order = list(runs) if repeat % 2 == 0 else list(reversed(runs))
+        for name in order:
+            times[name].append(seconds(runs[name], args.trials))
+    stock = seconds(lambda n, f: with_tune(n, f, tuned=False), args.stock_trials)
     ray.shutdown()
+
+    per_trial = {name: statistics.median(t) / args.trials for name, t in times.items()}
+    per_trial["tune-stock"] = stock / args.stock_trials
+    pair_ratios = [s / t for s, t in zip(times["sweep"], times["tune-tuned"], strict=True)]
 
     print(f"\n{args.trials} trivial trials x {STEPS} steps, 2 CPUs, median of {args.repeats}")
     print(f"(tune-stock: {args.stock_trials} trials, once)\n")
@@ -158,8 +162,13 @@ def main() -> None:
     for name in ("ray-tasks", "tune-tuned", "sweep", "tune-stock"):
         t = per_trial[name]
         print(f"{name:<12} {t:>9.4f} {t * 1e3:>9.1f} {t / base:>13.2f}x")
-    print("\nsweep runs:", ", ".join(f"{t:.2f}s" for t in times["sweep"]))
-    print("tune-tuned runs:", ", ".join(f"{t:.2f}s" for t in times["tune-tuned"]))
+    for name in ("sweep", "tune-tuned"):
+        print(f"{name} runs: " + ", ".join(f"{t:.2f}s" for t in times[name]))
+    print(
+        f"sweep / tune-tuned, run by run: {', '.join(f'{r:.2f}' for r in pair_ratios)}; "
+        f"median {statistics.median(pair_ratios):.2f}x, "
+        f"fastest vs fastest {min(times['sweep']) / min(times['tune-tuned']):.2f}x"
+    )
 
     rows, rate = sink_rows_per_second(trials=200, steps=500)
     print(

@@ -193,9 +193,9 @@ def _use_local_auth_token() -> None:
 
 
 def _check_reachable(address: str) -> None:
-    host, _, port = address.rpartition(":")
+    host, _, port = address.rpartition(":") if ":" in address else (address, "", "6379")
     try:
-        socket.create_connection((host or address, int(port or 6379)), timeout=3).close()
+        socket.create_connection((host, int(port)), timeout=3).close()
     except (OSError, ValueError):
         raise InputError(
             f"--address {address}: nothing answers there. Give host:port of a node started "

@@ -74,11 +74,12 @@ def run_trial(fn: Callable[..., Any], ctx: RunContext, tid: str, config: dict[st
 def _reporter(meta: dict[str, Any], latest: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
     from ray import tune
 
-    sent_meta = []
+    first = True
 
     def report(metrics: dict[str, Any]) -> None:
-        extra = {} if sent_meta else meta  # the first step tells the driver where it runs
-        sent_meta.append(True)
+        nonlocal first
+        extra = meta if first else {}  # the first step tells the driver where it runs
+        first = False
         latest.update((k, v) for k, v in metrics.items() if k != "step")
         info = {**extra, "kind": "step", "names": list(metrics), "time": time.time()}
         tune.report({**metrics, META_KEY: info})

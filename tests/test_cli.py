@@ -194,9 +194,8 @@ def test_joining_a_cluster_with_address(tmp_path: Path):
             except OSError:
                 assert time.monotonic() < deadline and head.poll() is None, "ray start failed"
                 time.sleep(0.5)
-        out = sweep(
-            "run", str(write_spec(tmp_path)), "--address", f"127.0.0.1:{port}", cwd=tmp_path
-        )
+        spec = write_spec(tmp_path, grid={"x": [1, 2]})
+        out = sweep("run", str(spec), "--address", f"127.0.0.1:{port}", cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         assert "(4 ok, 0 failed" in out.stdout
     finally:
