@@ -78,6 +78,11 @@ def run(
         + (" - interrupted; run again to finish" if outcome.interrupted else "")
     )
     click.echo(f"results: {outcome.path}   (sweep status {outcome.path})")
+    if outcome.after_sweep:
+        click.echo(f"after the trials: {outcome.after_sweep}")
+    if outcome.after_sweep_error:
+        click.echo("the experiment's after_sweep step failed (see above)", err=True)
+        sys.exit(EXIT_TRIALS_FAILED)
     if outcome.failed_trials:
         click.echo(f"{len(outcome.failed_trials)} trials failed; see sweep status", err=True)
         sys.exit(EXIT_TRIALS_FAILED)

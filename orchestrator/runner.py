@@ -15,6 +15,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -83,6 +84,8 @@ class SweepResult:
     skipped: int  # already done before this run
     rows: list[dict[str, Any]] = field(default_factory=list)  # trial rows written by this run
     interrupted: bool = False
+    after_sweep: str | None = None  # what the experiment's after_sweep step returned
+    after_sweep_error: str | None = None
 
     def count(self, status: str) -> int:
         """Attempts of this run with this status (a retried trial counts once per attempt)."""
@@ -272,7 +275,22 @@ def _execute(
         _record_run_end(store, run, result)
         shutil.rmtree(scratch, ignore_errors=True)
         _stop_artifact_writer(writer_name(storage_root, spec.name))
+    if not result.interrupted and result.count("ok"):
+        _after_sweep(fn, store.uri, result, progress)
     return result
+
+
+def _after_sweep(fn: Experiment, sweep_uri: str, result: SweepResult, out: TextIO | None) -> None:
+    """Run the experiment's `after_sweep(sweep_folder)`, if it has one (pairs of seeds, say)."""
+    after = getattr(fn, "after_sweep", None)
+    if not callable(after):
+        return
+    try:
+        result.after_sweep = str(after(sweep_uri))
+    except Exception:
+        result.after_sweep_error = traceback.format_exc()
+        if out is not None:
+            out.write(f"after_sweep {after.__qualname__} failed:\n{result.after_sweep_error}")
 
 
 def _param_space(spec: SweepSpec, pending_ids: list[str]) -> dict[str, Any]:
@@ -331,7 +349,12 @@ def _record_run_start(the_plan: Plan, address: str | None) -> dict[str, Any]:
         "address": address,
         **git_state(the_plan.source_dir),
     }
-    meta.update(experiment=spec.experiment, spec=spec.model_dump(), updated_at=_now())
+    meta.update(
+        experiment=spec.experiment,
+        spec=spec.model_dump(),
+        config_columns=spec.config_keys,
+        updated_at=_now(),
+    )
     meta["runs"].append(run)
     store.write_meta(meta)
     return run

@@ -162,16 +162,44 @@ class SweepSpec(_Strict):
                 )
             elif not values:
                 raise ValueError(f"grid.{key} is an empty list: nothing to sweep")
+            elif any(isinstance(v, dict) for v in values) and not all(
+                isinstance(v, dict) and v for v in values
+            ):
+                raise ValueError(
+                    f"grid.{key} mixes mappings and values; either every item is a value, "
+                    "or every item is a mapping of keys set together, e.g. "
+                    "[{activation: relu}, {activation: smelu, beta: 0.5}]"
+                )
         return grid
+
+    def grid_keys(self) -> dict[str, list[str]]:
+        """Per grid entry, the config keys it sets (a list of mappings sets several)."""
+        return {
+            entry: list(dict.fromkeys(k for v in values for k in v)) if linked(values) else [entry]
+            for entry, values in self.grid.items()
+        }
+
+    @property
+    def config_keys(self) -> list[str]:
+        """The keys of every trial's config, in order: params, grid, then seed."""
+        set_by_grid = [k for keys in self.grid_keys().values() for k in keys]
+        return list(dict.fromkeys([*self.params, *set_by_grid, "seed"]))
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:
-        for key in (*self.grid, *self.params):
+        mappings = [entry for entry, values in self.grid.items() if linked(values)]
+        if mappings and self.search.algorithm != "grid":
+            raise ValueError(f"grid.{mappings[0]} is a list of mappings, which needs search: grid")
+        set_by_grid = [k for keys in self.grid_keys().values() for k in keys]
+        for key in (*self.params, *set_by_grid):
             if key == "seed":
                 raise ValueError("seed is a dimension of its own: use `seeds: N` or a list")
             if key in RESERVED_KEYS:
                 raise ValueError(f'"{key}" names a column of the trials table; rename the key')
-        both = set(self.grid) & set(self.params)
+        twice = {k for k in set_by_grid if set_by_grid.count(k) > 1}
+        if twice:
+            raise ValueError(f"keys set by more than one grid entry: {sorted(twice)}")
+        both = set(set_by_grid) & set(self.params)
         if both:
             raise ValueError(f"keys in both grid and params: {sorted(both)}")
         sampled = [k for k, v in self.grid.items() if isinstance(v, dict)]
@@ -187,6 +215,11 @@ class SweepSpec(_Strict):
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+def linked(values: Any) -> bool:
+    """A grid entry whose items are mappings: each item sets several keys together."""
+    return isinstance(values, list) and bool(values) and isinstance(values[0], dict)
 
 
 def _check_distribution(key: str, dist: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.spec import SweepSpec
+from orchestrator.spec import SweepSpec, linked
 
 # In grid mode a Tune config is only {CELL_KEY: trial id}: Tune copies and saves
 # configs often, and a short id keeps that cheap however large the configs are.
@@ -27,14 +27,19 @@ def trial_id(experiment: str, config: dict[str, Any]) -> str:
 
 
 def expand(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Every trial config of a grid sweep: params x grid cells x seeds, in spec order."""
-    keys = list(spec.grid)
-    cells = itertools.product(*(spec.grid[k] for k in keys))
-    return [
-        {**spec.params, **dict(zip(keys, cell, strict=True)), "seed": seed}
-        for cell in cells
-        for seed in spec.seed_list
+    """Every trial config of a grid sweep: params x grid cells x seeds, in spec order.
+
+    A grid entry that is a list of mappings contributes one mapping per cell,
+    setting several keys together (activation with its beta, say).
+    """
+    choices = [
+        values if linked(values) else [{key: v} for v in values]
+        for key, values in spec.grid.items()
     ]
+    cells = [
+        dict(pair for part in cell for pair in part.items()) for cell in itertools.product(*choices)
+    ]
+    return [{**spec.params, **cell, "seed": seed} for cell in cells for seed in spec.seed_list]
 
 
 @dataclass(frozen=True)

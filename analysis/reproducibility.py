@@ -1,0 +1,87 @@
+"""Prediction difference between models trained alike (SCIENCE.md section 1).
+
+For two models A and B scored on the SAME N positions, with class distributions
+P_A,k and P_B,k and true labels y_k:
+  PD            (1 / 2N) sum_k sum_l |P_A,k(l) - P_B,k(l)|         (total variation)
+  relative PD   (1 / N) sum_k |P_A,k(y_k) - P_B,k(y_k)| / ((P_A,k(y_k) + P_B,k(y_k)) / 2)
+  top-1 mismatch  % of positions where argmax P_A,k != argmax P_B,k
+`write_pairs` computes them for every pair of seeds of each config of a sweep
+from the trials' saved distributions, into `<sweep>/pairs/pairs.parquet`.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def prediction_difference(p_a: np.ndarray, p_b: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """PD, relative PD and top-1 mismatch % of two (N, classes) probability arrays."""
+    if p_a.shape != p_b.shape or p_a.ndim != 2 or labels.shape != (p_a.shape[0],):
+        raise ValueError(f"shapes differ: {p_a.shape}, {p_b.shape}, labels {labels.shape}")
+    rows = np.arange(len(labels))
+    on_a, on_b = p_a[rows, labels], p_b[rows, labels]
+    mean = (on_a + on_b) / 2
+    relative = np.divide(np.abs(on_a - on_b), mean, out=np.zeros_like(mean), where=mean > 0)
+    return {
+        "pd": float(0.5 * np.abs(p_a - p_b).sum(axis=1).mean()),
+        "relative_pd": float(relative.mean()),
+        "top1_mismatch_pct": float(100 * np.mean(p_a.argmax(axis=1) != p_b.argmax(axis=1))),
+        "n_positions": len(labels),
+    }
+
+
+def compute_pairs(
+    sweep_dir: str | Path, probs: str = "probs.npy", labels: str = "targets.npy"
+) -> pd.DataFrame:
+    """One row per pair of successful trials that differ only in their seed."""
+    sweep = Path(sweep_dir)
+    meta = json.loads((sweep / "sweep.json").read_text())
+    trials = pd.read_parquet(sweep / "trials")
+    trials = trials[trials["status"] == "ok"].drop_duplicates("trial_id").sort_values("seed")
+    group_cols = [c for c in meta["config_columns"] if c != "seed"]
+    load = functools.cache(lambda trial_id: _load(sweep, trial_id, probs, labels))
+    rows = []
+    for key, group in trials.groupby(group_cols, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        for a, b in itertools.combinations(group.itertuples(index=False), 2):
+            (p_a, y_a), (p_b, y_b) = load(a.trial_id), load(b.trial_id)
+            if not np.array_equal(y_a, y_b):
+                raise ValueError(
+                    f"trials {a.trial_id} and {b.trial_id} were scored on different positions"
+                )
+            rows.append(
+                {
+                    **dict(zip(group_cols, key, strict=True)),
+                    "seed_a": a.seed,
+                    "seed_b": b.seed,
+                    "trial_a": a.trial_id,
+                    "trial_b": b.trial_id,
+                    **prediction_difference(p_a, p_b, y_a),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def write_pairs(sweep_dir: str | Path) -> Path:
+    """Compute the pairs of a sweep and write them atomically to pairs/pairs.parquet."""
+    pairs = compute_pairs(sweep_dir)
+    folder = Path(sweep_dir) / "pairs"
+    folder.mkdir(exist_ok=True)
+    target = folder / "pairs.parquet"
+    tmp = folder / f".tmp-{uuid.uuid4().hex}"
+    pairs.to_parquet(tmp, index=False)
+    os.replace(tmp, target)
+    return target
+
+
+def _load(sweep: Path, trial_id: str, probs: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
+    folder = sweep / "artifacts" / trial_id
+    return np.load(folder / probs), np.load(folder / labels)

@@ -1,0 +1,1 @@
+"""A small character-level transformer LM, its data and its activations."""

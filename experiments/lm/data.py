@@ -1,0 +1,75 @@
+"""Text as character ids: the corpus, a deterministic train/validation split,
+seeded training batches and a fixed set of evaluation windows.
+
+The default corpus ships with CPython (`pydoc_data.topics`, the reference
+documentation, about 465 KB), so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEFAULT_CORPUS = "pydoc"
+
+
+def load_text(source: str = DEFAULT_CORPUS) -> str:
+    """The text of a corpus: "pydoc" for the built-in one, else a path to a text file."""
+    if source == DEFAULT_CORPUS:
+        from pydoc_data.topics import topics
+
+        return "\n\n".join(topics[key] for key in sorted(topics))
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus {source!r}: no such file (or use {DEFAULT_CORPUS!r})")
+    return path.read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    chars: str  # the vocabulary, sorted
+    train: torch.Tensor  # token ids
+    val: torch.Tensor
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> torch.Tensor:
+        index = {c: i for i, c in enumerate(self.chars)}
+        return torch.tensor([index[c] for c in text], dtype=torch.long)
+
+    def decode(self, ids: torch.Tensor) -> str:
+        return "".join(self.chars[i] for i in ids.tolist())
+
+
+def load_corpus(source: str = DEFAULT_CORPUS, val_fraction: float = 0.1) -> Corpus:
+    """The corpus split in two: the first (1 - val_fraction) trains, the rest validates."""
+    text = load_text(source)
+    chars = "".join(sorted(set(text)))
+    index = {c: i for i, c in enumerate(chars)}
+    ids = torch.tensor([index[c] for c in text], dtype=torch.long)
+    split = int(len(ids) * (1 - val_fraction))
+    return Corpus(chars, ids[:split], ids[split:])
+
+
+def sample_batch(
+    data: torch.Tensor, block_size: int, batch_size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows (inputs, next-token targets); the generator fixes the order."""
+    starts = torch.randint(0, len(data) - block_size - 1, (batch_size,), generator=generator)
+    x = torch.stack([data[s : s + block_size] for s in starts.tolist()])
+    y = torch.stack([data[s + 1 : s + block_size + 1] for s in starts.tolist()])
+    return x, y
+
+
+def eval_windows(
+    data: torch.Tensor, block_size: int, n_windows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evenly spaced windows over `data`: the same for every trial, whatever its seed."""
+    starts = torch.linspace(0, len(data) - block_size - 1, n_windows).long()
+    x = torch.stack([data[s : s + block_size] for s in starts.tolist()])
+    y = torch.stack([data[s + 1 : s + block_size + 1] for s in starts.tolist()])
+    return x, y

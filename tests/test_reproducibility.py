@@ -1,0 +1,149 @@
+"""The reproducibility family: SmeLU, the LM, identical evaluation inputs, and the
+prediction-difference metrics on cases with known answers. The sweep at the end
+runs on a real local Ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from analysis.reproducibility import prediction_difference
+from experiments.lm.activations import SmeLU, make_activation
+from experiments.lm.data import eval_windows, load_corpus
+from experiments.reproducibility import build_model, load_model, train_lm
+from orchestrator import Trial, run_sweep
+
+TINY = {"steps": 6, "eval_every": 3, "batch_size": 4, "block_size": 16, "n_layer": 1,
+        "n_head": 2, "n_embd": 16, "eval_windows": 4}  # fmt: skip
+
+
+def smelu_formula(x: float, beta: float) -> float:
+    if x <= -beta:
+        return 0.0
+    if x >= beta:
+        return x
+    return (x + beta) ** 2 / (4 * beta)
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0])
+def test_smelu_matches_its_formula_and_has_a_continuous_gradient(beta: float):
+    xs = torch.linspace(-3, 3, 601, dtype=torch.float64, requires_grad=True)
+    ys = SmeLU(beta)(xs)
+    expected = torch.tensor([smelu_formula(x, beta) for x in xs.tolist()], dtype=torch.float64)
+    assert torch.allclose(ys, expected)
+    (grad,) = torch.autograd.grad(ys.sum(), xs)
+    analytic = torch.clamp((xs + beta) / (2 * beta), 0, 1)
+    assert torch.allclose(grad, analytic)
+    for edge in (-beta, beta):  # no jump in the gradient at the joins
+        x = torch.tensor([edge - 1e-6, edge + 1e-6], dtype=torch.float64, requires_grad=True)
+        (g,) = torch.autograd.grad(SmeLU(beta)(x).sum(), x)
+        assert abs(g[0] - g[1]) < 1e-5
+    assert torch.autograd.gradcheck(SmeLU(beta), (xs[::50].detach().clone().requires_grad_(),))
+
+
+def test_the_activation_really_changes_the_network():
+    corpus_vocab, x = 20, torch.randint(0, 20, (2, 16), generator=torch.Generator().manual_seed(1))
+    outputs = {}
+    for name, beta in [
+        ("relu", 1.0),
+        ("gelu", 1.0),
+        ("swish", 1.0),
+        ("smelu", 0.5),
+        ("smelu", 1.0),
+    ]:
+        torch.manual_seed(0)  # same initial weights for every activation
+        model = build_model({**TINY, "activation": name, "beta": beta}, corpus_vocab)
+        assert type(model.blocks[0].mlp[1]) is type(make_activation(name, beta))
+        outputs[(name, beta)] = model(x)
+    keys = list(outputs)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1 :]:
+            assert not torch.allclose(outputs[a], outputs[b]), f"{a} and {b} give the same output"
+
+
+def test_evaluation_windows_do_not_depend_on_the_seed():
+    corpus = load_corpus()
+    torch.manual_seed(123)
+    x1, y1 = eval_windows(corpus.val, 16, 8)
+    torch.manual_seed(456)
+    x2, y2 = eval_windows(corpus.val, 16, 8)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert torch.equal(x1[:, 1:], y1[:, :-1])  # targets are the next characters
+
+
+def run_directly(config: dict) -> tuple[dict, list[dict], dict]:
+    """train_lm with the real Trial context, outside Ray: returns (final, reports, artifacts)."""
+    reports: list[dict] = []
+    artifacts: dict = {}
+    trial = Trial(
+        "t", config, "cpu", reports.append, lambda name, obj: artifacts.setdefault(name, obj)
+    )
+    torch.manual_seed(config["seed"])
+    return train_lm(config, trial), reports, artifacts
+
+
+def test_same_seed_same_curve_different_seed_different_predictions():
+    a, curve_a, art_a = run_directly({**TINY, "activation": "gelu", "seed": 3})
+    b, curve_b, art_b = run_directly({**TINY, "activation": "gelu", "seed": 3})
+    c, _, art_c = run_directly({**TINY, "activation": "gelu", "seed": 4})
+    assert curve_a == curve_b and a["val_loss"] == b["val_loss"]
+    assert a["eval_inputs_sha1"] == c["eval_inputs_sha1"]  # same positions for every trial
+    assert np.array_equal(art_a["targets.npy"], art_c["targets.npy"])
+    self_pd = prediction_difference(art_a["probs.npy"], art_b["probs.npy"], art_a["targets.npy"])
+    assert self_pd == {"pd": 0.0, "relative_pd": 0.0, "top1_mismatch_pct": 0.0, "n_positions": 64}
+    other = prediction_difference(art_a["probs.npy"], art_c["probs.npy"], art_a["targets.npy"])
+    assert other["pd"] > 0 and other["relative_pd"] > 0
+
+
+def test_prediction_difference_on_hand_computed_cases():
+    labels = np.array([0, 1])
+    p_a = np.array([[1.0, 0.0], [0.5, 0.5]])
+    p_b = np.array([[0.0, 1.0], [0.5, 0.5]])
+    got = prediction_difference(p_a, p_b, labels)
+    # position 0: TV 1, relative |1 - 0| / 0.5 = 2, argmax differs; position 1: all 0
+    assert got == {"pd": 0.5, "relative_pd": 1.0, "top1_mismatch_pct": 50.0, "n_positions": 2}
+    p_c = np.array([[0.6, 0.4], [0.2, 0.8]])
+    p_d = np.array([[0.8, 0.2], [0.4, 0.6]])
+    got = prediction_difference(p_c, p_d, labels)
+    assert got["pd"] == pytest.approx(0.2)  # each row moves 0.2 of mass
+    assert got["relative_pd"] == pytest.approx((0.2 / 0.7 + 0.2 / 0.7) / 2)
+    assert got["top1_mismatch_pct"] == 0.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        prediction_difference(p_a, p_b[:1], labels)
+
+
+@pytest.mark.usefixtures("ray_instance")
+def test_a_sweep_writes_pairs_and_reloadable_checkpoints(tmp_path: Path):
+    spec = {
+        "name": "repro",
+        "experiment": "reproducibility",
+        "grid": {"act": [{"activation": "relu"}, {"activation": "smelu", "beta": 0.5}]},
+        "seeds": 3,
+        "params": TINY,
+        "storage": str(tmp_path),
+    }
+    result = run_sweep(spec, progress=None)
+    assert result.count("ok") == 6 and result.after_sweep.endswith("pairs.parquet")
+    pairs = pd.read_parquet(tmp_path / "repro" / "pairs")
+    assert len(pairs) == 2 * 3  # 3 pairs of seeds per activation
+    assert sorted(pairs.groupby("activation", dropna=False).size()) == [3, 3]
+    assert (pairs["pd"] > 0).all() and (pairs["top1_mismatch_pct"] >= 0).all()
+    assert pairs.loc[pairs["activation"] == "relu", "beta"].isna().all()
+
+    trials = pd.read_parquet(tmp_path / "repro" / "trials")
+    assert trials["eval_inputs_sha1"].nunique() == 1
+    meta = json.loads((tmp_path / "repro" / "sweep.json").read_text())
+    assert meta["config_columns"][-3:] == ["activation", "beta", "seed"]
+    row = trials.iloc[0]
+    model = load_model(tmp_path / "repro", row["trial_id"])
+    assert model.cfg.activation == row["activation"]
+    x, y = eval_windows(load_corpus().val, TINY["block_size"], TINY["eval_windows"])
+    with torch.no_grad():
+        probs = torch.softmax(model(x), -1).reshape(-1, model.cfg.vocab_size).numpy()
+    saved = np.load(tmp_path / "repro" / "artifacts" / row["trial_id"] / "probs.npy")
+    assert np.allclose(probs, saved, atol=1e-6)  # the checkpoint is the model that predicted
