@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.aggregate import aggregate
+
 
 def prediction_difference(p_a: np.ndarray, p_b: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """PD, relative PD and top-1 mismatch % of two (N, classes) probability arrays."""
@@ -85,3 +87,50 @@ def write_pairs(sweep_dir: str | Path) -> Path:
 def _load(sweep: Path, trial_id: str, probs: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
     folder = sweep / "artifacts" / trial_id
     return np.load(folder / probs), np.load(folder / labels)
+
+
+def summary(sweep_dir: str | Path) -> pd.DataFrame:
+    """Per config: PD, relative PD and top-1 mismatch over its pairs of seeds, and the
+    validation loss over its seeds, each with n and a 95% t-interval.
+
+    The pairs of one config share models (5 seeds give 10 pairs), so they are not
+    independent: the interval over pairs is narrower than it should be.
+    """
+    sweep = Path(sweep_dir)
+    meta = json.loads((sweep / "sweep.json").read_text())
+    varying = _varying(meta)
+    pairs = pd.read_parquet(sweep / "pairs")
+    trials = pd.read_parquet(sweep / "trials")
+    trials = trials[trials["status"] == "ok"].drop_duplicates("trial_id")
+    metrics = ["pd", "relative_pd", "top1_mismatch_pct"]
+    table = pd.concat(
+        [aggregate(pairs, varying, metrics), aggregate(trials, varying, ["val_loss"])],
+        ignore_index=True,
+    )
+    return table
+
+
+def _varying(meta: dict) -> list[str]:
+    """The config columns a sweep's grid varies (params are the same for every trial)."""
+    params = set(meta["spec"].get("params", {}))
+    return [c for c in meta["config_columns"] if c not in params and c != "seed"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m analysis.reproducibility SWEEP_DIR`: the summary as a Markdown table."""
+    import sys
+
+    folder = (argv or sys.argv[1:])[0]
+    table = summary(folder)
+    by = [c for c in table.columns if c not in ("metric", "n", "mean", "std", "sem", "ci_low",
+                                                 "ci_high", "min", "max")]  # fmt: skip
+    print("| " + " | ".join([*by, "metric", "n", "mean", "95% interval"]) + " |")
+    print("|" + "---|" * (len(by) + 4))
+    for row in table.itertuples(index=False):
+        key = [("" if pd.isna(getattr(row, c)) else str(getattr(row, c))) for c in by]
+        interval = f"[{row.ci_low:.4g}, {row.ci_high:.4g}]"
+        print("| " + " | ".join([*key, row.metric, str(row.n), f"{row.mean:.4g}", interval]) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.reproducibility import prediction_difference
+from analysis.reproducibility import prediction_difference, summary
 from experiments.lm.activations import SmeLU, make_activation
 from experiments.lm.data import eval_windows, load_corpus
 from experiments.reproducibility import build_model, load_model, train_lm
@@ -134,6 +134,12 @@ def test_a_sweep_writes_pairs_and_reloadable_checkpoints(tmp_path: Path):
     assert sorted(pairs.groupby("activation", dropna=False).size()) == [3, 3]
     assert (pairs["pd"] > 0).all() and (pairs["top1_mismatch_pct"] >= 0).all()
     assert pairs.loc[pairs["activation"] == "relu", "beta"].isna().all()
+
+    table = summary(tmp_path / "repro").set_index(["activation", "metric"])
+    assert table.loc[("relu", "pd"), "n"] == 3 and table.loc[("smelu", "val_loss"), "n"] == 3
+    assert table.loc[("relu", "pd"), "mean"] == pytest.approx(
+        pairs.loc[pairs["activation"] == "relu", "pd"].mean()
+    )
 
     trials = pd.read_parquet(tmp_path / "repro" / "trials")
     assert trials["eval_inputs_sha1"].nunique() == 1
