@@ -9,10 +9,32 @@ piece, so its gradient is continuous:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 ACTIVATIONS = ("relu", "gelu", "swish", "smelu")
+
+
+class _SmeLUFunction(torch.autograd.Function):
+    """SmeLU with its gradient written out: clamp((x + beta) / (2 beta), 0, 1).
+
+    Autograd through the piecewise formula keeps several intermediates and runs
+    about half as fast as ReLU on CPU; this keeps only x.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, beta: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.beta = beta
+        quadratic = torch.clamp(x + beta, min=0) ** 2 / (4 * beta)  # 0 below -beta
+        return torch.where(x >= beta, x, quadratic)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        return grad * torch.clamp((x + ctx.beta) / (2 * ctx.beta), 0, 1), None
 
 
 class SmeLU(nn.Module):
@@ -23,8 +45,7 @@ class SmeLU(nn.Module):
         self.beta = beta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        quadratic = (x + self.beta) ** 2 / (4 * self.beta)
-        return torch.where(x <= -self.beta, 0.0, torch.where(x >= self.beta, x, quadratic))
+        return _SmeLUFunction.apply(x, self.beta)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}"
