@@ -103,11 +103,10 @@ def summary(sweep_dir: str | Path) -> pd.DataFrame:
     trials = pd.read_parquet(sweep / "trials")
     trials = trials[trials["status"] == "ok"].drop_duplicates("trial_id")
     metrics = ["pd", "relative_pd", "top1_mismatch_pct"]
-    table = pd.concat(
+    return pd.concat(
         [aggregate(pairs, varying, metrics), aggregate(trials, varying, ["val_loss"])],
         ignore_index=True,
     )
-    return table
 
 
 def _varying(meta: dict) -> list[str]:

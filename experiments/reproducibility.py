@@ -25,8 +25,6 @@ from analysis.reproducibility import write_pairs
 from experiments.lm.data import DEFAULT_CORPUS, eval_windows, load_corpus, sample_batch
 from experiments.lm.model import CharLM, ModelConfig
 
-ARTIFACTS = ("probs.npy", "targets.npy", "model.pt")
-
 
 def build_model(config: dict[str, Any], vocab_size: int) -> CharLM:
     return CharLM(

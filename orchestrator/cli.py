@@ -133,7 +133,3 @@ def experiments() -> None:
     """List the experiments `experiment:` can name."""
     for name, where in available().items():
         click.echo(f"{name:<24} {where}")
-
-
-if __name__ == "__main__":
-    main()

@@ -146,7 +146,7 @@ def _to_arrow(rows: list[dict[str, Any]], types: dict[str, pa.DataType]) -> pa.T
         try:
             arrays.append(pa.array(values, type=types.get(name)))
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            arrays.append(pa.array([None if v is None else str(v) for v in values]))
+            arrays.append(_as_text(values))
     return pa.Table.from_arrays(arrays, names=names)
 
 
@@ -187,9 +187,11 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         elif table.schema.field(field.name).type == field.type:
             columns.append(table[field.name])
         elif pa.types.is_string(field.type):
-            columns.append(
-                pa.array([None if v is None else str(v) for v in table[field.name].to_pylist()])
-            )
+            columns.append(_as_text(table[field.name].to_pylist()))
         else:
             columns.append(table[field.name].cast(field.type))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _as_text(values: list[Any]) -> pa.Array:
+    return pa.array([None if v is None else str(v) for v in values], pa.string())

@@ -55,11 +55,11 @@ def latest_status(trials: pd.DataFrame) -> pd.Series:
     return best
 
 
-def summarise(store: SweepStore) -> SweepSummary:
+def summarise(store: SweepStore, trials: pd.DataFrame | None = None) -> SweepSummary:
+    """Counts of one sweep; pass `trials` when the caller has read the table already."""
     meta = store.read_meta() or {}
-    trials = (
-        store.read("trials", ["trial_id", "status"]) if store.schema("trials") else pd.DataFrame()
-    )
+    if trials is None:
+        trials = store.read("trials", ["trial_id", "status"])
     status = latest_status(trials)
     runs = meta.get("runs", [])
     ok = int(status.isin(["ok", "stopped"]).sum())
@@ -117,9 +117,11 @@ def non_finite(table: pa.Table) -> pd.DataFrame:
 
 def status_text(store: SweepStore, max_rows: int = 30) -> str:
     """The text of `sweep status`: counts, runs, failures, non-finite metrics, trials."""
-    s = summarise(store)
-    meta = store.read_meta() or {}
     table = store.read_arrow("trials") if store.schema("trials") else None
+    s = summarise(
+        store, None if table is None else table.select(["trial_id", "status"]).to_pandas()
+    )
+    meta = store.read_meta() or {}
     description = (meta.get("spec") or {}).get("description")
     lines = [
         f"sweep {s.name}  (experiment {s.experiment})"

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SWEEP = [sys.executable, "-m", "orchestrator.cli"]
 
 
 @pytest.fixture(scope="module")

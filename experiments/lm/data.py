@@ -37,13 +37,6 @@ class Corpus:
     def vocab_size(self) -> int:
         return len(self.chars)
 
-    def encode(self, text: str) -> torch.Tensor:
-        index = {c: i for i, c in enumerate(self.chars)}
-        return torch.tensor([index[c] for c in text], dtype=torch.long)
-
-    def decode(self, ids: torch.Tensor) -> str:
-        return "".join(self.chars[i] for i in ids.tolist())
-
 
 def load_corpus(source: str = DEFAULT_CORPUS, val_fraction: float = 0.1) -> Corpus:
     """The corpus split in two: the first (1 - val_fraction) trains, the rest validates."""
@@ -60,9 +53,7 @@ def sample_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows (inputs, next-token targets); the generator fixes the order."""
     starts = torch.randint(0, len(data) - block_size - 1, (batch_size,), generator=generator)
-    x = torch.stack([data[s : s + block_size] for s in starts.tolist()])
-    y = torch.stack([data[s + 1 : s + block_size + 1] for s in starts.tolist()])
-    return x, y
+    return _windows(data, starts, block_size)
 
 
 def eval_windows(
@@ -70,6 +61,13 @@ def eval_windows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Evenly spaced windows over `data`: the same for every trial, whatever its seed."""
     starts = torch.linspace(0, len(data) - block_size - 1, n_windows).long()
+    return _windows(data, starts, block_size)
+
+
+def _windows(
+    data: torch.Tensor, starts: torch.Tensor, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs data[s : s + block] and their next-token targets, one row per start."""
     x = torch.stack([data[s : s + block_size] for s in starts.tolist()])
     y = torch.stack([data[s + 1 : s + block_size + 1] for s in starts.tolist()])
     return x, y
