@@ -22,6 +22,18 @@ import numpy as np
 import pandas as pd
 
 from analysis.aggregate import aggregate
+from analysis.document import Section
+from analysis.load import Sweep
+from analysis.settings import ReportSettings
+
+PAIR_METRICS = ["pd", "relative_pd", "top1_mismatch_pct"]
+# What `sweep report` knows about this family (the spec's report: section overrides it).
+REPORT = ReportSettings(
+    metrics=["val_loss", "train_loss", "tokens_per_s", "train_time_s"],
+    directions={"val_loss": "lower", "train_loss": "lower", "tokens_per_s": "higher",
+                "train_time_s": "lower", **dict.fromkeys(PAIR_METRICS, "lower")},
+    criteria={"reproducibility": PAIR_METRICS, "accuracy": ["val_loss"], "speed": ["tokens_per_s"]},
+)  # fmt: skip
 
 
 def prediction_difference(p_a: np.ndarray, p_b: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -102,9 +114,8 @@ def summary(sweep_dir: str | Path) -> pd.DataFrame:
     pairs = pd.read_parquet(sweep / "pairs")
     trials = pd.read_parquet(sweep / "trials")
     trials = trials[trials["status"] == "ok"].drop_duplicates("trial_id")
-    metrics = ["pd", "relative_pd", "top1_mismatch_pct"]
     return pd.concat(
-        [aggregate(pairs, varying, metrics), aggregate(trials, varying, ["val_loss"])],
+        [aggregate(pairs, varying, PAIR_METRICS), aggregate(trials, varying, ["val_loss"])],
         ignore_index=True,
     )
 
@@ -133,3 +144,35 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def report_section(sweep: Sweep, settings: ReportSettings) -> list[Section]:
+    """The family's part of `sweep report`: are the evaluation inputs shared, and PD per group."""
+    section = Section("Prediction difference between seeds (Shamir et al. 2020)")
+    section.add(
+        "For two models trained alike but for the seed, scored on the same N positions: "
+        "**PD** = (1/2N) Σ_k Σ_l |P_A,k(l) - P_B,k(l)| (total variation); **relative PD** on "
+        "the true label; **top-1 mismatch** = % of positions where the argmax differs."
+    )
+    hashes = sweep.ok["eval_inputs_sha1"].nunique() if "eval_inputs_sha1" in sweep.ok else 0
+    section.add(
+        f"- Evaluation inputs: {hashes} distinct set(s) over {len(sweep.ok)} trials "
+        + (
+            "(every model saw the same positions)."
+            if hashes == 1
+            else "- PD compares different inputs!"
+        )
+    )
+    if sweep.pairs is None:
+        return [section.add("No pairs/ table: the after-sweep step did not run or failed.")]
+    pairs = sweep.pairs.assign(group=sweep.label(sweep.pairs))
+    table = aggregate(pairs, ["group"], PAIR_METRICS)
+    seeds = sweep.ok.assign(group=sweep.label(sweep.ok)).groupby("group").size()
+    table.insert(1, "seeds", table["group"].map(seeds))
+    section.add(table[["group", "seeds", "metric", "n", "mean", "ci_low", "ci_high"]])
+    section.add(
+        "n counts pairs: k seeds give k(k-1)/2 pairs that share models, so the pairs are not "
+        "independent and these t-intervals are narrower than they should be. Compare groups "
+        "by the seed count behind them, not by n."
+    )
+    return [section]

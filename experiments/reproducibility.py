@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analysis.reproducibility import write_pairs
+from analysis.reproducibility import REPORT, report_section, write_pairs
 from experiments.lm.data import DEFAULT_CORPUS, eval_windows, load_corpus, sample_batch
 from experiments.lm.model import CharLM, ModelConfig
 
@@ -89,6 +89,9 @@ def train_lm(config: dict[str, Any], trial: Any) -> dict[str, Any]:
 
 # After the sweep, the runner calls this with the sweep folder.
 train_lm.after_sweep = write_pairs
+# What `sweep report` adds for this family: metric directions, criteria, the PD section.
+train_lm.report = REPORT
+train_lm.report_sections = [report_section]
 
 
 def load_model(sweep_dir: str | Path, trial_id: str) -> CharLM:

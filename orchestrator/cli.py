@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from analysis.errors import AnalysisError
 from orchestrator.errors import InputError
 from orchestrator.registry import available
 from orchestrator.runner import Plan, run_sweep
@@ -24,7 +25,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except InputError as exc:
+        except (InputError, AnalysisError) as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
 
@@ -133,3 +134,119 @@ def experiments() -> None:
     """List the experiments `experiment:` can name."""
     for name, where in available().items():
         click.echo(f"{name:<24} {where}")
+
+
+_SETTINGS_OPTIONS = [
+    click.option(
+        "--lower",
+        multiple=True,
+        metavar="METRIC",
+        help="METRIC is better when lower (adds to the spec's report.directions).",
+    ),
+    click.option("--higher", multiple=True, metavar="METRIC", help="METRIC is better when higher."),
+    click.option(
+        "--metric",
+        "metrics",
+        multiple=True,
+        metavar="METRIC",
+        help="Analyse these final metrics only (default: the spec's report.metrics, "
+        "or every numeric one).",
+    ),
+    click.option(
+        "--weights",
+        default=None,
+        metavar="NAME=W,...",
+        help="A custom ranking profile: weights per metric or criterion, "
+        "e.g. val_loss=0.7,tokens_per_s=0.3.",
+    ),
+    click.option("--quiet", "-q", is_flag=True, help="No progress lines."),
+]
+
+
+def _settings_options(command: object) -> object:
+    for option in reversed(_SETTINGS_OPTIONS):
+        command = option(command)
+    return command
+
+
+@main.command()
+@click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the report (default: SWEEP_DIR/report), replaced whole.",
+)
+@_settings_options
+def report(sweep_dir: Path, out: Path | None, **options: object) -> None:
+    """Write the report of a sweep: report.html (self-contained), report.md, CSV, PNG.
+
+    Aggregates over seeds with 95% intervals, checks (failed trials, NaN/Inf,
+    losses that did not go down, missing seeds), rankings, significance tests,
+    findings, distributions and curves. Regenerate it any time.
+    """
+    from orchestrator import reporting  # scipy and matplotlib: only when needed
+
+    folder = reporting.report(sweep_dir, out, **options)
+    click.echo(f"report: {folder / 'report.html'}")
+
+
+@main.command()
+@click.argument("sweep_dirs", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--all",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Compare every sweep under this results folder.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the comparison (default: compare-<names> beside the sweeps).",
+)
+@_settings_options
+def compare(
+    sweep_dirs: tuple[Path, ...], root: Path | None, out: Path | None, **options: object
+) -> None:
+    """Compare several sweeps side by side: sweep compare A B [C ...], or --all results/.
+
+    The same report as `sweep report`, with the sweep as a factor of its own.
+    """
+    if bool(sweep_dirs) == bool(root):
+        raise InputError("give two or more sweep folders, or --all RESULTS_DIR (not both)")
+    from orchestrator import reporting  # scipy and matplotlib: only when needed
+
+    folder = reporting.compare(list(sweep_dirs) or [root], out, **options)
+    click.echo(f"comparison: {folder / 'report.html'}")
+
+
+@main.command()
+@click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--metric", required=True, help="The metric to plot (final or per step).")
+@click.option(
+    "--x",
+    "x",
+    default=None,
+    metavar="PARAM",
+    help="Plot against this parameter (or `step`); default: per step for a per-step "
+    "metric, else its distribution per group.",
+)
+@click.option(
+    "--by",
+    default=None,
+    metavar="PARAM",
+    help="One line (or histogram) per value of PARAM; default: per group.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PNG file (default: SWEEP_DIR/plots/<metric>[-vs-<x>].png).",
+)
+def plot(sweep_dir: Path, metric: str, x: str | None, by: str | None, out: Path | None) -> None:
+    """Draw one figure of a sweep's metric."""
+    from orchestrator import reporting  # scipy and matplotlib: only when needed
+
+    click.echo(f"plot: {reporting.plot(sweep_dir, metric, x, by, out)}")

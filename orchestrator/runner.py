@@ -353,6 +353,7 @@ def _record_run_start(the_plan: Plan, address: str | None) -> dict[str, Any]:
         experiment=spec.experiment,
         spec=spec.model_dump(),
         config_columns=spec.config_keys,
+        source_dir=str(the_plan.source_dir),  # where `sweep report` finds a user's module
         updated_at=_now(),
     )
     meta["runs"].append(run)

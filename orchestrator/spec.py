@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from analysis.settings import ReportSettings
 from orchestrator.errors import InputError, did_you_mean
 
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
@@ -116,6 +117,7 @@ class SweepSpec(_Strict):
     storage: str = "results"
     search: Search = Search()
     scheduler: Scheduler | None = None
+    report: ReportSettings = ReportSettings()  # read by `sweep report`, owned by analysis
 
     @field_validator("search", "scheduler", mode="before")
     @classmethod

@@ -1,0 +1,254 @@
+"""Load sweeps from their folders into pandas: `load(path)` -> `Sweep`.
+
+A sweep folder holds `trials/`, `metrics/`, optional `pairs/` (Parquet) and
+`sweep.json`. `load` takes one sweep folder, a results root holding several, or
+a list of either; with several sweeps the tables are stacked and columns unified
+(a column one sweep lacks is null there).
+
+Vocabulary: a *factor* is a config column that varies between trials (the seed
+aside); a *group* is one combination of factor values, i.e. a config minus its
+seed; the seeds of a group are its repeated observations.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from analysis.errors import AnalysisError
+from analysis.settings import ReportSettings
+
+# Columns of the trials table that are neither config nor metrics (DESIGN.md's contract).
+BOOKKEEPING = frozenset(
+    {"trial_id", "sweep", "experiment", "status", "attempt", "error", "started_at",
+     "finished_at", "node", "host", "gpu_ids", "run_id", "git_commit", "git_dirty"}
+)  # fmt: skip
+STEP_COLUMNS = frozenset({"sweep", "trial_id", "attempt", "time", "step"})
+PAIR_COLUMNS = frozenset({"sweep", "seed_a", "seed_b", "trial_a", "trial_b", "n_positions"})
+SUCCEEDED = ("ok", "stopped")
+
+
+@dataclass
+class Sweep:
+    """One or several sweeps' tables, and what their sweep.json files say."""
+
+    trials: pd.DataFrame  # one row per trial attempt, failed ones included
+    metrics: pd.DataFrame  # one row per reported step, every attempt
+    pairs: pd.DataFrame | None  # one row per pair of seeds, when the experiment wrote pairs/
+    meta: dict[str, dict[str, Any]]  # sweep name -> its sweep.json
+    config_columns: list[str]
+    # Reported NaN/Inf values (pandas cannot tell them from "not reported"): sweep, table,
+    # trial_id, attempt, column, value.
+    non_finite: pd.DataFrame
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.meta)
+
+    @property
+    def name(self) -> str:
+        return " + ".join(self.names)
+
+    @cached_property
+    def ok(self) -> pd.DataFrame:
+        """One row per trial that succeeded: its last successful attempt."""
+        done = self.trials[self.trials["status"].isin(SUCCEEDED)]
+        return done.sort_values("attempt").drop_duplicates(["sweep", "trial_id"], keep="last")
+
+    @cached_property
+    def factors(self) -> list[str]:
+        """Config columns that take more than one value among the successful trials;
+        `sweep` first when there are several sweeps."""
+        candidates = [c for c in self.config_columns if c != "seed" and c in self.ok]
+        varying = [c for c in candidates if self.ok[c].nunique(dropna=False) > 1]
+        return (["sweep"] if len(self.meta) > 1 else []) + varying
+
+    @cached_property
+    def grid_factors(self) -> dict[str, list[str]]:
+        """Factors as the specs define them: a grid entry that sets several keys together
+        (activation with its beta) is one factor; the sweep is one when there are several."""
+        factors = {"sweep": ["sweep"]} if len(self.meta) > 1 else {}
+        for meta in self.meta.values():
+            for entry, values in (meta.get("spec", {}).get("grid") or {}).items():
+                linked = isinstance(values, list) and all(isinstance(v, dict) for v in values)
+                keys = list(dict.fromkeys(k for v in values for k in v)) if linked else [entry]
+                varying = [k for k in keys if k in self.factors]
+                if varying:
+                    factors.setdefault(entry, varying)
+        return factors
+
+    @property
+    def group_columns(self) -> list[str]:
+        """What a group is keyed by: the factors, or the sweep when no factor varies."""
+        return self.factors or ["sweep"]
+
+    @cached_property
+    def final_metrics(self) -> list[str]:
+        """Numeric columns of the trials table that hold results, not config or bookkeeping."""
+        return _numeric(self.trials, BOOKKEEPING | set(self.config_columns))
+
+    @cached_property
+    def step_metrics(self) -> list[str]:
+        return _numeric(self.metrics, STEP_COLUMNS)
+
+    @cached_property
+    def pair_metrics(self) -> list[str]:
+        if self.pairs is None:
+            return []
+        return _numeric(self.pairs, PAIR_COLUMNS | set(self.config_columns))
+
+    @cached_property
+    def ids(self) -> pd.DataFrame:
+        """Per successful trial: sweep, trial_id, attempt, group columns, seed, `group` label."""
+        columns = list(dict.fromkeys(["sweep", "trial_id", "attempt", *self.group_columns, "seed"]))
+        return self.ok[columns].assign(group=self.label(self.ok))
+
+    def steps(self) -> pd.DataFrame:
+        """Per-step rows of the successful attempts, with their group columns, label and seed."""
+        return self.metrics.merge(self.ids, on=["sweep", "trial_id", "attempt"], how="inner")
+
+    def seeds_asked(self) -> dict[str, int | None]:
+        """Per sweep, how many seeds each group should have (None for a random search)."""
+        asked = {}
+        for name, meta in self.meta.items():
+            spec = meta.get("spec", {})
+            seeds = spec.get("seeds")
+            grid = (spec.get("search") or {}).get("algorithm", "grid") == "grid"
+            asked[name] = (seeds if isinstance(seeds, int) else len(seeds or [])) if grid else None
+        return asked
+
+    def settings(self) -> ReportSettings:
+        """The `report:` sections of the sweeps' specs, merged in order."""
+        merged = ReportSettings()
+        for meta in self.meta.values():
+            merged = merged.merged(ReportSettings(**(meta.get("spec", {}).get("report") or {})))
+        return merged
+
+    def label(self, frame: pd.DataFrame) -> pd.Series:
+        """A readable name per row for its group: `relu`, or `activation=smelu beta=0.5`."""
+        columns = self.group_columns
+        if len(columns) == 1:
+            return frame[columns[0]].map(_text)
+        parts = [
+            frame[c].map(lambda v, c=c: "" if _missing(v) else f"{c}={_text(v)}") for c in columns
+        ]
+        names = [" ".join(p for p in row if p) for row in zip(*parts, strict=True)]
+        return pd.Series(names, index=frame.index)
+
+
+def load(paths: str | Path | Sequence[str | Path]) -> Sweep:
+    """Every sweep under `paths`: a sweep folder, a folder of sweep folders, or a list."""
+    folders = _sweep_folders([paths] if isinstance(paths, str | Path) else list(paths))
+    metas = {}
+    frames: dict[str, list[pd.DataFrame]] = {"trials": [], "metrics": [], "pairs": []}
+    non_finite = [_NO_VALUES]
+    for folder in folders:
+        meta = json.loads((folder / "sweep.json").read_text())
+        name = meta.get("name", folder.name)
+        if name in metas:
+            raise AnalysisError(f"{folder}: a second sweep named {name!r}; load one of them")
+        metas[name] = meta
+        for table in frames:
+            if (folder / table).is_dir() and any((folder / table).glob("*.parquet")):
+                frame, bad = _read(folder / table, name)
+                frames[table].append(frame)
+                non_finite.append(bad.assign(table=table))
+    if not frames["trials"]:
+        raise AnalysisError(
+            f"{', '.join(map(str, folders))}: no trial has finished yet (trials/ is empty)"
+        )
+    config_columns = list(
+        dict.fromkeys(c for meta in metas.values() for c in meta.get("config_columns", []))
+    )
+    trials = _stack(frames["trials"])
+    return Sweep(
+        trials=trials,
+        metrics=_stack(frames["metrics"]) if frames["metrics"] else _empty_steps(),
+        pairs=_stack(frames["pairs"]) if frames["pairs"] else None,
+        meta=metas,
+        config_columns=[c for c in config_columns if c in trials],
+        non_finite=pd.concat(non_finite, ignore_index=True),
+    )
+
+
+def _sweep_folders(paths: list[str | Path]) -> list[Path]:
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if (path / "sweep.json").is_file():
+            found.append(path)
+        elif path.is_dir() and (inside := sorted(p.parent for p in path.glob("*/sweep.json"))):
+            found += inside
+        else:
+            what = (
+                "does not exist" if not path.exists() else "holds no sweep.json, nor do its folders"
+            )
+            raise AnalysisError(f"{path}: {what}; give a sweep folder or a results root (sweep ls)")
+    return list(dict.fromkeys(found))
+
+
+def _read(folder: Path, sweep: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A table's files in one read (the newest file carries every column, see store.py),
+    and its NaN/Inf values, found while Arrow still tells them from nulls."""
+    table = pq.read_table(folder)
+    frame = table.to_pandas()
+    frame["sweep"] = pd.Categorical.from_codes(np.zeros(len(frame), dtype=np.int8), [sweep])
+    return frame, _find_non_finite(table).assign(sweep=sweep)
+
+
+_NO_VALUES = pd.DataFrame(columns=["sweep", "table", "trial_id", "attempt", "column", "value"])
+
+
+def _find_non_finite(table: pa.Table) -> pd.DataFrame:
+    found = [_NO_VALUES.drop(columns=["sweep", "table"])]
+    ids = [c for c in ("trial_id", "attempt") if c in table.column_names]
+    for name in table.column_names:
+        column = table[name]
+        if not pa.types.is_floating(column.type):
+            continue
+        bad = pc.fill_null(pc.or_(pc.is_nan(column), pc.is_inf(column)), False)
+        if pc.any(bad).as_py():
+            rows = table.filter(bad)
+            found.append(
+                rows.select(ids).to_pandas().assign(column=name, value=rows[name].to_numpy())
+            )
+    return pd.concat(found, ignore_index=True)
+
+
+def _stack(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _empty_steps() -> pd.DataFrame:
+    return pd.DataFrame(
+        {c: pd.Series(dtype=object) for c in ("sweep", "trial_id", "attempt", "step")}
+    )
+
+
+def _numeric(frame: pd.DataFrame, exclude: set[str] | frozenset[str]) -> list[str]:
+    return [
+        c
+        for c in frame.columns
+        if c not in exclude
+        and not c.startswith("version_")
+        and pd.api.types.is_numeric_dtype(frame[c])
+        and not pd.api.types.is_bool_dtype(frame[c])
+        and frame[c].notna().any()
+    ]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _text(value: Any) -> str:
+    return "-" if _missing(value) else str(value)

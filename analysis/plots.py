@@ -1,0 +1,132 @@
+"""Figures, drawn on matplotlib `Figure` objects (no pyplot, no display needed).
+
+Each function takes tidy frames and returns a Figure with a title, labelled
+axes (units where known) and a legend; `save` writes it as PNG. Long legends
+are cut to MAX_GROUPS lines, and the title says how many groups were left out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy import stats
+
+MAX_GROUPS = 8
+SIZE = (7.5, 4.5)
+
+
+def axis_label(metric: str, unit: str) -> str:
+    return f"{metric} ({unit})" if unit else metric
+
+
+def distribution(values: dict[str, np.ndarray], metric: str, unit: str = "") -> Figure:
+    """Overlaid density histograms per group, each with its fitted normal (mu, sigma)."""
+    fig = Figure(figsize=SIZE)
+    ax = fig.add_subplot()
+    shown = dict(list(values.items())[:MAX_GROUPS])
+    finite = [v[np.isfinite(v)] for v in shown.values()]
+    pooled = np.concatenate([*finite, []]) if any(len(v) for v in finite) else np.zeros(1)
+    pad = 0.2 * np.ptp(pooled) or max(abs(float(pooled.mean())) * 0.05, 1e-3)
+    limits = (float(pooled.min() - pad), float(pooled.max() + pad))
+    grid = np.linspace(*limits, 200)
+    bins = np.histogram_bin_edges(pooled, bins=min(30, max(6, len(pooled) // 4)), range=limits)
+    for index, (name, data) in enumerate(zip(shown, finite, strict=True)):
+        color = f"C{index}"
+        ax.hist(data, bins=bins, density=True, alpha=0.35, color=color)
+        if len(data) >= 2 and np.std(data) > 0:
+            mu, sigma = float(np.mean(data)), float(np.std(data))
+            ax.plot(grid, stats.norm.pdf(grid, mu, sigma), color=color, lw=2,
+                    label=f"{name} (n={len(data)}): μ={mu:.4g}, σ={sigma:.3g}")  # fmt: skip
+        else:
+            ax.plot([], [], color=color, label=f"{name} (n={len(data)}): no spread to fit")
+    ax.set_xlabel(axis_label(metric, unit))
+    ax.set_ylabel("probability density")
+    ax.set_title(_titled(f"Distribution of {metric} per group, with fitted normals", values))
+    ax.legend(fontsize="small")
+    return fig
+
+
+def band(table: pd.DataFrame, x: str, metric: str, unit: str = "", x_unit: str = "") -> Figure:
+    """Mean and 95% interval across seeds against `x`, one line per `group` of `table`
+    (rows of analysis.aggregate: group, x, n, mean, ci_low, ci_high)."""
+    fig = Figure(figsize=SIZE)
+    ax = fig.add_subplot()
+    groups = list(dict.fromkeys(table["group"]))
+    for index, name in enumerate(groups[:MAX_GROUPS]):
+        rows = table[table["group"] == name].sort_values(x)
+        color = f"C{index}"
+        ax.plot(rows[x], rows["mean"], color=color, marker="o" if len(rows) < 20 else None,
+                ms=4, label=f"{name} (n={int(rows['n'].max())})")  # fmt: skip
+        ax.fill_between(rows[x], rows["ci_low"], rows["ci_high"], color=color, alpha=0.2, lw=0)
+    ax.set_xlabel(axis_label(x, x_unit))
+    ax.set_ylabel(axis_label(metric, unit))
+    if _spans_decades(table[x]):
+        ax.set_xscale("log")
+    what = "per step" if x == "step" else f"against {x}"
+    ax.set_title(_titled(f"{metric} {what}: mean and 95% interval across seeds", groups))
+    if len(groups) > 1 or groups[0] != "":
+        ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def means(panels: dict[str, tuple[pd.DataFrame, str]], title: str) -> Figure:
+    """One panel per metric: each group's mean with its 95% interval (rows: group, mean,
+    ci_low, ci_high, n); `panels` maps metric -> (rows, axis label). Panels share the
+    group axis, labelled on the left."""
+    order = list(dict.fromkeys(g for rows, _ in panels.values() for g in rows["group"]))
+    columns = min(len(panels), 3)
+    rows_n = int(np.ceil(len(panels) / columns))
+    fig = Figure(figsize=(4.2 * columns + 2.5, 0.9 + max(2.4, 0.32 * len(order)) * rows_n))
+    y = np.arange(len(order))[::-1]
+    for index, (metric, (rows, label)) in enumerate(panels.items()):
+        rows = rows.set_index("group").reindex(order)
+        ax = fig.add_subplot(rows_n, columns, index + 1)
+        errors = np.vstack([rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]])
+        ax.errorbar(rows["mean"], y, xerr=np.nan_to_num(errors), fmt="o", color="C0", capsize=3)
+        ax.set_yticks(y, order if index % columns == 0 else [""] * len(y), fontsize="small")
+        ax.set_ylim(-0.5, len(order) - 0.5)
+        ax.set_xlabel(label)
+        ax.set_title(metric)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def scores(table: pd.DataFrame, title: str) -> Figure:
+    """Horizontal bars of composite scores: rows are groups, columns are profiles."""
+    fig = Figure(figsize=(7.5, 1.2 + 0.45 * len(table) * max(1, len(table.columns)) ** 0.5))
+    ax = fig.add_subplot()
+    height = 0.8 / len(table.columns)
+    y = np.arange(len(table))[::-1]
+    for index, profile in enumerate(table.columns):
+        ax.barh(y + index * height - 0.4 + height / 2, table[profile], height=height,
+                color=f"C{index}", label=profile)  # fmt: skip
+    ax.set_yticks(y, table.index, fontsize="small")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("composite score (1 = best on every weighed metric)")
+    ax.set_title(title)
+    ax.legend(fontsize="small", loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def _titled(title: str, groups: object) -> str:
+    count = len(groups)  # type: ignore[arg-type]
+    return title if count <= MAX_GROUPS else f"{title}\n(first {MAX_GROUPS} of {count} groups)"
+
+
+def _spans_decades(values: pd.Series) -> bool:
+    """Positive numbers over 1.5 decades or more, like learning rates: a log axis reads better."""
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    return bool(len(numbers) and numbers.min() > 0 and numbers.max() / numbers.min() >= 30)

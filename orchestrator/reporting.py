@@ -1,0 +1,115 @@
+"""`sweep report | compare | plot`: the command line's settings, an experiment family's
+report defaults and sections, and the analysis package that does the work.
+
+A family declares them as attributes of its experiment function:
+`fn.report = ReportSettings(...)` and `fn.report_sections = [hook, ...]`, each hook
+`(sweep, settings) -> list[Section]` (see analysis.reproducibility).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from analysis.errors import AnalysisError
+from analysis.load import Sweep, load
+from analysis.plots import save
+from analysis.ranking import parse_weights
+from analysis.report import Hook, compare_section, plot_metric, write_report
+from analysis.settings import ReportSettings
+from orchestrator.registry import resolve
+
+
+def report(
+    sweep_dir: Path,
+    out: Path | None,
+    lower: Sequence[str] = (),
+    higher: Sequence[str] = (),
+    metrics: Sequence[str] = (),
+    weights: str | None = None,
+    quiet: bool = False,
+) -> Path:
+    """The report of one sweep, into `out` (default: SWEEP_DIR/report)."""
+    sweep = load(sweep_dir)
+    if len(sweep.meta) > 1:
+        raise AnalysisError(
+            f"{sweep_dir} holds several sweeps; use sweep compare --all {sweep_dir}"
+        )
+    defaults, hooks = family(sweep)
+    return write_report(
+        sweep,
+        out or sweep_dir / "report",
+        settings=command_line_settings(lower, higher, metrics),
+        weights=parse_weights(weights) if weights else None,
+        hooks=hooks,
+        defaults=defaults,
+        progress=None if quiet else sys.stderr,
+        title=f"Sweep report: {sweep.name}",
+    )
+
+
+def compare(
+    paths: Sequence[Path],
+    out: Path | None,
+    lower: Sequence[str] = (),
+    higher: Sequence[str] = (),
+    metrics: Sequence[str] = (),
+    weights: str | None = None,
+    quiet: bool = False,
+) -> Path:
+    """One report over several sweeps, the sweep being a factor; default folder beside them."""
+    sweep = load(paths)
+    if len(sweep.meta) < 2:
+        raise AnalysisError(f"{', '.join(map(str, paths))}: only one sweep; use sweep report")
+    if out is None:
+        base = paths[0] if len(paths) == 1 else paths[0].parent
+        out = base / (
+            "compare-all" if len(paths) == 1 else "compare-" + "+".join(sweep.names)[:100]
+        )
+    defaults, hooks = family(sweep)
+    return write_report(
+        sweep,
+        out,
+        settings=command_line_settings(lower, higher, metrics),
+        weights=parse_weights(weights) if weights else None,
+        hooks=[compare_section, *hooks],
+        defaults=defaults,
+        progress=None if quiet else sys.stderr,
+        title=f"Comparison: {', '.join(sweep.names)}",
+    )
+
+
+def plot(sweep_dir: Path, metric: str, x: str | None, by: str | None, out: Path | None) -> Path:
+    sweep = load(sweep_dir)
+    defaults, _ = family(sweep)
+    figure = plot_metric(sweep, metric, x, by, defaults)
+    path = out or sweep_dir / "plots" / f"{figure.name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save(figure.figure, path)
+
+
+def family(sweep: Sweep) -> tuple[ReportSettings, list[Hook]]:
+    """The report defaults and sections the sweeps' experiment functions carry."""
+    defaults, hooks = ReportSettings(), []
+    for name, meta in sweep.meta.items():
+        folders = [Path(p) for p in (meta.get("source_dir"), Path.cwd()) if p]
+        try:
+            fn = resolve(meta["experiment"], folders)
+        except Exception as exc:  # the report goes on without the family's extras
+            print(f"warning: {name}: experiment {meta['experiment']!r} not importable here, "
+                  f"so its own report sections are left out ({exc})", file=sys.stderr)  # fmt: skip
+            continue
+        defaults = defaults.merged(getattr(fn, "report", None))
+        hooks += [h for h in getattr(fn, "report_sections", ()) if h not in hooks]
+    return defaults, hooks
+
+
+def command_line_settings(
+    lower: Sequence[str], higher: Sequence[str], metrics: Sequence[str]
+) -> ReportSettings:
+    both = set(lower) & set(higher)
+    if both:
+        raise AnalysisError(f"--lower and --higher both name {sorted(both)}")
+    directions = {**dict.fromkeys(lower, "lower"), **dict.fromkeys(higher, "higher")}
+    return ReportSettings(directions=directions, metrics=list(metrics))
