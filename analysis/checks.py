@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.load import Sweep
 from analysis.settings import ReportSettings
+from analysis.sweep import Sweep
 
 
 def failed(sweep: Sweep) -> pd.DataFrame:

@@ -17,11 +17,11 @@ ALPHA = 0.05
 
 
 def fit_normal(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
-    """(mu, sigma) of the maximum-likelihood normal; NaN values are left out."""
+    """(mu, sigma) of the maximum-likelihood normal; NaN values are left out. One value
+    has no spread to fit: sigma is NaN, not 0."""
     clean = _finite(values)
-    if len(clean) == 0:
-        return np.nan, np.nan
-    return float(np.mean(clean)), float(np.std(clean))
+    mu = float(np.mean(clean)) if len(clean) else np.nan
+    return mu, float(np.std(clean)) if len(clean) > 1 else np.nan
 
 
 def normality(values: Sequence[float] | np.ndarray) -> dict[str, float | str]:
@@ -35,7 +35,7 @@ def normality(values: Sequence[float] | np.ndarray) -> dict[str, float | str]:
     return {"shapiro_w": float(w), "shapiro_p": float(p), "normality": verdict}
 
 
-def distributions(df: pd.DataFrame, by: Sequence[str], metric: str) -> pd.DataFrame:
+def normal_fits(df: pd.DataFrame, by: Sequence[str], metric: str) -> pd.DataFrame:
     """One row per group: n, mu, sigma and the normality test of `metric`."""
     rows = []
     for key, group in df.groupby(list(by), dropna=False, sort=True, observed=True):

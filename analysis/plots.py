@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 MAX_GROUPS = 8
+MIN_FIT = 3  # fewer values than this get a histogram but no fitted normal
 SIZE = (7.5, 4.5)
 
 
@@ -36,12 +37,13 @@ def distribution(values: dict[str, np.ndarray], metric: str, unit: str = "") -> 
     for index, (name, data) in enumerate(zip(shown, finite, strict=True)):
         color = f"C{index}"
         ax.hist(data, bins=bins, density=True, alpha=0.35, color=color)
-        if len(data) >= 2 and np.std(data) > 0:
+        if len(data) >= MIN_FIT and np.std(data) > 0:
             mu, sigma = float(np.mean(data)), float(np.std(data))
             ax.plot(grid, stats.norm.pdf(grid, mu, sigma), color=color, lw=2,
                     label=f"{name} (n={len(data)}): μ={mu:.4g}, σ={sigma:.3g}")  # fmt: skip
         else:
-            ax.plot([], [], color=color, label=f"{name} (n={len(data)}): no spread to fit")
+            why = f"n < {MIN_FIT}, not fitted" if len(data) < MIN_FIT else "no spread to fit"
+            ax.plot([], [], color=color, label=f"{name} (n={len(data)}): {why}")
     ax.set_xlabel(axis_label(metric, unit))
     ax.set_ylabel("probability density")
     ax.set_title(_titled(f"Distribution of {metric} per group, with fitted normals", values))

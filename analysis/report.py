@@ -17,14 +17,14 @@ from typing import TextIO
 import pandas as pd
 
 from analysis import checks, plots
-from analysis.aggregate import aggregate
-from analysis.distributions import distributions
+from analysis.aggregates import aggregate
+from analysis.distributions import normal_fits
 from analysis.document import Plot, Section, fmt, write
 from analysis.errors import AnalysisError
-from analysis.load import Sweep, load
 from analysis.ranking import composite
 from analysis.settings import ReportSettings
 from analysis.significance import ALPHA, holm, one_way, pairwise
+from analysis.sweep import Sweep, load
 
 MAX_METRICS = 8  # metrics analysed when the settings name none
 MAX_PAIRWISE_GROUPS = 12  # above this, each group is tested against the best one only
@@ -504,7 +504,7 @@ def _distributions_section(a: Analysis) -> Section:
             values = {g: values[g] for g in a.groups if g in values}
             name = f"distribution-{_slug(metric)}" + ("-pairs" if source == "pairs" else "")
             section.add(Plot(name, plots.distribution(values, metric, a.settings.unit(metric))))
-            table = distributions(frame, ["group"], metric)
+            table = normal_fits(frame, ["group"], metric)
             section.add(table.drop(columns="metric").head(MAX_ROWS * 2))
     return section
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.aggregate import aggregate
+from analysis.aggregates import aggregate
 from analysis.document import Section
-from analysis.load import Sweep
 from analysis.settings import ReportSettings
+from analysis.sweep import Sweep
 
 PAIR_METRICS = ["pd", "relative_pd", "top1_mismatch_pct"]
 # What `sweep report` knows about this family (the spec's report: section overrides it).

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.errors import AnalysisError
-from analysis.load import Sweep, load
 from analysis.plots import save
 from analysis.ranking import parse_weights
 from analysis.report import Hook, compare_section, plot_metric, write_report
 from analysis.settings import ReportSettings
+from analysis.sweep import Sweep, load
 from orchestrator.registry import resolve
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.aggregate import aggregate
+from analysis.aggregates import aggregate
 
 
 def test_mean_spread_and_t_interval_of_a_known_sample():

@@ -11,8 +11,8 @@ import pytest
 
 from analysis import checks
 from analysis.errors import AnalysisError
-from analysis.load import load
 from analysis.settings import ReportSettings
+from analysis.sweep import load
 from orchestrator.store import SweepStore
 
 

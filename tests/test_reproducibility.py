@@ -16,7 +16,7 @@ from analysis.reproducibility import prediction_difference, summary
 from experiments.lm.activations import SmeLU, make_activation
 from experiments.lm.data import eval_windows, load_corpus
 from experiments.reproducibility import build_model, load_model, train_lm
-from orchestrator import Trial, run_sweep
+from orchestrator import Trial, reporting, run_sweep
 
 TINY = {"steps": 6, "eval_every": 3, "batch_size": 4, "block_size": 16, "n_layer": 1,
         "n_head": 2, "n_embd": 16, "eval_windows": 4}  # fmt: skip
@@ -153,3 +153,10 @@ def test_a_sweep_writes_pairs_and_reloadable_checkpoints(tmp_path: Path):
         probs = torch.softmax(model(x), -1).reshape(-1, model.cfg.vocab_size).numpy()
     saved = np.load(tmp_path / "repro" / "artifacts" / row["trial_id"] / "probs.npy")
     assert np.allclose(probs, saved, atol=1e-6)  # the checkpoint is the model that predicted
+
+    # the family's report: its defaults (directions, criteria) and its own section
+    md = (reporting.report(tmp_path / "repro", None, quiet=True) / "report.md").read_text()
+    assert "## Prediction difference between seeds (Shamir et al. 2020)" in md
+    assert "1 distinct set(s) over 6 trials (every model saw the same positions)" in md
+    assert "- **Ranking, research**: 1." in md and "- **Most reproducible**: **" in md
+    assert "**val_loss** (lower is better)" in md and "**pd** (lower is better, over pairs" in md

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 from scipy import stats
 
-from analysis.distributions import distributions, fit_normal, normality
+from analysis.distributions import fit_normal, normal_fits, normality
 from analysis.errors import AnalysisError
 from analysis.ranking import composite, normalised, parse_weights
 from analysis.settings import ReportSettings
@@ -39,7 +39,7 @@ def test_normality_test_passes_normal_data_and_rejects_skewed_data():
 
 def test_distribution_table_per_group():
     df = pd.DataFrame({"g": ["a"] * 4 + ["b"] * 2, "x": [1.0, 2.0, 3.0, 4.0, 5.0, 7.0]})
-    table = distributions(df, ["g"], "x").set_index("g")
+    table = normal_fits(df, ["g"], "x").set_index("g")
     assert table.loc["a", "mu"] == 2.5 and table.loc["a", "sigma"] == pytest.approx(
         np.std([1, 2, 3, 4])
     )
