@@ -27,7 +27,7 @@ _PUBLIC = {
     "holm": "analysis.significance",
     "hedges_g": "analysis.significance",
     "composite": "analysis.ranking",
-    "analyse": "analysis.report",
+    "analyse": "analysis.results",
     "write_report": "analysis.report",
     "plot_metric": "analysis.report",
     "ReportSettings": "analysis.settings",

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.sweep import label_rows
+
 COLUMNS = ("n", "mean", "std", "sem", "ci_low", "ci_high", "min", "max")
 
 
@@ -46,10 +48,17 @@ def aggregate(
                     "ci_high": mean + half,
                     "min": table["min"].to_numpy(),
                     "max": table["max"].to_numpy(),
-                },  # fmt: skip
+                },
                 index=table.index,
             ).reset_index()
         )
     if not frames:
         return pd.DataFrame(columns=[*by, "metric", *COLUMNS])
     return pd.concat(frames, ignore_index=True)
+
+
+def curve(frame: pd.DataFrame, x: str, by: Sequence[str], metric: str) -> pd.DataFrame:
+    """`metric` aggregated per value of `x` and per combination of `by`, labelled in a
+    `group` column; groups come in the order of their values (32 before 128)."""
+    table = aggregate(frame, [*by, x], [metric]).dropna(subset=["mean"])
+    return table.assign(group=label_rows(table, list(by)))

@@ -18,14 +18,15 @@ def failed(sweep: Sweep) -> pd.DataFrame:
     bad = trials[[k not in succeeded for k in keys]]
     if bad.empty:
         return pd.DataFrame(columns=["sweep", "trial_id", "group", "seed", "attempts", "error"])
-    last = bad.sort_values("attempt").groupby(["sweep", "trial_id"], observed=True).tail(1)
+    by_trial = bad.sort_values("attempt").groupby(["sweep", "trial_id"], observed=True)
+    last = by_trial.tail(1).merge(by_trial.size().rename("attempts").reset_index())
     return pd.DataFrame(
         {
             "sweep": last["sweep"].astype(str),
             "trial_id": last["trial_id"],
             "group": sweep.label(last),
             "seed": last["seed"],
-            "attempts": last["attempt"] + 1,
+            "attempts": last["attempts"],
             "error": last["error"].map(_last_line),
         }
     ).reset_index(drop=True)
@@ -41,9 +42,15 @@ def non_finite(sweep: Sweep) -> pd.DataFrame:
             continue
         where = {"trials": "final", "metrics": "per step"}.get(table, table)
         numbers = values["value"].to_numpy(dtype=float)
-        rows.append({"where": where, "metric": metric, "nan": int(np.isnan(numbers).sum()),
-                     "inf": int(np.isinf(numbers).sum()),
-                     "trials": values["trial_id"].nunique()})  # fmt: skip
+        rows.append(
+            {
+                "where": where,
+                "metric": metric,
+                "nan": int(np.isnan(numbers).sum()),
+                "inf": int(np.isinf(numbers).sum()),
+                "trials": values["trial_id"].nunique(),
+            }
+        )
     table = pd.DataFrame(rows, columns=["where", "metric", "nan", "inf", "trials"])
     return table.sort_values(["where", "metric"], ignore_index=True)
 

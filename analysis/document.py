@@ -40,7 +40,8 @@ class Section:
     blocks: list[Block] = field(default_factory=list)
 
     def add(self, *blocks: Block) -> Section:
-        self.blocks.extend(blocks)
+        """Append blocks; empty text is skipped, so callers may pass optional lines."""
+        self.blocks.extend(b for b in blocks if not (isinstance(b, str) and not b.strip()))
         return self
 
 
@@ -73,6 +74,11 @@ def _swap(new: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def slug(text: str) -> str:
+    """Text made safe for a file name."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+
+
 def fmt(value: object) -> str:
     """Numbers to 4 significant digits, missing values as a dash."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -88,7 +94,7 @@ def to_markdown(title: str, sections: list[Section]) -> str:
         lines += [f"## {section.title}", ""]
         for block in section.blocks:
             if isinstance(block, pd.DataFrame):
-                lines += [_markdown_table(block), ""]
+                lines += [markdown_table(block), ""]
             elif isinstance(block, Plot):
                 lines += [f"![{block.caption or block.name}]({block.name}.png)", ""]
                 lines += [f"*{block.caption}*", ""] if block.caption else []
@@ -97,7 +103,7 @@ def to_markdown(title: str, sections: list[Section]) -> str:
     return "\n".join(lines)
 
 
-def _markdown_table(table: pd.DataFrame) -> str:
+def markdown_table(table: pd.DataFrame) -> str:
     def cell(v: object) -> str:
         return fmt(v).replace("|", "\\|").replace("\n", " ")
 

@@ -7,6 +7,7 @@ are cut to MAX_GROUPS lines, and the title says how many groups were left out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,13 @@ def distribution(values: dict[str, np.ndarray], metric: str, unit: str = "") -> 
         ax.hist(data, bins=bins, density=True, alpha=0.35, color=color)
         if len(data) >= MIN_FIT and np.std(data) > 0:
             mu, sigma = float(np.mean(data)), float(np.std(data))
-            ax.plot(grid, stats.norm.pdf(grid, mu, sigma), color=color, lw=2,
-                    label=f"{name} (n={len(data)}): μ={mu:.4g}, σ={sigma:.3g}")  # fmt: skip
+            ax.plot(
+                grid,
+                stats.norm.pdf(grid, mu, sigma),
+                color=color,
+                lw=2,
+                label=f"{name} (n={len(data)}): μ={mu:.4g}, σ={sigma:.3g}",
+            )
         else:
             why = f"n < {MIN_FIT}, not fitted" if len(data) < MIN_FIT else "no spread to fit"
             ax.plot([], [], color=color, label=f"{name} (n={len(data)}): {why}")
@@ -51,17 +57,31 @@ def distribution(values: dict[str, np.ndarray], metric: str, unit: str = "") -> 
     return fig
 
 
-def band(table: pd.DataFrame, x: str, metric: str, unit: str = "", x_unit: str = "") -> Figure:
+def band(
+    table: pd.DataFrame,
+    x: str,
+    metric: str,
+    unit: str = "",
+    x_unit: str = "",
+    by: Sequence[str] = (),
+) -> Figure:
     """Mean and 95% interval across seeds against `x`, one line per `group` of `table`
-    (rows of analysis.aggregate: group, x, n, mean, ci_low, ci_high)."""
+    (rows of analysis.aggregate: group, x, n, mean, ci_low, ci_high); `by` names the
+    columns the group labels come from (the legend's title when there is one)."""
     fig = Figure(figsize=SIZE)
     ax = fig.add_subplot()
     groups = list(dict.fromkeys(table["group"]))
     for index, name in enumerate(groups[:MAX_GROUPS]):
         rows = table[table["group"] == name].sort_values(x)
         color = f"C{index}"
-        ax.plot(rows[x], rows["mean"], color=color, marker="o" if len(rows) < 20 else None,
-                ms=4, label=f"{name} (n={int(rows['n'].max())})")  # fmt: skip
+        ax.plot(
+            rows[x],
+            rows["mean"],
+            color=color,
+            marker="o" if len(rows) < 20 else None,
+            ms=4,
+            label=f"{name} (n={int(rows['n'].max())})",
+        )
         ax.fill_between(rows[x], rows["ci_low"], rows["ci_high"], color=color, alpha=0.2, lw=0)
     ax.set_xlabel(axis_label(x, x_unit))
     ax.set_ylabel(axis_label(metric, unit))
@@ -70,7 +90,7 @@ def band(table: pd.DataFrame, x: str, metric: str, unit: str = "", x_unit: str =
     what = "per step" if x == "step" else f"against {x}"
     ax.set_title(_titled(f"{metric} {what}: mean and 95% interval across seeds", groups))
     if len(groups) > 1 or groups[0] != "":
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", title=by[0] if len(by) == 1 else None)
     ax.grid(alpha=0.3)
     return fig
 
@@ -106,8 +126,13 @@ def scores(table: pd.DataFrame, title: str) -> Figure:
     height = 0.8 / len(table.columns)
     y = np.arange(len(table))[::-1]
     for index, profile in enumerate(table.columns):
-        ax.barh(y + index * height - 0.4 + height / 2, table[profile], height=height,
-                color=f"C{index}", label=profile)  # fmt: skip
+        ax.barh(
+            y + index * height - 0.4 + height / 2,
+            table[profile],
+            height=height,
+            color=f"C{index}",
+            label=profile,
+        )
     ax.set_yticks(y, table.index, fontsize="small")
     ax.set_xlim(0, 1)
     ax.set_xlabel("composite score (1 = best on every weighed metric)")

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.aggregates import aggregate
-from analysis.document import Section
+from analysis.document import Section, fmt, markdown_table
 from analysis.settings import ReportSettings
 from analysis.sweep import Sweep
 
@@ -30,10 +30,15 @@ PAIR_METRICS = ["pd", "relative_pd", "top1_mismatch_pct"]
 # What `sweep report` knows about this family (the spec's report: section overrides it).
 REPORT = ReportSettings(
     metrics=["val_loss", "train_loss", "tokens_per_s", "train_time_s"],
-    directions={"val_loss": "lower", "train_loss": "lower", "tokens_per_s": "higher",
-                "train_time_s": "lower", **dict.fromkeys(PAIR_METRICS, "lower")},
+    directions={
+        "val_loss": "lower",
+        "train_loss": "lower",
+        "tokens_per_s": "higher",
+        "train_time_s": "lower",
+        **dict.fromkeys(PAIR_METRICS, "lower"),
+    },
     criteria={"reproducibility": PAIR_METRICS, "accuracy": ["val_loss"], "speed": ["tokens_per_s"]},
-)  # fmt: skip
+)
 
 
 def prediction_difference(p_a: np.ndarray, p_b: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -130,16 +135,13 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m analysis.reproducibility SWEEP_DIR`: the summary as a Markdown table."""
     import sys
 
-    folder = (argv or sys.argv[1:])[0]
-    table = summary(folder)
-    by = [c for c in table.columns if c not in ("metric", "n", "mean", "std", "sem", "ci_low",
-                                                 "ci_high", "min", "max")]  # fmt: skip
-    print("| " + " | ".join([*by, "metric", "n", "mean", "95% interval"]) + " |")
-    print("|" + "---|" * (len(by) + 4))
-    for row in table.itertuples(index=False):
-        key = [("" if pd.isna(getattr(row, c)) else str(getattr(row, c))) for c in by]
-        interval = f"[{row.ci_low:.4g}, {row.ci_high:.4g}]"
-        print("| " + " | ".join([*key, row.metric, str(row.n), f"{row.mean:.4g}", interval]) + " |")
+    table = summary((argv or sys.argv[1:])[0])
+    by = list(table.columns[: table.columns.get_loc("metric")])
+    interval = [
+        f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
+    ]
+    shown = table[[*by, "metric", "n", "mean"]].assign(**{"95% interval": interval})
+    print(markdown_table(shown))
 
 
 if __name__ == "__main__":

@@ -50,8 +50,17 @@ def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
 
 def compare_two(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
     """Welch's t, its p and interval of mean(a) - mean(b); Mann-Whitney U and p; Hedges' g."""
-    out = {"diff": np.nan, "ci_low": np.nan, "ci_high": np.nan, "t": np.nan, "df": np.nan,
-           "p_welch": np.nan, "u": np.nan, "p_mwu": np.nan, "hedges_g": np.nan}  # fmt: skip
+    out = {
+        "diff": np.nan,
+        "ci_low": np.nan,
+        "ci_high": np.nan,
+        "t": np.nan,
+        "df": np.nan,
+        "p_welch": np.nan,
+        "u": np.nan,
+        "p_mwu": np.nan,
+        "hedges_g": np.nan,
+    }
     if len(a) < 1 or len(b) < 1:
         return out
     out["diff"] = float(np.mean(a) - np.mean(b))
@@ -112,9 +121,17 @@ def one_way(df: pd.DataFrame, factor: str, metric: str) -> dict[str, float | int
     ]
     tested = [s for s in samples if len(s) >= 2]
     sizes = [len(s) for s in samples]
-    result = {"factor": factor, "metric": metric, "levels": len(samples),
-              "n_min": min(sizes, default=0), "n_max": max(sizes, default=0),
-              "f": np.nan, "p_anova": np.nan, "h": np.nan, "p_kruskal": np.nan}  # fmt: skip
+    result = {
+        "factor": factor,
+        "metric": metric,
+        "levels": len(samples),
+        "n_min": min(sizes, default=0),
+        "n_max": max(sizes, default=0),
+        "f": np.nan,
+        "p_anova": np.nan,
+        "h": np.nan,
+        "p_kruskal": np.nan,
+    }
     if len(tested) < 2 or len(tested) < len(samples):
         result["note"] = "not tested: a level has n < 2" if len(samples) > 1 else "one level"
         return result
@@ -123,9 +140,13 @@ def one_way(df: pd.DataFrame, factor: str, metric: str) -> dict[str, float | int
         result["note"] = "not tested: all values equal"
         return result
     anova, kruskal = stats.f_oneway(*tested), stats.kruskal(*tested)
-    result.update(f=float(anova.statistic), p_anova=float(anova.pvalue),
-                  h=float(kruskal.statistic), p_kruskal=float(kruskal.pvalue),
-                  note=_note(result["n_min"], result["n_min"]))  # fmt: skip
+    result.update(
+        f=float(anova.statistic),
+        p_anova=float(anova.pvalue),
+        h=float(kruskal.statistic),
+        p_kruskal=float(kruskal.pvalue),
+        note=_note(result["n_min"], result["n_min"]),
+    )
     return result
 
 

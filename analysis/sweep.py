@@ -30,9 +30,23 @@ from analysis.settings import ReportSettings
 
 # Columns of the trials table that are neither config nor metrics (DESIGN.md's contract).
 BOOKKEEPING = frozenset(
-    {"trial_id", "sweep", "experiment", "status", "attempt", "error", "started_at",
-     "finished_at", "node", "host", "gpu_ids", "run_id", "git_commit", "git_dirty"}
-)  # fmt: skip
+    {
+        "trial_id",
+        "sweep",
+        "experiment",
+        "status",
+        "attempt",
+        "error",
+        "started_at",
+        "finished_at",
+        "node",
+        "host",
+        "gpu_ids",
+        "run_id",
+        "git_commit",
+        "git_dirty",
+    }
+)
 STEP_COLUMNS = frozenset({"sweep", "trial_id", "attempt", "time", "step"})
 PAIR_COLUMNS = frozenset({"sweep", "seed_a", "seed_b", "trial_a", "trial_b", "n_positions"})
 SUCCEEDED = ("ok", "stopped")
@@ -67,10 +81,11 @@ class Sweep:
 
     @cached_property
     def factors(self) -> list[str]:
-        """Config columns that take more than one value among the successful trials;
-        `sweep` first when there are several sweeps."""
-        candidates = [c for c in self.config_columns if c != "seed" and c in self.ok]
-        varying = [c for c in candidates if self.ok[c].nunique(dropna=False) > 1]
+        """Config columns that take more than one value among the trials (failed ones
+        too, so a config that always failed is still a group); `sweep` first when there
+        are several sweeps."""
+        candidates = [c for c in self.config_columns if c != "seed" and c in self.trials]
+        varying = [c for c in candidates if self.trials[c].nunique(dropna=False) > 1]
         return (["sweep"] if len(self.meta) > 1 else []) + varying
 
     @cached_property
@@ -136,14 +151,19 @@ class Sweep:
 
     def label(self, frame: pd.DataFrame) -> pd.Series:
         """A readable name per row for its group: `relu`, or `activation=smelu beta=0.5`."""
-        columns = self.group_columns
-        if len(columns) == 1:
-            return frame[columns[0]].map(_text)
-        parts = [
-            frame[c].map(lambda v, c=c: "" if _missing(v) else f"{c}={_text(v)}") for c in columns
-        ]
-        names = [" ".join(p for p in row if p) for row in zip(*parts, strict=True)]
-        return pd.Series(names, index=frame.index)
+        return label_rows(frame, self.group_columns)
+
+
+def label_rows(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Per row, its values of `columns`: the bare value for one column, `key=value ...`
+    for several (missing values left out), '' for none."""
+    if not columns:
+        return pd.Series("", index=frame.index, dtype=object)
+    if len(columns) == 1:
+        return frame[columns[0]].map(_text)
+    parts = [frame[c].map(lambda v, c=c: "" if _missing(v) else f"{c}={_text(v)}") for c in columns]
+    names = [" ".join(p for p in row if p) for row in zip(*parts, strict=True)]
+    return pd.Series(names, index=frame.index, dtype=object)
 
 
 def load(paths: str | Path | Sequence[str | Path]) -> Sweep:

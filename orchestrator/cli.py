@@ -6,6 +6,7 @@ Bad input exits with code 2 and a message saying what, where and what to do.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -163,21 +164,26 @@ _SETTINGS_OPTIONS = [
 ]
 
 
-def _settings_options(command: object) -> object:
-    for option in reversed(_SETTINGS_OPTIONS):
-        command = option(command)
-    return command
+def _report_options(default_out: str) -> Callable[[Callable], Callable]:
+    """--out and the report settings options, shared by report and compare."""
+    out = click.option(
+        "--out",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=f"Folder for the report (default: {default_out}); replaced whole.",
+    )
+
+    def add(command: Callable) -> Callable:
+        for option in reversed([out, *_SETTINGS_OPTIONS]):
+            command = option(command)
+        return command
+
+    return add
 
 
 @main.command()
 @click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder for the report (default: SWEEP_DIR/report), replaced whole.",
-)
-@_settings_options
+@_report_options("SWEEP_DIR/report")
 def report(sweep_dir: Path, out: Path | None, **options: object) -> None:
     """Write the report of a sweep: report.html (self-contained), report.md, CSV, PNG.
 
@@ -200,13 +206,7 @@ def report(sweep_dir: Path, out: Path | None, **options: object) -> None:
     default=None,
     help="Compare every sweep under this results folder.",
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder for the comparison (default: compare-<names> beside the sweeps).",
-)
-@_settings_options
+@_report_options("compare-<names> beside the sweeps")
 def compare(
     sweep_dirs: tuple[Path, ...], root: Path | None, out: Path | None, **options: object
 ) -> None:

@@ -11,53 +11,30 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from analysis.errors import AnalysisError
 from analysis.plots import save
 from analysis.ranking import parse_weights
-from analysis.report import Hook, compare_section, plot_metric, write_report
+from analysis.report import plot_metric, write_report
+from analysis.sections import Hook, compare_section
 from analysis.settings import ReportSettings
 from analysis.sweep import Sweep, load
 from orchestrator.registry import resolve
 
 
-def report(
-    sweep_dir: Path,
-    out: Path | None,
-    lower: Sequence[str] = (),
-    higher: Sequence[str] = (),
-    metrics: Sequence[str] = (),
-    weights: str | None = None,
-    quiet: bool = False,
-) -> Path:
+def report(sweep_dir: Path, out: Path | None, **options: Any) -> Path:
     """The report of one sweep, into `out` (default: SWEEP_DIR/report)."""
     sweep = load(sweep_dir)
     if len(sweep.meta) > 1:
         raise AnalysisError(
             f"{sweep_dir} holds several sweeps; use sweep compare --all {sweep_dir}"
         )
-    defaults, hooks = family(sweep)
-    return write_report(
-        sweep,
-        out or sweep_dir / "report",
-        settings=command_line_settings(lower, higher, metrics),
-        weights=parse_weights(weights) if weights else None,
-        hooks=hooks,
-        defaults=defaults,
-        progress=None if quiet else sys.stderr,
-        title=f"Sweep report: {sweep.name}",
-    )
+    title = f"Sweep report: {sweep.name}"
+    return _write(sweep, out or sweep_dir / "report", title, [], **options)
 
 
-def compare(
-    paths: Sequence[Path],
-    out: Path | None,
-    lower: Sequence[str] = (),
-    higher: Sequence[str] = (),
-    metrics: Sequence[str] = (),
-    weights: str | None = None,
-    quiet: bool = False,
-) -> Path:
+def compare(paths: Sequence[Path], out: Path | None, **options: Any) -> Path:
     """One report over several sweeps, the sweep being a factor; default folder beside them."""
     sweep = load(paths)
     if len(sweep.meta) < 2:
@@ -67,16 +44,31 @@ def compare(
         out = base / (
             "compare-all" if len(paths) == 1 else "compare-" + "+".join(sweep.names)[:100]
         )
+    title = f"Comparison: {', '.join(sweep.names)}"
+    return _write(sweep, out, title, [compare_section], **options)
+
+
+def _write(
+    sweep: Sweep,
+    out: Path,
+    title: str,
+    sections: list[Hook],
+    lower: Sequence[str] = (),
+    higher: Sequence[str] = (),
+    metrics: Sequence[str] = (),
+    weights: str | None = None,
+    quiet: bool = False,
+) -> Path:
     defaults, hooks = family(sweep)
     return write_report(
         sweep,
         out,
         settings=command_line_settings(lower, higher, metrics),
         weights=parse_weights(weights) if weights else None,
-        hooks=[compare_section, *hooks],
+        hooks=[*sections, *hooks],
         defaults=defaults,
         progress=None if quiet else sys.stderr,
-        title=f"Comparison: {', '.join(sweep.names)}",
+        title=title,
     )
 
 
@@ -97,8 +89,11 @@ def family(sweep: Sweep) -> tuple[ReportSettings, list[Hook]]:
         try:
             fn = resolve(meta["experiment"], folders)
         except Exception as exc:  # the report goes on without the family's extras
-            print(f"warning: {name}: experiment {meta['experiment']!r} not importable here, "
-                  f"so its own report sections are left out ({exc})", file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: {name}: experiment {meta['experiment']!r} not importable here, "
+                f"so its own report sections are left out ({exc})",
+                file=sys.stderr,
+            )
             continue
         defaults = defaults.merged(getattr(fn, "report", None))
         hooks += [h for h in getattr(fn, "report_sections", ()) if h not in hooks]

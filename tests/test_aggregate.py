@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.aggregates import aggregate
+from analysis.aggregates import aggregate, curve
 
 
 def test_mean_spread_and_t_interval_of_a_known_sample():
@@ -27,3 +27,10 @@ def test_groups_with_missing_keys_are_kept():
     df = pd.DataFrame({"act": ["relu", "smelu", "smelu"], "beta": [None, 0.5, 1.0], "x": [1, 2, 3]})
     out = aggregate(df, ["act", "beta"], ["x"])
     assert len(out) == 3 and out["n"].tolist() == [1, 1, 1]
+
+
+def test_curves_keep_groups_in_the_order_of_their_values():
+    df = pd.DataFrame({"width": [128, 32, 64] * 2, "lr": [0.1] * 3 + [0.2] * 3, "x": range(6)})
+    table = curve(df, "lr", ["width"], "x")
+    assert list(dict.fromkeys(table["group"])) == ["32", "64", "128"]  # not "128" < "32"
+    assert table.set_index(["group", "lr"]).loc[("32", 0.2), "mean"] == 4

@@ -19,11 +19,20 @@ from orchestrator.store import SweepStore
 def make_sweep(root: Path, name: str, rows: list[dict], steps: list[dict], seeds: int = 2) -> Path:
     """A sweep folder as the runner leaves it: trials and metrics in several files."""
     store = SweepStore(str(root), name)
-    store.write_meta({
-        "name": name, "experiment": "exp", "config_columns": ["steps", "act", "seed"],
-        "spec": {"grid": {"act": ["a", "b"]}, "params": {"steps": 3}, "seeds": seeds,
-                 "search": {"algorithm": "grid"}, "report": {}},
-    })  # fmt: skip
+    store.write_meta(
+        {
+            "name": name,
+            "experiment": "exp",
+            "config_columns": ["steps", "act", "seed"],
+            "spec": {
+                "grid": {"act": ["a", "b"]},
+                "params": {"steps": 3},
+                "seeds": seeds,
+                "search": {"algorithm": "grid"},
+                "report": {},
+            },
+        }
+    )
     base = {"sweep": name, "experiment": "exp", "error": None, "steps": 3}
     for row in rows:  # one file per trial row, as flushes would
         store.append("trials", [{**base, **row}])
@@ -32,8 +41,14 @@ def make_sweep(root: Path, name: str, rows: list[dict], steps: list[dict], seeds
 
 
 def trial(tid: str, act: str, seed: int, status: str = "ok", attempt: int = 0, **metrics) -> dict:
-    return {"trial_id": tid, "act": act, "seed": seed, "status": status, "attempt": attempt,
-            **metrics}  # fmt: skip
+    return {
+        "trial_id": tid,
+        "act": act,
+        "seed": seed,
+        "status": status,
+        "attempt": attempt,
+        **metrics,
+    }
 
 
 def steps(tid: str, losses: list[float], attempt: int = 0) -> list[dict]:

@@ -47,17 +47,24 @@ def results(ray_instance, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two sweeps of the same experiment: known (arms a, b, c x 6 seeds) and other (a, d)."""
     folder = tmp_path_factory.mktemp("report")
     spec = write_sweep(
-        folder, "known_exp", MODULE, name="known", experiment="known_exp:experiment",
-        grid={"arm": ["a", "b", "c"]}, seeds=6, storage=str(folder / "results"),
-    )  # fmt: skip
+        folder,
+        "known_exp",
+        MODULE,
+        name="known",
+        experiment="known_exp:experiment",
+        grid={"arm": ["a", "b", "c"]},
+        seeds=6,
+        storage=str(folder / "results"),
+    )
     run_sweep(spec, progress=None)
     run_sweep(spec, overrides=["name=other", "grid.arm=[a,d]", "seeds=3"], progress=None)
     return folder / "results"
 
 
 def test_report_states_what_the_data_support(results: Path):
-    done = sweep("report", str(results / "known"), "--lower", "score", "--lower", "loss",
-                 cwd=results)  # fmt: skip
+    done = sweep(
+        "report", str(results / "known"), "--lower", "score", "--lower", "loss", cwd=results
+    )
     assert done.returncode == 0, done.stderr
     out = results / "known" / "report"
     assert "report: known: 17 successful trials" in done.stderr  # progress
@@ -130,8 +137,13 @@ def test_plot_draws_one_figure(results: Path):
     png = results / "known" / "plots" / "loss-vs-step.png"
     assert done.stdout.strip() == f"plot: {png}" and png.read_bytes()[:4] == b"\x89PNG"
     out = results / "score.png"
-    assert sweep("plot", str(results / "known"), "--metric", "score", "--out", str(out),
-                 cwd=results).returncode == 0 and out.is_file()  # fmt: skip
+    assert (
+        sweep(
+            "plot", str(results / "known"), "--metric", "score", "--out", str(out), cwd=results
+        ).returncode
+        == 0
+        and out.is_file()
+    )
 
 
 @pytest.mark.parametrize(

@@ -106,8 +106,10 @@ def test_scores_follow_the_declared_direction():
     scores = normalised(means, {"loss": "lower", "acc": "higher"})
     assert scores["loss"].tolist() == [1.0, 0.5, 0.0]
     assert scores["acc"].tolist() == pytest.approx([0.0, 0.5, 1.0])
-    settings = ReportSettings(directions={"loss": "lower", "acc": "higher"},
-                              criteria={"quality": ["loss"], "fit": ["acc"]})  # fmt: skip
+    settings = ReportSettings(
+        directions={"loss": "lower", "acc": "higher"},
+        criteria={"quality": ["loss"], "fit": ["acc"]},
+    )
     ranked = composite(means, settings, {"quality": 3, "fit": 1})
     # x: 0.75 * 1 + 0.25 * 0 = 0.75; y: 0.5; z: 0.25
     assert ranked.index.tolist() == ["x", "y", "z"]
@@ -122,8 +124,11 @@ def test_builtin_profiles_need_their_criteria():
         directions={"pd": "lower", "val_loss": "lower", "tokens_per_s": "higher"},
         criteria={"reproducibility": ["pd"], "accuracy": ["val_loss"], "speed": ["tokens_per_s"]},
     )
-    assert settings.all_profiles()["research"] == {"reproducibility": 0.6, "accuracy": 0.3,
-                                                   "speed": 0.1}  # fmt: skip
+    assert settings.all_profiles()["research"] == {
+        "reproducibility": 0.6,
+        "accuracy": 0.3,
+        "speed": 0.1,
+    }
     assert set(settings.all_profiles()) == {"research", "production", "speed"}
     assert ReportSettings().all_profiles() == {}
 

@@ -1,0 +1,149 @@
+"""The numbers of a report, computed once: `analyse(sweep, settings)` -> `Analysis`.
+
+Aggregates per group and metric, pairwise and one-way tests, rankings. The
+report's sections (analysis.sections) only render what is here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analysis import plots
+from analysis.aggregates import aggregate
+from analysis.errors import AnalysisError
+from analysis.ranking import composite
+from analysis.settings import ReportSettings
+from analysis.significance import holm, one_way, pairwise
+from analysis.sweep import Sweep, label_rows
+
+MAX_METRICS = 8  # metrics analysed when the settings name none
+
+MAX_PAIRWISE_GROUPS = 12  # above this, each group is tested against the best one only
+
+
+@dataclass
+class Analysis:
+    """The numbers of a report, computed once."""
+
+    sweep: Sweep
+    settings: ReportSettings
+    metrics: list[str]  # final metrics analysed
+    pair_metrics: list[str]
+    observations: pd.DataFrame  # successful trials, with their `group` label
+    pair_observations: pd.DataFrame | None
+    summary: pd.DataFrame  # aggregate per group and metric (`source`: trials or pairs)
+    tests: pd.DataFrame  # pairwise comparisons, Holm-corrected per metric
+    one_way: pd.DataFrame
+    rankings: dict[str, pd.DataFrame]  # profile -> composite scores
+    ranking_problems: list[str]
+
+    @property
+    def groups(self) -> list[str]:
+        return list(dict.fromkeys(self.summary["group"]))
+
+    def direction(self, metric: str) -> str | None:
+        return self.settings.directions.get(metric)
+
+    def label(self, metric: str) -> str:
+        return plots.axis_label(metric, self.settings.unit(metric))
+
+
+def analyse(
+    sweep: Sweep, settings: ReportSettings, weights: dict[str, float] | None = None
+) -> Analysis:
+    """Aggregates, tests and rankings of `sweep`; `weights` adds a custom ranking profile."""
+    metrics = [m for m in settings.metrics if m in sweep.final_metrics] or [
+        m for m in sweep.final_metrics if m not in sweep.pair_metrics
+    ][:MAX_METRICS]
+    unknown = [m for m in settings.metrics if m not in sweep.final_metrics + sweep.pair_metrics]
+    if unknown:
+        raise AnalysisError(
+            f"report.metrics names {unknown}, which no trial reported; "
+            f"metrics here: {sweep.final_metrics + sweep.pair_metrics}"
+        )
+    observations = sweep.ok.assign(group=sweep.label(sweep.ok))
+    pairs = None
+    if sweep.pairs is not None:
+        pairs = sweep.pairs.assign(group=sweep.label(sweep.pairs))
+    summary = pd.concat(
+        [_summarise(sweep, observations, metrics, "trials")]
+        + ([_summarise(sweep, pairs, sweep.pair_metrics, "pairs")] if pairs is not None else []),
+        ignore_index=True,
+    )
+    tests = _tests(summary, observations, pairs, settings)
+    rankings, problems = _rankings(summary, settings, weights)
+    factor_tests = []
+    for factor, keys in sweep.grid_factors.items():
+        frame = observations.assign(**{factor: label_rows(observations, keys)})
+        factor_tests += [one_way(frame, factor, metric) for metric in metrics]
+    return Analysis(
+        sweep=sweep,
+        settings=settings,
+        metrics=metrics,
+        pair_metrics=sweep.pair_metrics,
+        observations=observations,
+        pair_observations=pairs,
+        summary=summary,
+        tests=tests,
+        one_way=_holm_column(pd.DataFrame(factor_tests), "p_anova"),
+        rankings=rankings,
+        ranking_problems=problems,
+    )
+
+
+def _holm_column(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Adds `<column>_holm`: Holm-corrected over every row of the table."""
+    if table.empty:
+        return table
+    return table.assign(**{f"{column}_holm": holm(table[column])})
+
+
+def _summarise(sweep: Sweep, frame: pd.DataFrame, metrics: list[str], source: str) -> pd.DataFrame:
+    table = aggregate(frame, sweep.group_columns, metrics)
+    table.insert(0, "group", sweep.label(table))
+    table.insert(0, "source", source)
+    return table
+
+
+def _tests(
+    summary: pd.DataFrame,
+    observations: pd.DataFrame,
+    pairs: pd.DataFrame | None,
+    settings: ReportSettings,
+) -> pd.DataFrame:
+    tables = []
+    for (source, metric), rows in summary.groupby(["source", "metric"], sort=False):
+        frame = observations if source == "trials" else pairs
+        against = None
+        if len(rows) > MAX_PAIRWISE_GROUPS:
+            against = best_first(rows, settings.directions.get(metric)).iloc[0]["group"]
+        tables.append(pairwise(frame, "group", metric, against=against).assign(source=source))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def best_first(rows: pd.DataFrame, direction: str | None) -> pd.DataFrame:
+    """Groups best first (by mean, in the declared direction; highest first if none)."""
+    return rows.dropna(subset=["mean"]).sort_values("mean", ascending=direction == "lower")
+
+
+def _rankings(
+    summary: pd.DataFrame, settings: ReportSettings, weights: dict[str, float] | None
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    means = summary.pivot_table(index="group", columns="metric", values="mean", sort=False)
+    profiles = settings.all_profiles()
+    if weights:
+        profiles["custom"] = weights
+    directed = [m for m in means.columns if m in settings.directions]
+    if not profiles and directed:
+        profiles["equal weights"] = dict.fromkeys(directed, 1.0)
+    rankings, problems = {}, []
+    for name, profile in profiles.items():
+        try:
+            rankings[name] = composite(means, settings, profile)
+        except AnalysisError as exc:
+            if name == "custom":
+                raise
+            problems.append(f"profile {name}: {exc}")
+    return rankings, problems

@@ -1,0 +1,429 @@
+"""The report's sections, each rendered from an `Analysis`: executive summary,
+checks, results, rankings, significance, findings, distributions, curves.
+
+An experiment family adds sections of its own through hooks: functions
+`(sweep, settings) -> list[Section]` (see analysis.reproducibility).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from analysis import checks, plots
+from analysis.aggregates import curve
+from analysis.distributions import normal_fits
+from analysis.document import Plot, Section, fmt, slug
+from analysis.results import MAX_METRICS, MAX_PAIRWISE_GROUPS, Analysis, best_first
+from analysis.settings import ReportSettings
+from analysis.significance import ALPHA
+from analysis.sweep import Sweep
+
+MAX_ROWS = 15  # rows per metric of a table in the report; the CSV files hold all
+
+Hook = Callable[[Sweep, ReportSettings], list[Section]]
+
+
+def sections(analysis: Analysis, hooks: Sequence[Hook] = ()) -> list[Section]:
+    built = [
+        _executive_summary(analysis),
+        _checks_section(analysis),
+        _results_section(analysis),
+        _rankings_section(analysis),
+        _significance_section(analysis),
+        _findings_section(analysis),
+        _distributions_section(analysis),
+        _curves_section(analysis),
+    ]
+    for hook in hooks:
+        built += hook(analysis.sweep, analysis.settings)
+    return [*built, _about_section(analysis)]
+
+
+def _executive_summary(a: Analysis) -> Section:
+    sweep = a.sweep
+    seeds = a.observations.groupby("group", observed=True).size()
+    failed = checks.failed(sweep)
+    experiments = sorted({str(m.get("experiment")) for m in sweep.meta.values()})
+    lines = [
+        f"- **Data**: {len(sweep.ok)} successful trials of {len(sweep.ok) + len(failed)} "
+        f"({len(failed)} failed), experiment {', '.join(experiments)}; {len(a.groups)} groups "
+        f"({', '.join(sweep.group_columns)}), {seeds.min()}-{seeds.max()} seeds each."
+    ]
+    for source, metrics in (("trials", a.metrics), ("pairs", a.pair_metrics)):
+        for metric in metrics:
+            if a.direction(metric):
+                lines.append(_best_line(a, source, metric))
+    if "reproducibility" in a.settings.criteria and a.rankings:
+        scores = next(iter(a.rankings.values()))
+        if "reproducibility" in scores:
+            best = scores["reproducibility"].idxmax()
+            lines.append(
+                f"- **Most reproducible**: **{best}** (best on "
+                f"{', '.join(a.settings.criteria['reproducibility'])})."
+            )
+    for name, table in a.rankings.items():
+        lines.append(
+            f"- **Ranking, {name}**: 1. {table.index[0]} (score {fmt(table['score'].iloc[0])})."
+        )
+    undirected = [m for m in a.metrics + a.pair_metrics if not a.direction(m)]
+    if undirected:
+        lines.append(
+            f"- No direction declared for {', '.join(undirected)}: not ranked "
+            "(add `report: {directions: {metric: lower|higher}}` to the spec)."
+        )
+    significant = int((a.tests["p_welch_holm"] < ALPHA).sum()) if len(a.tests) else 0
+    lines.append(
+        f"- **Significance**: {significant} of {len(a.tests)} pairwise comparisons "
+        f"differ at p < {ALPHA} (Welch, Holm-corrected per metric)."
+    )
+    return Section("Executive summary").add("\n".join(lines))
+
+
+def _best_line(a: Analysis, source: str, metric: str) -> str:
+    rows = a.summary[(a.summary["source"] == source) & (a.summary["metric"] == metric)]
+    ordered = best_first(rows, a.direction(metric))
+    if ordered.empty:
+        return f"- **{metric}**: no finite values."
+    best = ordered.iloc[0]
+    where = ", over pairs of seeds" if source == "pairs" else ""
+    text = (
+        f"- **{metric}** ({a.direction(metric)} is better{where}): best **{best['group']}** "
+        f"{fmt(best['mean'])} {_interval(best)}, n = {best['n']}"
+    )
+    if len(ordered) < 2:
+        return text + "."
+    second = ordered.iloc[1]
+    pair = {best["group"], second["group"]}
+    test = a.tests[
+        (a.tests["source"] == source)
+        & (a.tests["metric"] == metric)
+        & a.tests["group_a"].isin(pair)
+        & a.tests["group_b"].isin(pair)
+    ]
+    p = test["p_welch_holm"].iloc[0] if len(test) else float("nan")
+    if p != p:
+        verdict = "no test (a group has n < 2)"
+    else:
+        verdict = "significantly better" if p < ALPHA else "not significantly different"
+        verdict += f" (Welch p = {fmt(p)}, Holm)"
+    return text + f"; next {second['group']} {fmt(second['mean'])}: {verdict}."
+
+
+def _interval(row: pd.Series) -> str:
+    return "(no interval: n = 1)" if row["n"] < 2 else _interval_text(row["ci_low"], row["ci_high"])
+
+
+def _checks_section(a: Analysis) -> Section:
+    section = Section("Checks")
+    failed = checks.failed(a.sweep)
+    bad = checks.non_finite(a.sweep)
+    stuck = checks.not_converged(a.sweep, a.settings)
+    short = checks.short_groups(a.sweep)
+    losses = checks.loss_metrics(a.sweep, a.settings)
+    lines = [
+        f"- Failed trials (no successful attempt): {len(failed)}.",
+        f"- NaN or infinite values: {int(bad[['nan', 'inf']].sum().sum()) if len(bad) else 0}.",
+        f"- Trials whose final {' / '.join(losses) or 'loss'} is not below its first value: "
+        f"{stuck['trial_id'].nunique() if len(stuck) else 0}"
+        + ("" if losses else " (no per-step loss reported: not checked)")
+        + ".",
+        f"- Groups with fewer successful seeds than asked: {len(short)}.",
+    ]
+    section.add("\n".join(lines))
+    for title, table in (
+        ("Failed trials", failed),
+        ("NaN / infinite values", bad),
+        ("Not converged", stuck),
+        ("Groups short of seeds", short),
+    ):
+        if len(table):
+            first = f", first {MAX_ROWS}" if len(table) > MAX_ROWS else ""
+            section.add(f"**{title}** ({len(table)}{first}):")
+            section.add(table.head(MAX_ROWS))
+    return section
+
+
+def _results_section(a: Analysis) -> Section:
+    section = Section("Results per group")
+    section.add(
+        "Mean ± standard deviation over seeds, n in brackets; 95% t-intervals are in "
+        "`summary.csv` and the figure. A group is a config minus its seed."
+    )
+    for source, title in (
+        ("trials", "final metrics of each trial"),
+        ("pairs", "over pairs of seeds"),
+    ):
+        rows = a.summary[a.summary["source"] == source]
+        if rows.empty:
+            continue
+        cells = rows.assign(
+            cell=[_mean_std(*r) for r in zip(rows["mean"], rows["std"], rows["n"], strict=True)]
+        )
+        wide = cells.pivot_table(
+            index="group", columns="metric", values="cell", aggfunc="first", sort=False
+        )
+        section.add(f"**{title.capitalize()}**", wide.reset_index())
+    panels = {}
+    for (source, metric), rows in a.summary.groupby(["source", "metric"], sort=False):
+        panels[f"{metric} ({source})" if source == "pairs" else metric] = (rows, a.label(metric))
+    if panels:
+        section.add(
+            Plot(
+                "overview",
+                plots.means(dict(list(panels.items())[:9]), "Mean and 95% interval per group"),
+                "Each group's mean with its 95% t-interval across seeds.",
+            )
+        )
+    return section
+
+
+def _mean_std(mean: float, std: float, n: int) -> str:
+    return f"{fmt(mean)} ({n})" if n < 2 else f"{fmt(mean)} ± {fmt(std)} ({n})"
+
+
+def _rankings_section(a: Analysis) -> Section:
+    section = Section("Rankings")
+    section.add(
+        "Composite scores: each metric's group means rescaled to [0, 1] in its declared "
+        "direction (1 = best group), averaged within a criterion, weighted per profile. "
+        "Ranks order means; whether two groups really differ is the next section's question."
+    )
+    if a.settings.criteria:
+        section.add(
+            "\n".join(
+                f"- criterion **{c}**: {', '.join(ms)}" for c, ms in a.settings.criteria.items()
+            )
+        )
+    section.add("\n".join(f"- {p}" for p in a.ranking_problems))
+    if not a.rankings:
+        return section.add(
+            "No ranking: no metric has a declared direction. Add to the spec "
+            "`report: {directions: {val_loss: lower, accuracy: higher}}`, or pass "
+            "`sweep report --weights val_loss=1`."
+        )
+    for name, table in a.rankings.items():
+        profile = a.settings.all_profiles().get(name)
+        weights = ", ".join(f"{k} {v:g}" for k, v in profile.items()) if profile else ""
+        section.add(f"**{name}**" + (f" ({weights})" if weights else ""), table.reset_index())
+    scores = pd.DataFrame({name: t["score"] for name, t in a.rankings.items()})
+    scores = scores.loc[next(iter(a.rankings.values())).index]
+    section.add(Plot("rankings", plots.scores(scores, "Composite score per group and profile")))
+    return section
+
+
+def _significance_section(a: Analysis) -> Section:
+    section = Section("Significance")
+    section.add(
+        f"Pairwise: Welch's t-test with the 95% interval of the difference (A - B), "
+        f"Mann-Whitney U, Hedges' g; p-values Holm-corrected over the pairs of each metric. "
+        f"With more than {MAX_PAIRWISE_GROUPS} groups each group is tested against the best "
+        "only. n < 2 is not tested; n < 5 is flagged. All rows: `significance.csv`."
+    )
+    if a.pair_metrics:
+        section.add(
+            "Pair metrics (source pairs): the pairs of one group share trials, so they are not "
+            "independent and these tests overstate certainty; read them as descriptive."
+        )
+    if not a.one_way.empty:
+        section.add(
+            "**Across the levels of each factor** (other factors pooled): one-way ANOVA "
+            "(Holm-corrected over the table) and Kruskal-Wallis.",
+            a.one_way,
+        )
+    if a.tests.empty:
+        return section.add("Only one group: nothing to compare.")
+    for (source, metric), rows in a.tests.groupby(["source", "metric"], sort=False):
+        if rows["p_mwu"].isna().all():
+            section.add(f"**{metric}** ({source}): no group has n >= 2, nothing to test.")
+            continue
+        shown = rows.sort_values("p_welch_holm", na_position="last").head(MAX_ROWS)
+        more = f", the {MAX_ROWS} smallest p of {len(rows)}" if len(rows) > MAX_ROWS else ""
+        section.add(f"**{metric}** ({source}{more})", _test_table(shown))
+    return section
+
+
+def _test_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The pairwise rows as a reader wants them: who, n, difference with interval, p, g."""
+    return pd.DataFrame(
+        {
+            "A": rows["group_a"],
+            "B": rows["group_b"],
+            "n": [f"{a}/{b}" for a, b in zip(rows["n_a"], rows["n_b"], strict=True)],
+            "A - B": rows["diff"],
+            "95% interval": [
+                _interval_text(lo, hi)
+                for lo, hi in zip(rows["ci_low"], rows["ci_high"], strict=True)
+            ],
+            "p Welch (Holm)": rows["p_welch_holm"],
+            "p Mann-Whitney (Holm)": rows["p_mwu_holm"],
+            "Hedges' g": rows["hedges_g"],
+            "note": rows["note"],
+        }
+    )
+
+
+def _interval_text(low: float, high: float) -> str:
+    return "-" if pd.isna(low) else f"[{fmt(low)}, {fmt(high)}]"
+
+
+def _findings_section(a: Analysis) -> Section:
+    section = Section("Findings")
+    effects = a.one_way[a.one_way["p_anova_holm"] < ALPHA] if len(a.one_way) else a.one_way
+    if len(effects):
+        section.add(
+            "Factors whose levels differ (one-way ANOVA, Holm-corrected over all factors and "
+            "metrics; Kruskal-Wallis beside it):",
+            "\n".join(
+                f"- **{r.factor}** changes **{r.metric}** across its {r.levels} levels: "
+                f"ANOVA p = {fmt(r.p_anova_holm)} (Holm), Kruskal-Wallis p = {fmt(r.p_kruskal)} "
+                f"(uncorrected), n = {r.n_min}-{r.n_max} per level"
+                + ("; the rank test does not confirm it." if r.p_kruskal >= ALPHA else ".")
+                for r in effects.sort_values("p_anova_holm").itertuples()
+            ),
+        )
+    tests = a.tests[a.tests["source"] == "trials"] if len(a.tests) else pd.DataFrame()
+    supported = tests[tests["p_welch_holm"] < ALPHA] if len(tests) else tests
+    if supported.empty:
+        return section.add(
+            f"No pair of groups differs at p < {ALPHA} after Holm correction ({len(tests)} "
+            f"comparisons over {len(a.metrics)} metrics). The rankings above order means that "
+            "may differ by chance; more seeds would narrow the intervals."
+        )
+    lines = []
+    for row in supported.sort_values("p_welch_holm").head(MAX_ROWS).itertuples():
+        low, high = (row.group_a, row.group_b) if row.diff < 0 else (row.group_b, row.group_a)
+        unconfirmed = (
+            "" if row.p_mwu_holm < ALPHA else "; the rank test does not confirm it at this n"
+        )
+        lines.append(
+            f"- **{low}** has lower {row.metric} than **{high}**: {fmt(row.mean_a)} vs "
+            f"{fmt(row.mean_b)} (A - B = {fmt(row.diff)} [{fmt(row.ci_low)}, {fmt(row.ci_high)}]), "
+            f"Welch p = {fmt(row.p_welch_holm)} (Holm), Hedges' g = {fmt(row.hedges_g)}, "
+            f"n = {row.n_a}/{row.n_b}{unconfirmed}."
+        )
+    more = len(supported) - MAX_ROWS
+    section.add(f"Differences that hold at p < {ALPHA} after Holm correction:", "\n".join(lines))
+    return section.add(f"... and {more} more in `significance.csv`." if more > 0 else "")
+
+
+def _distributions_section(a: Analysis) -> Section:
+    section = Section("Distributions")
+    section.add(
+        "Histograms per group with the fitted normal (maximum likelihood; μ and σ in the "
+        "legend), and a Shapiro-Wilk test per group (needs n ≥ 3)."
+    )
+    for source, frame, metrics in (
+        ("trials", a.observations, a.metrics),
+        ("pairs", a.pair_observations, a.pair_metrics),
+    ):
+        for metric in metrics:
+            values = {
+                g: rows[metric].to_numpy(dtype=float)
+                for g, rows in frame.groupby("group", sort=False)
+            }
+            values = {g: values[g] for g in a.groups if g in values}
+            name = f"distribution-{slug(metric)}" + ("-pairs" if source == "pairs" else "")
+            section.add(Plot(name, plots.distribution(values, metric, a.settings.unit(metric))))
+            table = normal_fits(frame, ["group"], metric)
+            section.add(table.drop(columns="metric").head(MAX_ROWS * 2))
+    return section
+
+
+def _curves_section(a: Analysis) -> Section:
+    section = Section("Curves")
+    sweep = a.sweep
+    declared = [m for m in a.settings.metrics if m in sweep.step_metrics]
+    step_metrics = declared or sweep.step_metrics[:MAX_METRICS]
+    if step_metrics:
+        section.add("Per-step metrics: mean across seeds with its 95% t-interval as a band.")
+        steps = sweep.steps()
+        for metric in step_metrics:
+            table = curve(steps, "step", sweep.group_columns, metric)
+            table, caption = _best_groups(table, metric, a.direction(metric))
+            figure = plots.band(
+                table, "step", metric, a.settings.unit(metric), by=sweep.group_columns
+            )
+            section.add(Plot(f"curve-{slug(metric)}", figure, caption))
+    numeric = [
+        f
+        for f in sweep.factors
+        if pd.api.types.is_numeric_dtype(a.observations[f]) and a.observations[f].nunique() >= 3
+    ]
+    for x in numeric:
+        others = [f for f in sweep.group_columns if f != x]
+        for metric in a.metrics:
+            table = curve(a.observations, x, others, metric)
+            table, caption = _best_groups(table, metric, a.direction(metric))
+            units = a.settings.unit(metric), a.settings.unit(x)
+            figure = plots.band(table, x, metric, *units, by=others)
+            section.add(Plot(f"{slug(metric)}-vs-{slug(x)}", figure, caption))
+    if len(section.blocks) == 0:
+        section.add("No per-step metrics and no numeric parameter with three or more values.")
+    return section
+
+
+def _best_groups(
+    table: pd.DataFrame, metric: str, direction: str | None
+) -> tuple[pd.DataFrame, str]:
+    """At most plots.MAX_GROUPS lines: the groups with the best value anywhere on their
+    curve when the metric has a direction, else the first ones; and a caption saying so."""
+    groups = list(dict.fromkeys(table["group"]))
+    if len(groups) <= plots.MAX_GROUPS or direction is None:
+        return table, ""
+    best = table.groupby("group")["mean"].agg("min" if direction == "lower" else "max")
+    keep = set(best.sort_values(ascending=direction == "lower").index[: plots.MAX_GROUPS])
+    which = "lowest" if direction == "lower" else "highest"
+    caption = f"The {plots.MAX_GROUPS} of {len(groups)} groups that reach the {which} {metric}."
+    return table[table["group"].isin(keep)], caption
+
+
+def _about_section(a: Analysis) -> Section:
+    commits = sorted(
+        {
+            str(r.get("git_commit", "-"))[:10]
+            for m in a.sweep.meta.values()
+            for r in m.get("runs", [])
+        }
+    )
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return Section("About this report").add(
+        f"- Generated {when} from the Parquet tables of {', '.join(a.sweep.names)}; "
+        "regenerate any time with `sweep report` (or `sweep compare`).\n"
+        f"- Code versions of the runs (git): {', '.join(commits) or '-'}.\n"
+        "- Intervals are 95% t-intervals over seeds; n is the number of successful seeds "
+        "(or pairs of seeds) behind each number.\n"
+        "- Files: `summary.csv` (one row per group and metric), `significance.csv` (every "
+        "comparison), `factors.csv`, `ranking-*.csv`, and the PNG figures."
+    )
+
+
+def compare_section(sweep: Sweep, settings: ReportSettings) -> list[Section]:
+    """For `sweep compare`: per metric, each sweep's trials pooled, and its best group."""
+    section = Section("Sweeps side by side")
+    section.add(
+        "All successful trials of each sweep pooled (mean ± std, n), and each sweep's best "
+        "group by mean (highest when no direction is declared)."
+    )
+    observations = sweep.ok.assign(group=sweep.label(sweep.ok))
+    rows = []
+    for metric in sweep.final_metrics:
+        for name, trials in observations.groupby("sweep", sort=False, observed=True):
+            values = trials[metric].dropna()
+            if values.empty:
+                continue
+            means = trials.groupby("group", observed=True)[metric].mean().dropna()
+            best = means.idxmin() if settings.directions.get(metric) == "lower" else means.idxmax()
+            rows.append(
+                {
+                    "metric": metric,
+                    "sweep": name,
+                    "n": len(values),
+                    "mean ± std": f"{fmt(values.mean())} ± {fmt(values.std())}",
+                    "best group": best,
+                    "best mean": means[best],
+                }
+            )
+    return [section.add(pd.DataFrame(rows))]
