@@ -26,7 +26,7 @@ def axis_label(metric: str, unit: str) -> str:
 
 def distribution(values: dict[str, np.ndarray], metric: str, unit: str = "") -> Figure:
     """Overlaid density histograms per group, each with its fitted normal (mu, sigma)."""
-    fig = Figure(figsize=SIZE)
+    fig = Figure(figsize=SIZE, layout="constrained")
     ax = fig.add_subplot()
     shown = dict(list(values.items())[:MAX_GROUPS])
     finite = [v[np.isfinite(v)] for v in shown.values()]
@@ -68,7 +68,7 @@ def band(
     """Mean and 95% interval across seeds against `x`, one line per `group` of `table`
     (rows of analysis.aggregate: group, x, n, mean, ci_low, ci_high); `by` names the
     columns the group labels come from (the legend's title when there is one)."""
-    fig = Figure(figsize=SIZE)
+    fig = Figure(figsize=SIZE, layout="constrained")
     ax = fig.add_subplot()
     groups = list(dict.fromkeys(table["group"]))
     for index, name in enumerate(groups[:MAX_GROUPS]):
@@ -102,7 +102,10 @@ def means(panels: dict[str, tuple[pd.DataFrame, str]], title: str) -> Figure:
     order = list(dict.fromkeys(g for rows, _ in panels.values() for g in rows["group"]))
     columns = min(len(panels), 3)
     rows_n = int(np.ceil(len(panels) / columns))
-    fig = Figure(figsize=(4.2 * columns + 2.5, 0.9 + max(2.4, 0.32 * len(order)) * rows_n))
+    fig = Figure(
+        figsize=(4.2 * columns + 2.5, 0.9 + max(2.4, 0.32 * len(order)) * rows_n),
+        layout="constrained",
+    )
     y = np.arange(len(order))[::-1]
     for index, (metric, (rows, label)) in enumerate(panels.items()):
         rows = rows.set_index("group").reindex(order)
@@ -115,19 +118,21 @@ def means(panels: dict[str, tuple[pd.DataFrame, str]], title: str) -> Figure:
         ax.set_title(metric)
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
 def scores(table: pd.DataFrame, title: str) -> Figure:
     """Horizontal bars of composite scores: rows are groups, columns are profiles."""
-    fig = Figure(figsize=(7.5, 1.2 + 0.45 * len(table) * max(1, len(table.columns)) ** 0.5))
+    fig = Figure(
+        figsize=(7.5, 1.2 + 0.45 * len(table) * max(1, len(table.columns)) ** 0.5),
+        layout="constrained",
+    )
     ax = fig.add_subplot()
     height = 0.8 / len(table.columns)
     y = np.arange(len(table))[::-1]
     for index, profile in enumerate(table.columns):
         ax.barh(
-            y + index * height - 0.4 + height / 2,
+            y + (len(table.columns) - 1 - index) * height - 0.4 + height / 2,  # first on top
             table[profile],
             height=height,
             color=f"C{index}",
@@ -139,12 +144,11 @@ def scores(table: pd.DataFrame, title: str) -> Figure:
     ax.set_title(title)
     ax.legend(fontsize="small", loc="lower right")
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
     return fig
 
 
 def save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    fig.savefig(path, dpi=100)
     return path
 
 

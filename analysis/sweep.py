@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 from analysis.errors import AnalysisError
 from analysis.settings import ReportSettings
 
-# Columns of the trials table that are neither config nor metrics (DESIGN.md's contract).
+# Columns of the trials table that are neither config nor results (DESIGN.md's contract);
+# orchestrator.spec keeps config keys off them.
 BOOKKEEPING = frozenset(
     {
         "trial_id",

@@ -23,30 +23,13 @@ from pydantic import (
 )
 
 from analysis.settings import ReportSettings
+from analysis.sweep import BOOKKEEPING
 from orchestrator.errors import InputError, did_you_mean
 
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
-# Columns of the trials table that a config key must not shadow.
-RESERVED_KEYS = frozenset(
-    {
-        "trial_id",
-        "sweep",
-        "experiment",
-        "status",
-        "attempt",
-        "error",
-        "started_at",
-        "finished_at",
-        "duration_s",
-        "node",
-        "host",
-        "gpu_ids",
-        "git_commit",
-        "git_dirty",
-        "run_id",
-        "step",
-    }
-)
+# Columns of the trials and metrics tables that a config key must not shadow; the
+# analysis reads them as bookkeeping, duration_s and step as results.
+RESERVED_KEYS = BOOKKEEPING | {"duration_s", "step"}
 
 
 class _Strict(BaseModel):
