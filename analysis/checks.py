@@ -85,7 +85,7 @@ def short_groups(sweep: Sweep) -> pd.DataFrame:
     groups = everyone.assign(group=sweep.label(everyone))[["sweep", "group"]].drop_duplicates()
     n = sweep.ids.groupby(["sweep", "group"], observed=True).size().rename("n").reset_index()
     counts = groups.astype(str).merge(n.astype({"sweep": str}), how="left").fillna({"n": 0})
-    counts["asked"] = counts["sweep"].map(sweep.seeds_asked())
+    counts["asked"] = pd.to_numeric(counts["sweep"].map(sweep.seeds_asked()))  # None: a search
     short = counts[counts["asked"].notna() & (counts["n"] < counts["asked"])]
     return short.astype({"n": int, "asked": int}).reset_index(drop=True)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.errors import AnalysisError
 from analysis.plots import save
 
 
@@ -48,6 +49,11 @@ class Section:
 def write(out: Path, title: str, sections: list[Section], tables: dict[str, pd.DataFrame]) -> Path:
     """report.md, report.html (images inside), PNGs and `<name>.csv` per table, into `out`."""
     out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / "report.md").is_file():
+        raise AnalysisError(
+            f"{out} holds files that are not a report, and the report replaces its folder "
+            "whole: give --out a new or empty folder"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir()

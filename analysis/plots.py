@@ -15,6 +15,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
+from analysis.distributions import fit_normal
+
 MAX_GROUPS = 8
 MIN_FIT = 3  # fewer values than this get a histogram but no fitted normal
 SIZE = (7.5, 4.5)
@@ -37,9 +39,10 @@ def distribution(values: dict[str, np.ndarray], metric: str, unit: str = "") -> 
     bins = np.histogram_bin_edges(pooled, bins=min(30, max(6, len(pooled) // 4)), range=limits)
     for index, (name, data) in enumerate(zip(shown, finite, strict=True)):
         color = f"C{index}"
-        ax.hist(data, bins=bins, density=True, alpha=0.35, color=color)
-        if len(data) >= MIN_FIT and np.std(data) > 0:
-            mu, sigma = float(np.mean(data)), float(np.std(data))
+        if len(data):
+            ax.hist(data, bins=bins, density=True, alpha=0.35, color=color)
+        mu, sigma = fit_normal(data)
+        if len(data) >= MIN_FIT and sigma > 0:
             ax.plot(
                 grid,
                 stats.norm.pdf(grid, mu, sigma),

@@ -73,20 +73,24 @@ def plot_metric(
     known = sweep.final_metrics + sweep.step_metrics
     if metric not in known:
         raise AnalysisError(f"no metric {metric!r} in {sweep.name}; metrics: {sorted(set(known))}")
-    for option, column in (("--x", x), ("--by", by)):
-        if column is not None and column != "step" and column not in sweep.config_columns:
+    for option, column, allowed in (("--x", x, ["step"]), ("--by", by, [])):
+        if column is not None and column not in [*allowed, *sweep.config_columns]:
             raise AnalysisError(
                 f"{option} {column}: not a parameter of {sweep.name}; "
-                f"parameters: {sweep.config_columns}"
+                f"parameters: {[*allowed, *sweep.config_columns]}"
             )
     if x is None and metric in sweep.step_metrics:
         x = "step"
     per_step = x == "step"
     if per_step and metric not in sweep.step_metrics:
-        raise AnalysisError(f"{metric!r} was not reported per step; plot it against a parameter")
+        raise AnalysisError(f"{metric!r} was not reported per step; plot it against --x PARAM")
+    if not per_step and metric not in sweep.final_metrics:
+        raise AnalysisError(f"{metric!r} was reported per step only; plot it per step (no --x)")
     frame = sweep.steps() if per_step else sweep.ok
     others = [by] if by else [c for c in sweep.group_columns if c != x]
     unit = settings.unit(metric)
+    if frame[metric].notna().sum() == 0:
+        raise AnalysisError(f"{metric!r}: no successful trial has a value to plot")
     if x is None:
         groups = frame.assign(group=label_rows(frame, others)).groupby("group")
         values = {g: rows[metric].to_numpy(dtype=float) for g, rows in groups}

@@ -144,8 +144,22 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown_table(shown))
 
 
-if __name__ == "__main__":
-    main()
+def _shared_inputs(sweep: Sweep) -> str:
+    """Whether the seeds of each group were scored on the same positions (PD needs it)."""
+    if "eval_inputs_sha1" not in sweep.ok:
+        return "Evaluation inputs: not recorded (no eval_inputs_sha1), so not checked."
+    ids = sweep.ids.assign(inputs=sweep.ok["eval_inputs_sha1"].to_numpy())
+    per_group = ids.groupby("group")["inputs"].nunique()
+    differ = per_group[per_group > 1].index.tolist()
+    if differ:
+        return (
+            f"**Evaluation inputs differ between the seeds of {', '.join(differ)}: their PD "
+            "compares different inputs.**"
+        )
+    return (
+        f"Evaluation inputs: the seeds of every group were scored on the same positions "
+        f"({ids['inputs'].nunique()} distinct input set(s) over {len(ids)} trials)."
+    )
 
 
 def report_section(sweep: Sweep, settings: ReportSettings) -> list[Section]:
@@ -156,25 +170,23 @@ def report_section(sweep: Sweep, settings: ReportSettings) -> list[Section]:
         "**PD** = (1/2N) Σ_k Σ_l |P_A,k(l) - P_B,k(l)| (total variation); **relative PD** on "
         "the true label; **top-1 mismatch** = % of positions where the argmax differs."
     )
-    hashes = sweep.ok["eval_inputs_sha1"].nunique() if "eval_inputs_sha1" in sweep.ok else 0
-    section.add(
-        f"- Evaluation inputs: {hashes} distinct set(s) over {len(sweep.ok)} trials "
-        + (
-            "(every model saw the same positions)."
-            if hashes == 1
-            else "- PD compares different inputs!"
-        )
-    )
+    section.add(_shared_inputs(sweep))
     if sweep.pairs is None:
         return [section.add("No pairs/ table: the after-sweep step did not run or failed.")]
     pairs = sweep.pairs.assign(group=sweep.label(sweep.pairs))
     table = aggregate(pairs, ["group"], PAIR_METRICS)
-    seeds = sweep.ok.assign(group=sweep.label(sweep.ok)).groupby("group").size()
-    table.insert(1, "seeds", table["group"].map(seeds))
-    section.add(table[["group", "seeds", "metric", "n", "mean", "ci_low", "ci_high"]])
+    table["seeds"] = table["group"].map(sweep.ids.groupby("group").size())
+    table["95% interval"] = [
+        f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
+    ]
+    section.add(table[["group", "seeds", "metric", "n", "mean", "95% interval"]])
     section.add(
         "n counts pairs: k seeds give k(k-1)/2 pairs that share models, so the pairs are not "
         "independent and these t-intervals are narrower than they should be. Compare groups "
         "by the seed count behind them, not by n."
     )
     return [section]
+
+
+if __name__ == "__main__":
+    main()

@@ -30,6 +30,7 @@ class Analysis:
     sweep: Sweep
     settings: ReportSettings
     metrics: list[str]  # final metrics analysed
+    left_out: list[str]  # final metrics not analysed (settings, or more than MAX_METRICS)
     pair_metrics: list[str]
     observations: pd.DataFrame  # successful trials, with their `group` label
     pair_observations: pd.DataFrame | None
@@ -54,15 +55,19 @@ def analyse(
     sweep: Sweep, settings: ReportSettings, weights: dict[str, float] | None = None
 ) -> Analysis:
     """Aggregates, tests and rankings of `sweep`; `weights` adds a custom ranking profile."""
-    metrics = [m for m in settings.metrics if m in sweep.final_metrics] or [
-        m for m in sweep.final_metrics if m not in sweep.pair_metrics
-    ][:MAX_METRICS]
+    if sweep.ok.empty:
+        raise AnalysisError(f"{sweep.name}: no trial succeeded; see sweep status for the errors")
     unknown = [m for m in settings.metrics if m not in sweep.final_metrics + sweep.pair_metrics]
     if unknown:
         raise AnalysisError(
             f"report.metrics names {unknown}, which no trial reported; "
             f"metrics here: {sweep.final_metrics + sweep.pair_metrics}"
         )
+    candidates = [m for m in sweep.final_metrics if m not in sweep.pair_metrics]
+    if settings.metrics:
+        metrics = [m for m in settings.metrics if m in candidates]
+    else:
+        metrics = candidates[:MAX_METRICS]
     observations = sweep.ok.assign(group=sweep.label(sweep.ok))
     pairs = None
     if sweep.pairs is not None:
@@ -77,11 +82,13 @@ def analyse(
     factor_tests = []
     for factor, keys in sweep.grid_factors.items():
         frame = observations.assign(**{factor: label_rows(observations, keys)})
+        frame = frame[observations[keys].notna().any(axis=1)]  # another sweep's: not a level
         factor_tests += [one_way(frame, factor, metric) for metric in metrics]
     return Analysis(
         sweep=sweep,
         settings=settings,
         metrics=metrics,
+        left_out=[m for m in candidates if m not in metrics],
         pair_metrics=sweep.pair_metrics,
         observations=observations,
         pair_observations=pairs,
@@ -101,7 +108,8 @@ def _holm_column(table: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def _summarise(sweep: Sweep, frame: pd.DataFrame, metrics: list[str], source: str) -> pd.DataFrame:
-    table = aggregate(frame, sweep.group_columns, metrics)
+    absent = [c for c in sweep.group_columns if c not in frame]  # pairs of a stacked sweep
+    table = aggregate(frame.assign(**dict.fromkeys(absent)), sweep.group_columns, metrics)
     table.insert(0, "group", sweep.label(table))
     table.insert(0, "source", source)
     return table
@@ -131,7 +139,9 @@ def best_first(rows: pd.DataFrame, direction: str | None) -> pd.DataFrame:
 def _rankings(
     summary: pd.DataFrame, settings: ReportSettings, weights: dict[str, float] | None
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    means = summary.pivot_table(index="group", columns="metric", values="mean", sort=False)
+    # one mean per group and metric; a metric in both tables is ranked by its pairs
+    latest = summary.drop_duplicates(["group", "metric"], keep="last")
+    means = latest.pivot(index="group", columns="metric", values="mean")
     profiles = settings.all_profiles()
     if weights:
         profiles["custom"] = weights

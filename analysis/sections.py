@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 import pandas as pd
 
@@ -47,10 +48,11 @@ def _executive_summary(a: Analysis) -> Section:
     seeds = a.observations.groupby("group", observed=True).size()
     failed = checks.failed(sweep)
     experiments = sorted({str(m.get("experiment")) for m in sweep.meta.values()})
+    spread = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
     lines = [
         f"- **Data**: {len(sweep.ok)} successful trials of {len(sweep.ok) + len(failed)} "
-        f"({len(failed)} failed), experiment {', '.join(experiments)}; {len(a.groups)} groups "
-        f"({', '.join(sweep.group_columns)}), {seeds.min()}-{seeds.max()} seeds each."
+        f"({len(failed)} failed), experiment {', '.join(experiments)}; {_count(a.groups, 'group')} "
+        f"({', '.join(sweep.group_columns)}) with {spread} successful seeds each."
     ]
     for source, metrics in (("trials", a.metrics), ("pairs", a.pair_metrics)):
         for metric in metrics:
@@ -61,12 +63,14 @@ def _executive_summary(a: Analysis) -> Section:
         if "reproducibility" in scores:
             best = scores["reproducibility"].idxmax()
             lines.append(
-                f"- **Most reproducible**: **{best}** (best on "
-                f"{', '.join(a.settings.criteria['reproducibility'])})."
+                f"- **Most reproducible**: **{best}**, by the reproducibility score (the mean of "
+                f"{', '.join(a.settings.criteria['reproducibility'])}, each rescaled so the best "
+                "group is 1); see Significance for whether it really differs."
             )
     for name, table in a.rankings.items():
         lines.append(
-            f"- **Ranking, {name}**: 1. {table.index[0]} (score {fmt(table['score'].iloc[0])})."
+            f"- **Ranking, {name}** (an order of means, not a test): 1. {table.index[0]} "
+            f"(score {fmt(table['score'].iloc[0])})."
         )
     undirected = [m for m in a.metrics + a.pair_metrics if not a.direction(m)]
     if undirected:
@@ -74,10 +78,10 @@ def _executive_summary(a: Analysis) -> Section:
             f"- No direction declared for {', '.join(undirected)}: not ranked "
             "(add `report: {directions: {metric: lower|higher}}` to the spec)."
         )
-    significant = int((a.tests["p_welch_holm"] < ALPHA).sum()) if len(a.tests) else 0
+    tested = a.tests["p_welch_holm"].dropna() if len(a.tests) else pd.Series(dtype=float)
     lines.append(
-        f"- **Significance**: {significant} of {len(a.tests)} pairwise comparisons "
-        f"differ at p < {ALPHA} (Welch, Holm-corrected per metric)."
+        f"- **Significance**: {int((tested < ALPHA).sum())} of {len(tested)} tested pairwise "
+        f"comparisons differ at p < {ALPHA} (Welch, Holm-corrected per metric)."
     )
     return Section("Executive summary").add("\n".join(lines))
 
@@ -91,7 +95,7 @@ def _best_line(a: Analysis, source: str, metric: str) -> str:
     where = ", over pairs of seeds" if source == "pairs" else ""
     text = (
         f"- **{metric}** ({a.direction(metric)} is better{where}): best **{best['group']}** "
-        f"{fmt(best['mean'])} {_interval(best)}, n = {best['n']}"
+        f"{fmt(best['mean'])} {_interval(best)}"
     )
     if len(ordered) < 2:
         return text + "."
@@ -105,15 +109,23 @@ def _best_line(a: Analysis, source: str, metric: str) -> str:
     ]
     p = test["p_welch_holm"].iloc[0] if len(test) else float("nan")
     if p != p:
-        verdict = "no test (a group has n < 2)"
+        n_ok = min(best["n"], second["n"]) >= 2
+        verdict = "no test (" + ("no spread in either group" if n_ok else "a group has n < 2") + ")"
     else:
         verdict = "significantly better" if p < ALPHA else "not significantly different"
         verdict += f" (Welch p = {fmt(p)}, Holm)"
     return text + f"; next {second['group']} {fmt(second['mean'])}: {verdict}."
 
 
+def _count(items: Sequence[object], noun: str) -> str:
+    return f"{len(items)} {noun}" + ("" if len(items) == 1 else "s")
+
+
 def _interval(row: pd.Series) -> str:
-    return "(no interval: n = 1)" if row["n"] < 2 else _interval_text(row["ci_low"], row["ci_high"])
+    """`[low, high], n = 5`, or `(n = 1, no interval)`."""
+    if row["n"] < 2:
+        return f"(n = {row['n']}, no interval)"
+    return f"{_interval_text(row['ci_low'], row['ci_high'])}, n = {row['n']}"
 
 
 def _checks_section(a: Analysis) -> Section:
@@ -126,10 +138,10 @@ def _checks_section(a: Analysis) -> Section:
     lines = [
         f"- Failed trials (no successful attempt): {len(failed)}.",
         f"- NaN or infinite values: {int(bad[['nan', 'inf']].sum().sum()) if len(bad) else 0}.",
-        f"- Trials whose final {' / '.join(losses) or 'loss'} is not below its first value: "
-        f"{stuck['trial_id'].nunique() if len(stuck) else 0}"
-        + ("" if losses else " (no per-step loss reported: not checked)")
-        + ".",
+        f"- Trials whose final {' / '.join(losses)} is not below its first value: "
+        f"{stuck['trial_id'].nunique() if len(stuck) else 0}."
+        if losses
+        else "- Losses going down: not checked (no per-step loss reported).",
         f"- Groups with fewer successful seeds than asked: {len(short)}.",
     ]
     section.add("\n".join(lines))
@@ -152,6 +164,11 @@ def _results_section(a: Analysis) -> Section:
         "Mean ± standard deviation over seeds, n in brackets; 95% t-intervals are in "
         "`summary.csv` and the figure. A group is a config minus its seed."
     )
+    if a.left_out:
+        section.add(
+            f"Not analysed: {', '.join(a.left_out)} (name the metrics to analyse with "
+            "`report: {metrics: [...]}` in the spec or `--metric`)."
+        )
     for source, title in (
         ("trials", "final metrics of each trial"),
         ("pairs", "over pairs of seeds"),
@@ -217,11 +234,17 @@ def _rankings_section(a: Analysis) -> Section:
 def _significance_section(a: Analysis) -> Section:
     section = Section("Significance")
     section.add(
-        f"Pairwise: Welch's t-test with the 95% interval of the difference (A - B), "
-        f"Mann-Whitney U, Hedges' g; p-values Holm-corrected over the pairs of each metric. "
-        f"With more than {MAX_PAIRWISE_GROUPS} groups each group is tested against the best "
-        "only. n < 2 is not tested; n < 5 is flagged. All rows: `significance.csv`."
+        "Pairwise: Welch's t-test with the 95% interval of the difference (A - B, not "
+        "adjusted for the number of comparisons), Mann-Whitney U, Hedges' g; p-values "
+        "Holm-corrected over the pairs of each metric. n < 2 is not tested; n < 5 is flagged, "
+        "with the smallest p Mann-Whitney can reach at that n. All rows: `significance.csv`."
     )
+    if len(a.groups) > MAX_PAIRWISE_GROUPS:
+        section.add(
+            f"With {len(a.groups)} groups, each group is tested against the one with the best "
+            "mean only. That group was chosen from these same data, so its p-values are "
+            "optimistic: treat them as a screen, not a confirmation."
+        )
     if a.pair_metrics:
         section.add(
             "Pair metrics (source pairs): the pairs of one group share trials, so they are not "
@@ -253,10 +276,11 @@ def _test_table(rows: pd.DataFrame) -> pd.DataFrame:
             "B": rows["group_b"],
             "n": [f"{a}/{b}" for a, b in zip(rows["n_a"], rows["n_b"], strict=True)],
             "A - B": rows["diff"],
-            "95% interval": [
+            "95% interval (unadjusted)": [
                 _interval_text(lo, hi)
                 for lo, hi in zip(rows["ci_low"], rows["ci_high"], strict=True)
             ],
+            "p Welch": rows["p_welch"],
             "p Welch (Holm)": rows["p_welch_holm"],
             "p Mann-Whitney (Holm)": rows["p_mwu_holm"],
             "Hedges' g": rows["hedges_g"],
@@ -285,35 +309,46 @@ def _findings_section(a: Analysis) -> Section:
             ),
         )
     tests = a.tests[a.tests["source"] == "trials"] if len(a.tests) else pd.DataFrame()
-    supported = tests[tests["p_welch_holm"] < ALPHA] if len(tests) else tests
+    tested = tests[tests["p_welch_holm"].notna()] if len(tests) else tests
+    supported = tested[tested["p_welch_holm"] < ALPHA] if len(tested) else tested
     if supported.empty:
+        if len(a.groups) < 2:
+            return section.add("One group only: there is nothing to compare.")
         return section.add(
-            f"No pair of groups differs at p < {ALPHA} after Holm correction ({len(tests)} "
-            f"comparisons over {len(a.metrics)} metrics). The rankings above order means that "
-            "may differ by chance; more seeds would narrow the intervals."
+            f"No pair of groups differs at p < {ALPHA} after Holm correction ({len(tested)} "
+            f"tested comparisons over {len(a.metrics)} metrics): the order of the means above "
+            "may be chance; more seeds would narrow the intervals."
         )
-    lines = []
-    for row in supported.sort_values("p_welch_holm").head(MAX_ROWS).itertuples():
-        low, high = (row.group_a, row.group_b) if row.diff < 0 else (row.group_b, row.group_a)
-        unconfirmed = (
-            "" if row.p_mwu_holm < ALPHA else "; the rank test does not confirm it at this n"
-        )
-        lines.append(
-            f"- **{low}** has lower {row.metric} than **{high}**: {fmt(row.mean_a)} vs "
-            f"{fmt(row.mean_b)} (A - B = {fmt(row.diff)} [{fmt(row.ci_low)}, {fmt(row.ci_high)}]), "
-            f"Welch p = {fmt(row.p_welch_holm)} (Holm), Hedges' g = {fmt(row.hedges_g)}, "
-            f"n = {row.n_a}/{row.n_b}{unconfirmed}."
-        )
+    lines = [
+        _finding(row) for row in supported.sort_values("p_welch_holm").head(MAX_ROWS).itertuples()
+    ]
     more = len(supported) - MAX_ROWS
     section.add(f"Differences that hold at p < {ALPHA} after Holm correction:", "\n".join(lines))
     return section.add(f"... and {more} more in `significance.csv`." if more > 0 else "")
 
 
+def _finding(row: Any) -> str:
+    """One significant pair as a sentence, the lower group first, its numbers in that order."""
+    flip = row.diff > 0
+    low, high = (row.group_b, row.group_a) if flip else (row.group_a, row.group_b)
+    means = (row.mean_b, row.mean_a) if flip else (row.mean_a, row.mean_b)
+    n = (row.n_b, row.n_a) if flip else (row.n_a, row.n_b)
+    ci = (-row.ci_high, -row.ci_low) if flip else (row.ci_low, row.ci_high)
+    unconfirmed = "" if row.p_mwu_holm < ALPHA else "; the rank test does not confirm it at this n"
+    return (
+        f"- **{low}** has lower {row.metric} than **{high}**: {fmt(means[0])} vs {fmt(means[1])} "
+        f"(difference {fmt(means[0] - means[1])}, 95% interval [{fmt(ci[0])}, {fmt(ci[1])}] "
+        f"unadjusted), Welch p = {fmt(row.p_welch_holm)} (Holm), Hedges' g = "
+        f"{fmt(-row.hedges_g if flip else row.hedges_g)}, n = {n[0]}/{n[1]}{unconfirmed}."
+    )
+
+
 def _distributions_section(a: Analysis) -> Section:
     section = Section("Distributions")
     section.add(
-        "Histograms per group with the fitted normal (maximum likelihood; μ and σ in the "
-        "legend), and a Shapiro-Wilk test per group (needs n ≥ 3)."
+        "Histograms per group with the fitted normal (maximum likelihood: σ divides by n, "
+        "so it is a little smaller than the std of the results table, which divides by n - 1; "
+        "drawn for n ≥ 3), and a Shapiro-Wilk test per group (needs n ≥ 3)."
     )
     for source, frame, metrics in (
         ("trials", a.observations, a.metrics),
@@ -327,8 +362,10 @@ def _distributions_section(a: Analysis) -> Section:
             values = {g: values[g] for g in a.groups if g in values}
             name = f"distribution-{slug(metric)}" + ("-pairs" if source == "pairs" else "")
             section.add(Plot(name, plots.distribution(values, metric, a.settings.unit(metric))))
-            table = normal_fits(frame, ["group"], metric)
-            section.add(table.drop(columns="metric").head(MAX_ROWS * 2))
+            table = normal_fits(frame, ["group"], metric).set_index("group")
+            table = table.reindex([g for g in a.groups if g in table.index]).reset_index()
+            table = table.drop(columns="metric").rename(columns={"sigma": "sigma (MLE)"})
+            section.add(table.head(MAX_ROWS * 2))
     return section
 
 
@@ -342,6 +379,8 @@ def _curves_section(a: Analysis) -> Section:
         steps = sweep.steps()
         for metric in step_metrics:
             table = curve(steps, "step", sweep.group_columns, metric)
+            if table.empty:  # reported by failed attempts only
+                continue
             table, caption = _best_groups(table, metric, a.direction(metric))
             figure = plots.band(
                 table, "step", metric, a.settings.unit(metric), by=sweep.group_columns

@@ -45,13 +45,8 @@ class ReportSettings(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ReportSettings:
-        for criterion, members in self.criteria.items():
-            undirected = [m for m in members if m not in self.directions]
-            if undirected:
-                raise ValueError(
-                    f"criteria.{criterion}: no direction for {undirected}; add them to "
-                    "report.directions as lower or higher"
-                )
+        # A criterion's metrics need directions too, but those may come from the family's
+        # defaults, merged later: analysis.ranking checks them when it ranks.
         for name, weights in self.profiles.items():
             negative = [k for k, w in weights.items() if w < 0]
             if negative or not any(w > 0 for w in weights.values()):

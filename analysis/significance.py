@@ -10,6 +10,7 @@ Kruskal-Wallis' H. A group with n < 2 is not tested; n < 5 is flagged as small.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -103,7 +104,7 @@ def pairwise(df: pd.DataFrame, by: str, metric: str, against: str | None = None)
                 "mean_a": float(np.mean(a)) if len(a) else np.nan,
                 "mean_b": float(np.mean(b)) if len(b) else np.nan,
                 **compare_two(a, b),
-                "note": _note(len(a), len(b)),
+                "note": _note(len(a), len(b), rank_test=True),
             }
         )
     table = pd.DataFrame(rows)
@@ -150,13 +151,16 @@ def one_way(df: pd.DataFrame, factor: str, metric: str) -> dict[str, float | int
     return result
 
 
-def _note(n_a: int, n_b: int) -> str:
+def _note(n_a: int, n_b: int, rank_test: bool = False) -> str:
     smallest = min(n_a, n_b)
     if smallest < 2:
         return "not tested: n < 2"
-    if smallest < SMALL_N:
-        return f"small n ({smallest}): low power"
-    return ""
+    if smallest >= SMALL_N:
+        return ""
+    note = f"small n ({smallest}): low power"
+    if rank_test:  # an exact two-sided Mann-Whitney test cannot go below 2 / C(n_a + n_b, n_a)
+        note += f"; Mann-Whitney p >= {min(1.0, 2 / math.comb(n_a + n_b, n_a)):.2g}"
+    return note
 
 
 def _finite(values: pd.Series) -> np.ndarray:

@@ -25,31 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from analysis.columns import BOOKKEEPING, PAIR_COLUMNS, STEP_COLUMNS
 from analysis.errors import AnalysisError
 from analysis.settings import ReportSettings
 
-# Columns of the trials table that are neither config nor results (DESIGN.md's contract);
-# orchestrator.spec keeps config keys off them.
-BOOKKEEPING = frozenset(
-    {
-        "trial_id",
-        "sweep",
-        "experiment",
-        "status",
-        "attempt",
-        "error",
-        "started_at",
-        "finished_at",
-        "node",
-        "host",
-        "gpu_ids",
-        "run_id",
-        "git_commit",
-        "git_dirty",
-    }
-)
-STEP_COLUMNS = frozenset({"sweep", "trial_id", "attempt", "time", "step"})
-PAIR_COLUMNS = frozenset({"sweep", "seed_a", "seed_b", "trial_a", "trial_b", "n_positions"})
 SUCCEEDED = ("ok", "stopped")
 
 
@@ -110,12 +89,15 @@ class Sweep:
 
     @cached_property
     def final_metrics(self) -> list[str]:
-        """Numeric columns of the trials table that hold results, not config or bookkeeping."""
-        return _numeric(self.trials, BOOKKEEPING | set(self.config_columns))
+        """Numeric columns of the trials table that hold results, not config or bookkeeping;
+        a metric every trial reported as NaN is one too."""
+        reported_nan = set(self.non_finite.loc[self.non_finite["table"] == "trials", "column"])
+        return _numeric(self.trials, BOOKKEEPING | set(self.config_columns), reported_nan)
 
     @cached_property
     def step_metrics(self) -> list[str]:
-        return _numeric(self.metrics, STEP_COLUMNS)
+        reported_nan = set(self.non_finite.loc[self.non_finite["table"] == "metrics", "column"])
+        return _numeric(self.metrics, STEP_COLUMNS, reported_nan)
 
     @cached_property
     def pair_metrics(self) -> list[str]:
@@ -125,8 +107,9 @@ class Sweep:
 
     @cached_property
     def ids(self) -> pd.DataFrame:
-        """Per successful trial: sweep, trial_id, attempt, group columns, seed, `group` label."""
-        columns = list(dict.fromkeys(["sweep", "trial_id", "attempt", *self.group_columns, "seed"]))
+        """Per successful trial: sweep, trial_id, attempt, its config, and its `group` label."""
+        keys = ["sweep", "trial_id", "attempt", *self.group_columns, *self.config_columns]
+        columns = list(dict.fromkeys(keys))
         return self.ok[columns].assign(group=self.label(self.ok))
 
     def steps(self) -> pd.DataFrame:
@@ -160,9 +143,12 @@ def label_rows(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     for several (missing values left out), '' for none."""
     if not columns:
         return pd.Series("", index=frame.index, dtype=object)
+    values = {c: frame[c] if c in frame else pd.Series(None, index=frame.index) for c in columns}
     if len(columns) == 1:
-        return frame[columns[0]].map(_text)
-    parts = [frame[c].map(lambda v, c=c: "" if _missing(v) else f"{c}={_text(v)}") for c in columns]
+        return values[columns[0]].map(_text)
+    parts = [
+        values[c].map(lambda v, c=c: "" if _missing(v) else f"{c}={_text(v)}") for c in columns
+    ]
     names = [" ".join(p for p in row if p) for row in zip(*parts, strict=True)]
     return pd.Series(names, index=frame.index, dtype=object)
 
@@ -255,7 +241,10 @@ def _empty_steps() -> pd.DataFrame:
     )
 
 
-def _numeric(frame: pd.DataFrame, exclude: set[str] | frozenset[str]) -> list[str]:
+def _numeric(
+    frame: pd.DataFrame, exclude: set[str] | frozenset[str], reported_nan: set[str] = frozenset()
+) -> list[str]:
+    """Numeric, non-boolean columns not excluded that hold a value (or a reported NaN)."""
     return [
         c
         for c in frame.columns
@@ -263,7 +252,7 @@ def _numeric(frame: pd.DataFrame, exclude: set[str] | frozenset[str]) -> list[st
         and not c.startswith("version_")
         and pd.api.types.is_numeric_dtype(frame[c])
         and not pd.api.types.is_bool_dtype(frame[c])
-        and frame[c].notna().any()
+        and (c in reported_nan or frame[c].notna().any())
     ]
 
 
@@ -272,4 +261,7 @@ def _missing(value: Any) -> bool:
 
 
 def _text(value: Any) -> str:
-    return "-" if _missing(value) else str(value)
+    """32 for 32.0 (stacked sweeps turn ints to floats), 0.00312 for 0.0031200974945600206."""
+    if _missing(value):
+        return "-"
+    return f"{value:.6g}" if isinstance(value, float) else str(value)

@@ -39,3 +39,58 @@ def write_sweep(folder: Path, module: str, source: str, **spec: object) -> Path:
 def cli_env() -> dict[str, str]:
     """Environment for `sweep` subprocesses: the repo importable, no .pyc files in tmp folders."""
     return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def make_sweep(
+    root: Path,
+    name: str,
+    rows: list[dict],
+    steps: list[dict],
+    seeds: int = 2,
+    grid: dict | None = None,
+    search: str = "grid",
+    pairs: list[dict] = (),
+) -> Path:
+    """A sweep folder as the runner leaves it, written by the real store: trials (one file
+    per row, as flushes would), metrics and pairs. Rows carry `act` unless `grid` says."""
+    from orchestrator.store import SweepStore
+
+    grid = grid or {"act": ["a", "b"]}
+    store = SweepStore(str(root), name)
+    store.write_meta(
+        {
+            "name": name,
+            "experiment": "exp",
+            "config_columns": ["steps", *grid, "seed"],
+            "spec": {
+                "grid": grid,
+                "params": {"steps": 3},
+                "seeds": seeds,
+                "search": {"algorithm": search},
+                "report": {},
+            },
+        }
+    )
+    base = {"sweep": name, "experiment": "exp", "error": None, "steps": 3}
+    for row in rows:  # one file per trial row, as flushes would
+        store.append("trials", [{**base, **row}])
+    store.append("metrics", steps)
+    store.append("pairs", list(pairs))
+    return root / name
+
+
+def trial(tid: str, act: str, seed: int, status: str = "ok", attempt: int = 0, **metrics) -> dict:
+    return {
+        "trial_id": tid,
+        "act": act,
+        "seed": seed,
+        "status": status,
+        "attempt": attempt,
+        **metrics,
+    }
+
+
+def steps(tid: str, losses: list[float], attempt: int = 0) -> list[dict]:
+    return [
+        {"trial_id": tid, "attempt": attempt, "step": i, "loss": v} for i, v in enumerate(losses)
+    ]

@@ -6,55 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import make_sweep, steps, trial
 
 from analysis import checks
 from analysis.errors import AnalysisError
 from analysis.settings import ReportSettings
 from analysis.sweep import load
 from orchestrator.store import SweepStore
-
-
-def make_sweep(root: Path, name: str, rows: list[dict], steps: list[dict], seeds: int = 2) -> Path:
-    """A sweep folder as the runner leaves it: trials and metrics in several files."""
-    store = SweepStore(str(root), name)
-    store.write_meta(
-        {
-            "name": name,
-            "experiment": "exp",
-            "config_columns": ["steps", "act", "seed"],
-            "spec": {
-                "grid": {"act": ["a", "b"]},
-                "params": {"steps": 3},
-                "seeds": seeds,
-                "search": {"algorithm": "grid"},
-                "report": {},
-            },
-        }
-    )
-    base = {"sweep": name, "experiment": "exp", "error": None, "steps": 3}
-    for row in rows:  # one file per trial row, as flushes would
-        store.append("trials", [{**base, **row}])
-    store.append("metrics", steps)
-    return root / name
-
-
-def trial(tid: str, act: str, seed: int, status: str = "ok", attempt: int = 0, **metrics) -> dict:
-    return {
-        "trial_id": tid,
-        "act": act,
-        "seed": seed,
-        "status": status,
-        "attempt": attempt,
-        **metrics,
-    }
-
-
-def steps(tid: str, losses: list[float], attempt: int = 0) -> list[dict]:
-    return [
-        {"trial_id": tid, "attempt": attempt, "step": i, "loss": v} for i, v in enumerate(losses)
-    ]
 
 
 @pytest.fixture
@@ -127,4 +86,3 @@ def test_declared_directions_choose_which_losses_must_fall(folder: Path):
     higher = ReportSettings(directions={"loss": "higher"})
     assert checks.loss_metrics(sweep, higher) == ["loss"]  # none declared lower: by name
     assert checks.not_converged(sweep, ReportSettings(directions={"loss": "lower"})).shape[0] == 1
-    assert pd.api.types.is_float_dtype(sweep.metrics["loss"])

@@ -79,7 +79,10 @@ def test_report_states_what_the_data_support(results: Path):
     assert "- NaN or infinite values: 1." in md
     assert "Trials whose final loss is not below its first value: 1" in md
     assert "- Groups with fewer successful seeds than asked: 1." in md
-    assert "**equal weights**" in md and "- **Ranking, equal weights**: 1. a" in md
+    assert (
+        "**equal weights**" in md
+        and "- **Ranking, equal weights** (an order of means, not a test): 1. a" in md
+    )
 
 
 def test_summary_numbers_are_those_of_the_trials_table(results: Path):
@@ -155,6 +158,7 @@ def test_plot_draws_one_figure(results: Path):
         (["report", "known", "--lower", "score", "--higher", "score"], "both name ['score']"),
         (["plot", "known", "--metric", "nope"], "no metric 'nope' in known; metrics:"),
         (["plot", "known", "--metric", "score", "--x", "lr"], "--x lr: not a parameter"),
+        (["plot", "known", "--metric", "loss", "--by", "step"], "--by step: not a parameter"),
         (["compare", "known"], "only one sweep; use sweep report"),
         (["compare"], "give two or more sweep folders"),
     ],

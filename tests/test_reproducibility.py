@@ -157,6 +157,9 @@ def test_a_sweep_writes_pairs_and_reloadable_checkpoints(tmp_path: Path):
     # the family's report: its defaults (directions, criteria) and its own section
     md = (reporting.report(tmp_path / "repro", None, quiet=True) / "report.md").read_text()
     assert "## Prediction difference between seeds (Shamir et al. 2020)" in md
-    assert "1 distinct set(s) over 6 trials (every model saw the same positions)" in md
-    assert "- **Ranking, research**: 1." in md and "- **Most reproducible**: **" in md
+    assert "scored on the same positions (1 distinct input set(s) over 6 trials)" in md
+    assert (
+        "- **Ranking, research** (an order of means, not a test): 1." in md
+        and "- **Most reproducible**: **" in md
+    )
     assert "**val_loss** (lower is better)" in md and "**pd** (lower is better, over pairs" in md

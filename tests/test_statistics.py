@@ -138,8 +138,8 @@ def test_settings_merge_key_by_key_and_check_themselves():
     spec = ReportSettings(directions={"b": "lower"})
     merged = family.merged(spec)
     assert merged.directions == {"a": "lower", "b": "lower"} and merged.metrics == ["a", "b"]
-    with pytest.raises(ValidationError, match="no direction for"):
-        ReportSettings(criteria={"speed": ["tokens_per_s"]})
+    with pytest.raises(ValidationError, match="weights must be >= 0"):
+        ReportSettings(profiles={"mine": {"speed": -1.0}})
     assert ReportSettings().unit("train_time_s") == "s"
     assert ReportSettings().unit("tokens_per_s") == "tokens/s"
     assert ReportSettings().unit("top1_mismatch_pct") == "%"
