@@ -87,6 +87,8 @@ def slug(text: str) -> str:
 
 def fmt(value: object) -> str:
     """Numbers to 4 significant digits, missing values as a dash."""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        value = float(value)  # numpy float32 too
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):

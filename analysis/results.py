@@ -38,6 +38,7 @@ class Analysis:
     tests: pd.DataFrame  # pairwise comparisons, Holm-corrected per metric
     one_way: pd.DataFrame
     rankings: dict[str, pd.DataFrame]  # profile -> composite scores
+    profiles: dict[str, dict[str, float]]  # profile -> its weights
     ranking_problems: list[str]
 
     @property
@@ -78,7 +79,7 @@ def analyse(
         ignore_index=True,
     )
     tests = _tests(summary, observations, pairs, settings)
-    rankings, problems = _rankings(summary, settings, weights)
+    rankings, profiles, problems = _rankings(summary, settings, weights)
     factor_tests = []
     for factor, keys in sweep.grid_factors.items():
         frame = observations.assign(**{factor: label_rows(observations, keys)})
@@ -96,6 +97,7 @@ def analyse(
         tests=tests,
         one_way=_holm_column(pd.DataFrame(factor_tests), "p_anova"),
         rankings=rankings,
+        profiles=profiles,
         ranking_problems=problems,
     )
 
@@ -138,7 +140,8 @@ def best_first(rows: pd.DataFrame, direction: str | None) -> pd.DataFrame:
 
 def _rankings(
     summary: pd.DataFrame, settings: ReportSettings, weights: dict[str, float] | None
-) -> tuple[dict[str, pd.DataFrame], list[str]]:
+) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, float]], list[str]]:
+    """Composite scores per profile, the profiles' weights, and why any profile was left out."""
     # one mean per group and metric; a metric in both tables is ranked by its pairs
     latest = summary.drop_duplicates(["group", "metric"], keep="last")
     means = latest.pivot(index="group", columns="metric", values="mean")
@@ -156,4 +159,4 @@ def _rankings(
             if name == "custom":
                 raise
             problems.append(f"profile {name}: {exc}")
-    return rankings, problems
+    return rankings, {name: profiles[name] for name in rankings}, problems

@@ -222,9 +222,8 @@ def _rankings_section(a: Analysis) -> Section:
             "`sweep report --weights val_loss=1`."
         )
     for name, table in a.rankings.items():
-        profile = a.settings.all_profiles().get(name)
-        weights = ", ".join(f"{k} {v:g}" for k, v in profile.items()) if profile else ""
-        section.add(f"**{name}**" + (f" ({weights})" if weights else ""), table.reset_index())
+        weights = ", ".join(f"{k} {v:g}" for k, v in a.profiles[name].items())
+        section.add(f"**{name}** ({weights})", table.reset_index())
     scores = pd.DataFrame({name: t["score"] for name, t in a.rankings.items()})
     scores = scores.loc[next(iter(a.rankings.values())).index]
     section.add(Plot("rankings", plots.scores(scores, "Composite score per group and profile")))
