@@ -1,0 +1,182 @@
+"""Speculative decoding with adaptive drafting, at two or three levels (SCIENCE.md s. 2).
+
+A *proposer* drafts a block of tokens for a verifier and returns, per token, the
+distribution it was drawn from. `Drafter` samples from one model token by token;
+`Cascade` produces tokens of a model by speculative decoding with a smaller
+proposer (little -> draft), so a cascade can itself propose to the target. Both
+stop adaptively: after a token whose confidence (the proposing model's largest
+probability at that position) is below `threshold`, or at `max_len`.
+
+Verification is exact speculative sampling (Leviathan et al. 2023): token x from
+q is kept with probability min(1, p(x) / q(x)); on rejection one token is drawn
+from max(0, p - q), normalised, and the rest of the block is dropped; if all are
+kept, a bonus token comes from p. Greedy: keep x iff x = argmax p. Either way the
+output is distributed as the verifier's own decoding (greedy: identical).
+
+Every sequence stays within the models' context (`block_size`): each position is
+scored with its whole prefix, as target-only decoding scores it, so the
+equivalence is exact, not approximate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+Model = Callable[[torch.Tensor], torch.Tensor]  # (1, T) ids -> (1, T, vocab) logits
+
+
+@dataclass
+class Counters:
+    """What one decoding run did; `calls` and `seconds` per model name."""
+
+    generated: dict[str, int] = field(default_factory=dict)  # tokens a level proposed
+    accepted: dict[str, int] = field(default_factory=dict)  # of those, kept by its verifier
+    calls: dict[str, int] = field(default_factory=dict)  # forward passes
+    seconds: dict[str, float] = field(default_factory=dict)  # time in forward passes
+
+    def add(self, table: dict, name: str, amount: float) -> None:
+        table[name] = table.get(name, 0) + amount
+
+
+class Scorer:
+    """A model's next-token distributions over a whole sequence, with its calls timed."""
+
+    def __init__(self, name: str, model: Model, counters: Counters) -> None:
+        self.name, self.model, self.counters = name, model, counters
+
+    @torch.no_grad()
+    def __call__(self, seq: torch.Tensor) -> torch.Tensor:
+        """(len(seq), vocab): row i is the distribution of the token after seq[: i + 1]."""
+        started = time.perf_counter()
+        probs = torch.softmax(self.model(seq[None]).double()[0], dim=-1)
+        self.counters.add(self.counters.calls, self.name, 1)
+        self.counters.add(self.counters.seconds, self.name, time.perf_counter() - started)
+        return probs
+
+
+def choose(probs: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> int:
+    if greedy:
+        return int(probs.argmax())
+    return int(torch.multinomial(probs.float(), 1, generator=generator))
+
+
+def verify(
+    p: torch.Tensor,
+    draft: list[int],
+    q: list[torch.Tensor],
+    greedy: bool,
+    generator: torch.Generator | None,
+) -> tuple[list[int], list[torch.Tensor]]:
+    """Speculative sampling of `draft` (drawn from `q`) against the verifier's rows `p`
+    (len(draft) + 1 of them). Returns the tokens to append, each with the verifier's
+    distribution at its position."""
+    out: list[int] = []
+    for i, token in enumerate(draft):
+        if greedy:
+            keep = token == int(p[i].argmax())
+        else:
+            ratio = p[i][token] / q[i][token]
+            keep = bool(torch.rand((), generator=generator, dtype=torch.float64) < ratio)
+        if not keep:
+            residual = p[i] if greedy else torch.clamp(p[i] - q[i], min=0)
+            residual = residual / residual.sum()
+            return [*out, choose(residual, greedy, generator)], list(p[: i + 1])
+        out.append(token)
+    return [*out, choose(p[len(draft)], greedy, generator)], list(p[: len(draft) + 1])
+
+
+@dataclass
+class Drafter:
+    """Proposes tokens sampled from one model, while its confidence stays >= threshold."""
+
+    scorer: Scorer
+    threshold: float
+    max_len: int
+
+    def propose(
+        self, seq: list[int], limit: int, greedy: bool, generator: torch.Generator | None
+    ) -> tuple[list[int], list[torch.Tensor]]:
+        tokens: list[int] = []
+        dists: list[torch.Tensor] = []
+        while len(tokens) < min(self.max_len, limit):
+            q = self.scorer(torch.tensor(seq + tokens))[-1]
+            tokens.append(choose(q, greedy, generator))
+            dists.append(q)
+            if float(q.max()) < self.threshold:
+                break
+        counters = self.scorer.counters
+        counters.add(counters.generated, self.scorer.name, len(tokens))
+        return tokens, dists
+
+
+@dataclass
+class Cascade:
+    """Proposes tokens of `scorer`'s model, produced by speculative decoding with a smaller
+    `proposer`; stops after a token whose confidence is below threshold, or at max_len."""
+
+    scorer: Scorer
+    proposer: Drafter | Cascade
+    threshold: float
+    max_len: int
+
+    def propose(
+        self, seq: list[int], limit: int, greedy: bool, generator: torch.Generator | None
+    ) -> tuple[list[int], list[torch.Tensor]]:
+        cap = min(self.max_len, limit)
+        tokens: list[int] = []
+        dists: list[torch.Tensor] = []
+        while len(tokens) < cap:
+            new, new_dists = step(
+                self.scorer, self.proposer, seq + tokens, cap - len(tokens), greedy, generator
+            )
+            for token, dist in zip(new, new_dists, strict=True):
+                tokens.append(token)
+                dists.append(dist)
+                if float(dist.max()) < self.threshold or len(tokens) == cap:
+                    return self._counted(tokens, dists)
+        return self._counted(tokens, dists)
+
+    def _counted(self, tokens: list[int], dists: list[torch.Tensor]) -> tuple[list, list]:
+        counters = self.scorer.counters
+        counters.add(counters.generated, self.scorer.name, len(tokens))
+        return tokens, dists
+
+
+def step(
+    scorer: Scorer,
+    proposer: Drafter | Cascade | None,
+    seq: list[int],
+    limit: int,
+    greedy: bool,
+    generator: torch.Generator | None,
+) -> tuple[list[int], list[torch.Tensor]]:
+    """One verifier call: a draft of at most limit - 1 tokens (so that the tokens this
+    step appends never exceed `limit`), verified in one forward pass."""
+    draft, q = proposer.propose(seq, limit - 1, greedy, generator) if proposer else ([], [])
+    p = scorer(torch.tensor(seq + draft))[len(seq) - 1 :]
+    tokens, dists = verify(p, draft, q, greedy, generator)
+    if proposer is not None:
+        counters = scorer.counters
+        counters.add(counters.accepted, proposer.scorer.name, len(tokens) - 1)
+    return tokens, dists
+
+
+def generate(
+    target: Scorer,
+    proposer: Drafter | Cascade | None,
+    prompt: list[int],
+    n_tokens: int,
+    greedy: bool = True,
+    generator: torch.Generator | None = None,
+) -> list[int]:
+    """`n_tokens` tokens after `prompt`, distributed as the target's own decoding."""
+    seq = list(prompt)
+    while len(seq) < len(prompt) + n_tokens:
+        remaining = len(prompt) + n_tokens - len(seq)
+        tokens, _ = step(target, proposer, seq, remaining, greedy, generator)
+        seq += tokens
+    return seq[len(prompt) :]
