@@ -22,7 +22,9 @@ class Trial:
 
     Attributes: `id` (stable hash of the config), `config`, `seed` (already set
     in Python's, NumPy's and, when the experiment imported it, torch's generators)
-    and `device` ("cuda" when Ray assigned this trial a GPU, else "cpu").
+    `device` ("cuda" when Ray assigned this trial a GPU, else "cpu") and `inputs`
+    (the sweeps named in the spec's `inputs:`, by name: `trial.inputs["models"].find(
+    size="draft", seed=0)` gives a trial id, `.artifact(trial_id, "model.pt")` its file).
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class Trial:
         device: str,
         reporter: Reporter,
         artifact_saver: ArtifactSaver,
+        inputs: dict[str, Any] | None = None,
     ) -> None:
         self.id = trial_id
         self.config = config
@@ -39,6 +42,7 @@ class Trial:
         self.device = device
         self._reporter = reporter
         self._save = artifact_saver
+        self.inputs = inputs or {}  # name -> orchestrator.inputs.SweepInput
         self._last_step = -1
 
     def report(self, step: int | None = None, **metrics: float) -> None:

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import pandas as pd
 
 from orchestrator.errors import InputError
+from orchestrator.inputs import SweepInput, resolve_inputs, store_at
 from orchestrator.provenance import git_state
 from orchestrator.registry import Experiment, resolve
 from orchestrator.spec import SweepSpec, load_spec
@@ -146,6 +147,7 @@ def run_sweep(
         raise InputError("search optuna needs optuna: pip install 'raysweep[optuna]'")
     the_plan = plan(spec, source_dir)
     the_plan.store.check_writable()
+    inputs = resolve_inputs(spec.inputs)
     if dry_run:
         return the_plan
     result = SweepResult(the_plan.store.uri, the_plan.total, the_plan.total - the_plan.to_run)
@@ -154,7 +156,7 @@ def run_sweep(
     started_ray = _connect(address)
     try:
         _check_resources(spec)
-        return _execute(the_plan, fn, address, progress, result)
+        return _execute(the_plan, fn, inputs, address, progress, result)
     finally:
         if started_ray:
             import ray
@@ -222,6 +224,7 @@ def _check_resources(spec: SweepSpec) -> None:
 def _execute(
     the_plan: Plan,
     fn: Experiment,
+    inputs: dict[str, SweepInput],
     address: str | None,
     progress: TextIO | None,
     result: SweepResult,
@@ -239,7 +242,8 @@ def _execute(
     storage_root = store.uri.rsplit("/", 1)[0]
     pending = {tid: the_plan.configs[tid] for tid in the_plan.pending}
     index = TrialIndex(spec.experiment, pending)
-    ctx = RunContext(index, storage_root, spec.name, ray.get_runtime_context().get_node_id())
+    node = ray.get_runtime_context().get_node_id()
+    ctx = RunContext(index, storage_root, spec.name, node, inputs)
     sink = ParquetSink(store, index, run, the_plan.next_attempt)
     callbacks: list[Any] = [sink]
     if progress is not None:
@@ -353,6 +357,7 @@ def _record_run_start(the_plan: Plan, address: str | None) -> dict[str, Any]:
         experiment=spec.experiment,
         spec=spec.model_dump(),
         config_columns=spec.config_keys,
+        inputs={name: store_at(where).uri for name, where in spec.inputs.items()},
         source_dir=str(the_plan.source_dir),  # where `sweep report` finds a user's module
         updated_at=_now(),
     )

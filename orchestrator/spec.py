@@ -101,6 +101,7 @@ class SweepSpec(_Strict):
     search: Search = Search()
     scheduler: Scheduler | None = None
     report: ReportSettings = ReportSettings()  # read by `sweep report`, owned by analysis
+    inputs: dict[str, str] = {}  # name -> a sweep folder whose artifacts trials read
 
     @field_validator("search", "scheduler", mode="before")
     @classmethod

@@ -13,11 +13,12 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.artifacts import ArtifactWriter, encode, remote_writer
 from orchestrator.context import Trial, check_metrics, seed_everything
+from orchestrator.inputs import SweepInput
 from orchestrator.provenance import package_versions
 from orchestrator.trials import TrialIndex
 
@@ -32,6 +33,7 @@ class RunContext:
     storage: str
     sweep: str
     driver_node: str
+    inputs: dict[str, SweepInput] = field(default_factory=dict)  # other sweeps trials read
 
 
 def make_trainable(fn: Callable[..., Any], ctx: RunContext) -> Callable[[dict[str, Any]], None]:
@@ -56,7 +58,8 @@ def run_trial(fn: Callable[..., Any], ctx: RunContext, tid: str, config: dict[st
     }
     saver = _artifact_saver(ctx, tid, local=node == ctx.driver_node)
     latest: dict[str, Any] = {}  # last reported value of each metric
-    trial = Trial(tid, config, "cuda" if gpu_ids else "cpu", _reporter(meta, latest), saver)
+    device = "cuda" if gpu_ids else "cpu"
+    trial = Trial(tid, config, device, _reporter(meta, latest), saver, ctx.inputs)
     seed_everything(trial.seed)
     try:
         final = fn(config, trial) or {}
