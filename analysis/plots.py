@@ -164,3 +164,41 @@ def _spans_decades(values: pd.Series) -> bool:
     """Positive numbers over 1.5 decades or more, like learning rates: a log axis reads better."""
     numbers = pd.to_numeric(values, errors="coerce").dropna()
     return bool(len(numbers) and numbers.min() > 0 and numbers.max() / numbers.min() >= 30)
+
+
+def heatmap(grid: pd.DataFrame, title: str, label: str) -> Figure:
+    """A table of numbers (rows x columns, e.g. two thresholds) as colours with the
+    values written in; rows and columns keep their names as axis labels."""
+    fig = Figure(
+        figsize=(1.2 + 0.75 * len(grid.columns), 1.2 + 0.6 * len(grid)), layout="constrained"
+    )
+    ax = fig.add_subplot()
+    image = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", origin="lower", aspect="auto")
+    ax.set_xticks(range(len(grid.columns)), [f"{c:g}" for c in grid.columns])
+    ax.set_yticks(range(len(grid.index)), [f"{r:g}" for r in grid.index])
+    for (row, column), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+        if np.isfinite(value):
+            ax.text(
+                column, row, f"{value:.2f}", ha="center", va="center", color="w", fontsize="small"
+            )
+    ax.set_xlabel(grid.columns.name or "")
+    ax.set_ylabel(grid.index.name or "")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label=label)
+    return fig
+
+
+def scatter(x: pd.Series, y: pd.Series, title: str) -> Figure:
+    """y against x with the line y = x, for measured against predicted."""
+    fig = Figure(figsize=(5.5, 5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(x, y, s=18, alpha=0.7)
+    both = pd.concat([x, y]).dropna()
+    if len(both):
+        ax.plot([both.min(), both.max()], [both.min(), both.max()], "k--", lw=1, label="y = x")
+        ax.legend(fontsize="small")
+    ax.set_xlabel(str(x.name))
+    ax.set_ylabel(str(y.name))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return fig

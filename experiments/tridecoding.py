@@ -1,0 +1,143 @@
+"""Adaptive tri-decoding (SCIENCE.md section 2, seed notebook 001).
+
+Three character LMs of increasing size (little, draft, target) come from a
+training sweep named in the spec's `inputs: {models: ...}` (see
+experiments/sweeps/lm-sizes.yaml); a trial of seed s uses the models of seed s.
+Each trial decodes the same held-out prompts three ways, interleaved so that
+machine noise hits all three alike:
+  target      the target alone (the reference, one forward pass per token);
+  two_level   draft -> target speculative decoding, fixed draft length;
+  tri         little -> draft -> target, both levels drafting adaptively
+              (small_draft_threshold, draft_target_threshold, max lengths).
+It reports the counters, acceptance rates, tokens per target call, tokens/s of
+each, the measured speedups, the speedup SCIENCE.md's formula predicts from the
+measured acceptance and cost ratio, and (greedy) whether the output equals the
+target's own.
+
+Config: small_draft_threshold, draft_target_threshold, max_little, max_draft,
+two_level_draft (fixed length), n_prompts, prompt_len, n_tokens, greedy, corpus.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from analysis.tridecoding import REPORT, report_section
+from experiments.lm.data import DEFAULT_CORPUS, eval_windows, load_corpus
+from experiments.lm.model import CharLM
+from experiments.lm.speculative import Cascade, Counters, Drafter, Scorer, generate
+
+SIZES = ("little", "draft", "target")
+
+
+def load_models(trial: Any) -> dict[str, CharLM]:
+    """The three sizes of this trial's seed, from the `models` input sweep."""
+    models = trial.inputs["models"]
+    loaded = {}
+    for size in SIZES:
+        path = models.artifact(models.find(size=size, seed=trial.seed), "model.pt")
+        loaded[size] = CharLM.load(torch.load(path, map_location=trial.device)).to(trial.device)
+    return loaded
+
+
+def decode(config: dict[str, Any], trial: Any) -> dict[str, Any]:
+    models = load_models(trial)
+    prompt_len, n_tokens = config.get("prompt_len", 32), config.get("n_tokens", 64)
+    context = min(m.cfg.block_size for m in models.values())
+    if prompt_len + n_tokens > context:
+        raise ValueError(
+            f"prompt_len + n_tokens = {prompt_len + n_tokens} exceeds the models' context "
+            f"({context}); every position must be scored with its whole prefix"
+        )
+    corpus = load_corpus(config.get("corpus", DEFAULT_CORPUS))
+    prompts = eval_windows(corpus.val, prompt_len, config.get("n_prompts", 8))[0].tolist()
+    greedy = config.get("greedy", True)
+    generator = torch.Generator().manual_seed(trial.seed)
+    counters = {name: Counters() for name in ("target", "two_level", "tri")}
+    decoders = {name: _decoder(name, models, config, counters[name]) for name in counters}
+    seconds = dict.fromkeys(counters, 0.0)
+    outputs: dict[str, list[list[int]]] = {name: [] for name in counters}
+    for index, prompt in enumerate(prompts):
+        names = list(counters)
+        for name in names[index % 3 :] + names[: index % 3]:  # rotate who goes first
+            target, proposer = decoders[name]
+            started = time.perf_counter()
+            outputs[name].append(generate(target, proposer, prompt, n_tokens, greedy, generator))
+            seconds[name] += time.perf_counter() - started
+    tokens = len(prompts) * n_tokens
+    return {
+        **_tri_metrics(counters["tri"], tokens),
+        "two_level_acceptance_rate": _rate(counters["two_level"], "draft"),
+        "tokens_per_s": tokens / seconds["tri"],
+        "target_only_tokens_per_s": tokens / seconds["target"],
+        "two_level_tokens_per_s": tokens / seconds["two_level"],
+        "speedup": seconds["target"] / seconds["tri"],
+        "two_level_speedup": seconds["target"] / seconds["two_level"],
+        "speedup_vs_two_level": seconds["two_level"] / seconds["tri"],
+        **({"matches_target": _matches(outputs)} if greedy else {}),
+    }
+
+
+def _decoder(
+    name: str, models: dict[str, CharLM], config: dict[str, Any], counters: Counters
+) -> tuple[Scorer, Drafter | Cascade | None]:
+    target, draft, little = (Scorer(size, models[size], counters) for size in reversed(SIZES))
+    if name == "target":
+        return target, None
+    if name == "two_level":
+        return target, Drafter(draft, threshold=0.0, max_len=config.get("two_level_draft", 4))
+    inner = Drafter(little, config["small_draft_threshold"], config.get("max_little", 4))
+    outer = Cascade(draft, inner, config["draft_target_threshold"], config.get("max_draft", 8))
+    return target, outer
+
+
+def _tri_metrics(counters: Counters, tokens: int) -> dict[str, float]:
+    calls = counters.calls["target"]
+    draft_tokens = counters.generated.get("draft", 0)
+    alpha = _rate(counters, "draft")
+    gamma = draft_tokens / calls  # mean draft block per target call
+    drafting = counters.seconds.get("little", 0.0) + counters.seconds.get("draft", 0.0)
+    cost = (drafting / max(draft_tokens, 1)) / (counters.seconds["target"] / calls)
+    return {
+        "little_generated_tokens": counters.generated.get("little", 0),
+        "little_accepted_tokens": counters.accepted.get("little", 0),
+        "draft_generated_tokens": draft_tokens,
+        "draft_accepted_tokens": counters.accepted.get("draft", 0),
+        "little_acceptance_rate": _rate(counters, "little"),
+        "draft_acceptance_rate": alpha,
+        "target_calls": calls,
+        "tokens_per_target_call": tokens / calls,
+        "cost_ratio": cost,
+        "predicted_speedup": predicted_speedup(alpha, gamma, cost),
+    }
+
+
+def predicted_speedup(alpha: float, gamma: float, cost: float) -> float:
+    """(1 - a^(g+1)) / ((1 - a)(g c + 1)): Leviathan et al.'s expected speedup for
+    acceptance rate a, draft length g and cost ratio c (a = 1 taken as its limit)."""
+    expected_tokens = gamma + 1 if alpha >= 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
+    return expected_tokens / (gamma * cost + 1)
+
+
+def _rate(counters: Counters, level: str) -> float:
+    generated = counters.generated.get(level, 0)
+    return counters.accepted.get(level, 0) / generated if generated else float("nan")
+
+
+def _matches(outputs: dict[str, list[list[int]]]) -> float:
+    """Share of prompts whose tri and two-level outputs both equal the target's own."""
+    same = [
+        tri == ref and two == ref
+        for ref, two, tri in zip(
+            outputs["target"], outputs["two_level"], outputs["tri"], strict=True
+        )
+    ]
+    return sum(same) / len(same)
+
+
+# What `sweep report` adds for this family: directions, units, the heat map section.
+decode.report = REPORT
+decode.report_sections = [report_section]

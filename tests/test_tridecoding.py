@@ -1,0 +1,99 @@
+"""The tri-decoding family on a real local Ray: a tiny training sweep of the three sizes,
+then a decoding sweep that reads their checkpoints through `inputs:`. Greedy output
+equals the target's own at every threshold pair; counters are consistent."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from experiments.tridecoding import predicted_speedup
+from orchestrator import run_sweep
+
+SIZES = [
+    {"size": "little", "n_layer": 1, "n_embd": 16},
+    {"size": "draft", "n_layer": 1, "n_embd": 32},
+    {"size": "target", "n_layer": 2, "n_embd": 32},
+]
+TRAIN = {"activation": "relu", "steps": 40, "eval_every": 20, "batch_size": 8,
+         "block_size": 48, "n_head": 2, "eval_windows": 2}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def storage(ray_instance, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A results folder holding the trained sizes (sweep `sizes`)."""
+    storage = tmp_path_factory.mktemp("tri")
+    train = {"name": "sizes", "experiment": "reproducibility", "grid": {"size": SIZES},
+             "seeds": 1, "params": TRAIN, "storage": str(storage)}  # fmt: skip
+    assert run_sweep(train, progress=None).count("ok") == 3
+    return storage
+
+
+def decoding_spec(storage: Path, **params) -> dict:
+    return {
+        "name": "tri-" + "-".join(map(str, params.values())),
+        "experiment": "tridecoding",
+        "inputs": {"models": str(storage / "sizes")},
+        "grid": {"small_draft_threshold": [0.0, 0.5, 0.95], "draft_target_threshold": [0.0, 0.9],
+                 "greedy": [True, False]},
+        "params": {"n_prompts": 2, "prompt_len": 8, "n_tokens": 24, "max_little": 3,
+                   "max_draft": 5, **params},
+        "storage": str(storage),
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def decoded(storage: Path) -> pd.DataFrame:
+    result = run_sweep(decoding_spec(storage), progress=None)
+    assert result.count("ok") == 12, [r["error"] for r in result.rows if r["error"]]
+    return pd.read_parquet(Path(result.path) / "trials")
+
+
+def test_greedy_tri_decoding_reproduces_the_target_at_every_threshold_pair(decoded):
+    greedy = decoded[decoded["greedy"]]
+    assert len(greedy) == 6 and (greedy["matches_target"] == 1.0).all()
+    assert decoded.loc[~decoded["greedy"], "matches_target"].isna().all()  # not claimed
+
+
+def test_counters_are_consistent(decoded):
+    for level in ("little", "draft"):
+        generated, accepted = (
+            decoded[f"{level}_generated_tokens"],
+            decoded[f"{level}_accepted_tokens"],
+        )
+        assert ((accepted >= 0) & (accepted <= generated)).all()
+        rate = decoded[f"{level}_acceptance_rate"].dropna()
+        assert ((rate >= 0) & (rate <= 1)).all()
+    assert (decoded["tokens_per_target_call"] >= 1).all()
+    assert (decoded["target_calls"] <= 2 * 24).all()  # never more calls than tokens
+    for column in ("speedup", "two_level_speedup", "predicted_speedup", "cost_ratio"):
+        assert (decoded[column] > 0).all()
+
+
+def test_the_predicted_speedup_formula():
+    # a = 0.8, g = 4, c = 0.1: (1 - 0.8^5) / (0.2 * 1.4) = 2.3834...
+    assert predicted_speedup(0.8, 4, 0.1) == pytest.approx((1 - 0.8**5) / (0.2 * 1.4))
+    assert predicted_speedup(1.0, 4, 0.0) == 5  # every draft kept, drafting free
+    assert predicted_speedup(0.0, 4, 0.5) == pytest.approx(1 / 3)  # nothing kept: pure cost
+    assert math.isclose(predicted_speedup(0.5, 0, 0.3), 1.0)  # no draft: plain decoding
+
+
+def test_a_context_too_short_for_prompt_and_output_is_a_clear_trial_error(storage: Path):
+    spec = decoding_spec(storage, prompt_len=40)  # 40 + 24 > the models' 48
+    spec["grid"] = {"small_draft_threshold": [0.5], "draft_target_threshold": [0.5]}
+    result = run_sweep(spec, progress=None)
+    assert result.count("failed") == 1
+    assert "exceeds the models' context (48)" in result.rows[0]["error"]
+
+
+def test_the_report_has_the_familys_heat_map(storage: Path, decoded):
+    from orchestrator import reporting
+
+    folder = reporting.report(storage / "tri-", None, quiet=True)
+    md = (folder / "report.md").read_text()
+    assert "## Tri-decoding: speedup over the threshold grid" in md
+    assert (folder / "speedup-heatmap.png").is_file()
+    assert "little_acceptance_rate-vs-small_draft_threshold.png" in md  # seed 001's panels
