@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from scipy import stats
 
@@ -69,10 +70,36 @@ def band(
     by: Sequence[str] = (),
 ) -> Figure:
     """Mean and 95% interval across seeds against `x`, one line per `group` of `table`
-    (rows of analysis.aggregate: group, x, n, mean, ci_low, ci_high); `by` names the
-    columns the group labels come from (the legend's title when there is one)."""
+    (rows of analysis.aggregates.curve: group, x, n, mean, ci_low, ci_high); `by` names
+    the columns the group labels come from (the legend's title when there is one)."""
     fig = Figure(figsize=SIZE, layout="constrained")
-    ax = fig.add_subplot()
+    what = "per step" if x == "step" else f"against {x}"
+    title = _titled(f"{metric} {what}: mean and 95% interval across seeds", table["group"].unique())
+    _draw_band(fig.add_subplot(), table, x, metric, title, unit, x_unit, by)
+    return fig
+
+
+def bands(panels: list[tuple[pd.DataFrame, str, str]], title: str) -> Figure:
+    """Several `band` panels side by side: (table, x, metric) each, as seed 001's
+    acceptance rate against each threshold."""
+    fig = Figure(figsize=(6 * len(panels), 4.5), layout="constrained")
+    for index, (table, x, metric) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), index + 1)
+        _draw_band(ax, table, x, metric, f"{metric} against {x}")
+    fig.suptitle(f"{title}: mean and 95% interval")
+    return fig
+
+
+def _draw_band(
+    ax: Axes,
+    table: pd.DataFrame,
+    x: str,
+    metric: str,
+    title: str,
+    unit: str = "",
+    x_unit: str = "",
+    by: Sequence[str] = (),
+) -> None:
     groups = list(dict.fromkeys(table["group"]))
     for index, name in enumerate(groups[:MAX_GROUPS]):
         rows = table[table["group"] == name].sort_values(x)
@@ -90,12 +117,10 @@ def band(
     ax.set_ylabel(axis_label(metric, unit))
     if _spans_decades(table[x]):
         ax.set_xscale("log")
-    what = "per step" if x == "step" else f"against {x}"
-    ax.set_title(_titled(f"{metric} {what}: mean and 95% interval across seeds", groups))
+    ax.set_title(title)
     if len(groups) > 1 or groups[0] != "":
         ax.legend(fontsize="small", title=by[0] if len(by) == 1 else None)
     ax.grid(alpha=0.3)
-    return fig
 
 
 def means(panels: dict[str, tuple[pd.DataFrame, str]], title: str) -> Figure:

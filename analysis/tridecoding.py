@@ -5,11 +5,13 @@ that acceptance rates under adaptive stopping are selection-biased."""
 from __future__ import annotations
 
 from analysis import plots
+from analysis.aggregates import curve
 from analysis.document import Plot, Section, fmt
 from analysis.settings import ReportSettings
 from analysis.sweep import Sweep
 
 THRESHOLDS = ("small_draft_threshold", "draft_target_threshold")
+RATES = ("little_acceptance_rate", "draft_acceptance_rate")  # each set by its threshold
 REPORT = ReportSettings(
     metrics=["speedup", "speedup_vs_two_level", "two_level_speedup", "predicted_speedup",
              "little_acceptance_rate", "draft_acceptance_rate", "tokens_per_target_call",
@@ -56,6 +58,13 @@ def report_section(sweep: Sweep, settings: ReportSettings) -> list[Section]:
                 ),
             ),
         )
+    panels = [
+        (curve(trials, threshold, [], rate), threshold, rate)
+        for threshold, rate in zip(THRESHOLDS, RATES, strict=True)
+        if rate in trials
+    ]
+    title = "Acceptance rate against its threshold (the other threshold and seeds pooled)"
+    section.add(Plot("acceptance-vs-thresholds", plots.bands(panels, title)))
     return [
         section.add(
             "Acceptance rates are selection-biased under adaptive stopping: a higher threshold "

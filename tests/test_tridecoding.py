@@ -96,4 +96,5 @@ def test_the_report_has_the_familys_heat_map(storage: Path, decoded):
     md = (folder / "report.md").read_text()
     assert "## Tri-decoding: speedup over the threshold grid" in md
     assert (folder / "speedup-heatmap.png").is_file()
+    assert (folder / "acceptance-vs-thresholds.png").is_file()  # seed 001's two panels
     assert "little_acceptance_rate-vs-small_draft_threshold.png" in md  # seed 001's panels
