@@ -67,7 +67,7 @@ def not_converged(sweep: Sweep, settings: ReportSettings) -> pd.DataFrame:
     columns = ["sweep", "trial_id", "group", "seed", "metric", "first", "last"]
     if not metrics:
         return pd.DataFrame(columns=columns)
-    steps = sweep.steps().sort_values("step")
+    steps = sweep.steps.sort_values("step")
     keys = ["sweep", "trial_id"]
     rows = []
     for metric in metrics:

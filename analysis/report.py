@@ -86,7 +86,7 @@ def plot_metric(
         raise AnalysisError(f"{metric!r} was not reported per step; plot it against --x PARAM")
     if not per_step and metric not in sweep.final_metrics:
         raise AnalysisError(f"{metric!r} was reported per step only; plot it per step (no --x)")
-    frame = sweep.steps() if per_step else sweep.ok
+    frame = sweep.steps if per_step else sweep.ok
     others = [by] if by else [c for c in sweep.group_columns if c != x]
     unit = settings.unit(metric)
     if frame[metric].notna().sum() == 0:

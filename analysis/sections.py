@@ -375,7 +375,7 @@ def _curves_section(a: Analysis) -> Section:
     step_metrics = declared or sweep.step_metrics[:MAX_METRICS]
     if step_metrics:
         section.add("Per-step metrics: mean across seeds with its 95% t-interval as a band.")
-        steps = sweep.steps()
+        steps = sweep.steps
         for metric in step_metrics:
             table = curve(steps, "step", sweep.group_columns, metric)
             if table.empty:  # reported by failed attempts only

@@ -112,8 +112,10 @@ class Sweep:
         columns = list(dict.fromkeys(keys))
         return self.ok[columns].assign(group=self.label(self.ok))
 
+    @cached_property
     def steps(self) -> pd.DataFrame:
-        """Per-step rows of the successful attempts, with their group columns, label and seed."""
+        """Per-step rows of the successful attempts, with their config and group label
+        (merged once: the checks and the curves both read it)."""
         return self.metrics.merge(self.ids, on=["sweep", "trial_id", "attempt"], how="inner")
 
     def seeds_asked(self) -> dict[str, int | None]:

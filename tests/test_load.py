@@ -41,7 +41,7 @@ def test_load_keeps_every_attempt_and_every_column(folder: Path):
     assert sweep.factors == ["act"]  # steps is a constant param, seed is not a factor
     assert sweep.label(sweep.ok).tolist() == sweep.ok["act"].tolist()
     assert sweep.seeds_asked() == {"s1": 2}
-    assert len(sweep.steps()) == 9 and set(sweep.steps()["group"]) == {"a", "b"}
+    assert len(sweep.steps) == 9 and set(sweep.steps["group"]) == {"a", "b"}
 
 
 def test_load_a_results_root_unifies_columns_and_makes_the_sweep_a_factor(folder: Path):
