@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -71,7 +72,9 @@ def compare_two(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> dict[
     out.update(u=float(u.statistic), p_mwu=float(u.pvalue), hedges_g=hedges_g(a, b))
     if np.var(a) == 0 and np.var(b) == 0:
         return out  # no spread at all: t is undefined
-    welch = stats.ttest_ind(a, b, equal_var=False)
+    with warnings.catch_warnings():  # near-equal values: scipy warns, the result stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        welch = stats.ttest_ind(a, b, equal_var=False)
     interval = welch.confidence_interval(confidence)
     out.update(
         t=float(welch.statistic),

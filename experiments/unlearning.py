@@ -1,0 +1,183 @@
+"""Unlearning with soft vs hard targets (SCIENCE.md section 3, seed notebook 000).
+
+Each trial trains a classifier (`arch`: mlp or cnn) on the training set from its
+seed, then makes it forget the forget set (`forget_class`, or a random
+`forget_fraction` of the training set) with `algorithm`:
+  gradasc    gradient ascent on the forget set: minimise -CE(model(x_f), targets)
+  graddiff   gradient difference: -CE on the forget set + CE on the retain set
+  retrain    the reference: the same initial weights trained on the retain set only
+The targets on the forget set (`targets`):
+  hard       the true labels, one-hot
+  soft       the original model's softmax at `temperature` > 1
+  smooth     label smoothing: (1 - smoothing) one-hot + smoothing / classes
+Soft targets stay probability vectors: the seed notebook took their argmax, which
+made them hard labels again. At temperature 1 the targets equal the model's own
+predictions and the first gradient of the cross-entropy is exactly zero, so
+nothing is unlearned: such a config is refused.
+
+Metrics: forget / retain / test accuracy before and after (and, forgetting a class,
+accuracy on that class in the test set), ||theta - theta_0||_2 and its ratio to
+||theta_0||, unlearning steps and time. theta_0 is the trained model; for retrain,
+the change is that of the retrained model from it.
+
+Config: dataset ("digits" or an MNIST folder), arch, width, depth, channels,
+forget_class | forget_fraction, test_fraction, data_seed, epochs, lr, batch_size,
+algorithm, targets, temperature, smoothing, unlearn_steps, unlearn_lr, stop_at_forget_acc,
+eval_every.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from analysis.unlearning import REPORT, report_section
+from experiments.vision.data import DIGITS, Images, Split, load_images, split
+from experiments.vision.models import accuracy, build, flat_parameters
+
+ALGORITHMS = ("gradasc", "graddiff", "retrain")
+TARGETS = ("hard", "soft", "smooth")
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy against probability vectors (one-hot rows give the usual CE)."""
+    return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def make_targets(
+    kind: str,
+    y: torch.Tensor,
+    logits: torch.Tensor,
+    temperature: float = 2.0,
+    smoothing: float = 0.1,
+) -> torch.Tensor:
+    """(n, classes) target distributions for labels y, given the original model's logits."""
+    classes = logits.shape[1]
+    one_hot = F.one_hot(y, classes).float()
+    if kind == "hard":
+        return one_hot
+    if kind == "soft":
+        if temperature <= 1:
+            raise ValueError(
+                f"temperature {temperature}: soft targets need temperature > 1. At 1 they equal "
+                "the model's own predictions, so the gradient of the cross-entropy is exactly "
+                "zero and nothing is unlearned (SCIENCE.md section 3)"
+            )
+        return torch.softmax(logits.detach() / temperature, dim=1)
+    if kind == "smooth":
+        if not 0 < smoothing < 1:
+            raise ValueError(f"smoothing {smoothing}: must lie in (0, 1)")
+        return (1 - smoothing) * one_hot + smoothing / classes
+    raise ValueError(f"targets {kind!r}: use one of {', '.join(TARGETS)}")
+
+
+def unlearn(config: dict[str, Any], trial: Any) -> dict[str, Any]:
+    algorithm = config.get("algorithm", "gradasc")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm {algorithm!r}: use one of {', '.join(ALGORITHMS)}")
+    data = split(
+        load_images(config.get("dataset", DIGITS)),
+        config.get("forget_class"),
+        config.get("forget_fraction"),
+        config.get("test_fraction", 0.2),
+        config.get("data_seed", 0),
+    )
+    data = Split(*(_to(part, trial.device) for part in (data.forget, data.retain, data.test)))
+    torch.manual_seed(trial.seed)
+    model = build(config, tuple(data.test.x.shape[1:]), data.n_classes).to(trial.device)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    train_time = train(model, data.train, config, trial.seed)
+    theta_0 = flat_parameters(model)
+    before = accuracies(model, data, config)
+    started = time.perf_counter()
+    if algorithm == "retrain":
+        model.load_state_dict(initial)
+        train(model, data.retain, config, trial.seed)
+        steps = 0
+    else:
+        steps = forget(model, data, config, trial)
+    seconds = time.perf_counter() - started
+    change = (flat_parameters(model) - theta_0).norm().item()
+    return {
+        **{f"{name}_before": value for name, value in before.items()},
+        **accuracies(model, data, config),
+        "param_change": change,
+        "param_change_rel": change / theta_0.norm().item(),
+        "steps_taken": steps,
+        "unlearn_time_s": seconds,
+        "train_time_s": train_time,
+    }
+
+
+def train(model: nn.Module, data: Images, config: dict[str, Any], seed: int) -> float:
+    """`epochs` of Adam over shuffled minibatches; the seed fixes the order. Seconds taken."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.get("lr", 1e-3))
+    order = torch.Generator().manual_seed(seed)
+    batch = config.get("batch_size", 64)
+    started = time.perf_counter()
+    for _ in range(config.get("epochs", 30)):
+        for index in torch.randperm(len(data), generator=order).split(batch):
+            loss = F.cross_entropy(model(data.x[index]), data.y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return time.perf_counter() - started
+
+
+def forget(model: nn.Module, data: Split, config: dict[str, Any], trial: Any) -> int:
+    """SGD on the unlearning loss for `unlearn_steps`, or until the forget accuracy is at
+    most `stop_at_forget_acc` (gradient ascent has no minimum: run on, it wrecks the whole
+    model). Accuracies every `eval_every` steps; returns the steps taken."""
+    with torch.no_grad():
+        logits = model(data.forget.x)
+    targets = make_targets(
+        config.get("targets", "hard"),
+        data.forget.y,
+        logits,
+        config.get("temperature", 2.0),
+        config.get("smoothing", 0.1),
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.get("unlearn_lr", 0.002))
+    order = torch.Generator().manual_seed(trial.seed)
+    batch, steps = config.get("batch_size", 64), config.get("unlearn_steps", 100)
+    every, stop = config.get("eval_every", 5), config.get("stop_at_forget_acc")
+    for step in range(steps):
+        index = torch.randint(0, len(data.forget), (batch,), generator=order)
+        loss = -soft_cross_entropy(model(data.forget.x[index]), targets[index])
+        if config.get("algorithm", "gradasc") == "graddiff":
+            keep = torch.randint(0, len(data.retain), (batch,), generator=order)
+            loss = loss + F.cross_entropy(model(data.retain.x[keep]), data.retain.y[keep])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        done = stop is not None and accuracy(model, data.forget.x, data.forget.y) <= stop
+        if step % every == 0 or step == steps - 1 or done:
+            trial.report(step=step, loss=loss.item(), **accuracies(model, data, config))
+        if done:
+            return step + 1
+    return steps
+
+
+def accuracies(model: nn.Module, data: Split, config: dict[str, Any]) -> dict[str, float]:
+    result = {
+        "forget_acc": accuracy(model, data.forget.x, data.forget.y),
+        "retain_acc": accuracy(model, data.retain.x, data.retain.y),
+        "test_acc": accuracy(model, data.test.x, data.test.y),
+    }
+    if config.get("forget_class") is not None:
+        same = data.test.y == config["forget_class"]
+        result["test_forget_class_acc"] = accuracy(model, data.test.x[same], data.test.y[same])
+    return result
+
+
+def _to(images: Images, device: str) -> Images:
+    return Images(images.x.to(device), images.y.to(device))
+
+
+# What `sweep report` adds for this family: directions, and soft vs hard distributions.
+unlearn.report = REPORT
+unlearn.report_sections = [report_section]

@@ -1,0 +1,1 @@
+"""Small image classifiers and their data, for the unlearning family."""
