@@ -149,6 +149,48 @@ def means(panels: dict[str, tuple[pd.DataFrame, str]], title: str) -> Figure:
     return fig
 
 
+def bars(
+    table: pd.DataFrame,
+    title: str,
+    label: str,
+    reference: float | None = None,
+    limits: tuple[float, float] | None = None,
+) -> Figure:
+    """Grouped bars: one cluster per metric, one bar per group side by side, each with its
+    95% interval (rows: metric, group, mean, ci_low, ci_high, n); a dashed line at
+    `reference` (chance, say); intervals cut at `limits` (0 and 1 for a proportion)."""
+    if limits is not None:
+        table = table.assign(
+            ci_low=table["ci_low"].clip(*limits), ci_high=table["ci_high"].clip(*limits)
+        )
+    metrics = list(dict.fromkeys(table["metric"]))
+    groups = list(dict.fromkeys(table["group"]))[:MAX_GROUPS]
+    fig = Figure(
+        figsize=(max(6.0, 1.1 * len(metrics) * max(len(groups), 2) + 2), 4.5), layout="constrained"
+    )
+    ax = fig.add_subplot()
+    width = 0.8 / len(groups)
+    for index, group in enumerate(groups):
+        rows = table[table["group"] == group].set_index("metric").reindex(metrics)
+        x = np.arange(len(metrics)) + (index - (len(groups) - 1) / 2) * width
+        errors = np.vstack([rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]])
+        n = rows["n"].max()
+        ax.bar(x, rows["mean"], width, color=f"C{index}", label=f"{group} (n={n:.0f})")
+        ax.errorbar(
+            x, rows["mean"], yerr=np.nan_to_num(errors), fmt="none", color="black", capsize=3
+        )
+    if reference is not None:
+        ax.axhline(reference, color="grey", ls="--", lw=1)
+    ax.set_xticks(np.arange(len(metrics)), metrics, rotation=20, ha="right", fontsize="small")
+    ax.set_ylabel(label)
+    if limits is not None:
+        ax.set_ylim(limits[0], limits[1] + 0.12 * (limits[1] - limits[0]))  # room for the legend
+    ax.set_title(_titled(title, table["group"].unique()))
+    ax.legend(fontsize="small", loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
 def scores(table: pd.DataFrame, title: str) -> Figure:
     """Horizontal bars of composite scores: rows are groups, columns are profiles."""
     fig = Figure(

@@ -1,0 +1,151 @@
+"""LM evaluation, baseline vs test-time training (SCIENCE.md section 4, seed notebook 003).
+
+Evaluates a character LM trained by another sweep, named in the spec's
+`inputs: {models: ...}`: the trial of seed s evaluates that sweep's model of
+seed s, picked further by every `model_<key>` param (`model_size: target` finds
+the trial whose `size` is target). `variant` is `baseline` (the model as
+trained) or `ttt` (test-time training: `ttt_steps` steps of SGD at `ttt_lr` on
+the text already read, reset for each pair and each document).
+
+Minimal pairs (`experiments/lm/pairs.py`, built from the validation text, the
+same for every trial): lexical, syntactic and story accuracy, summed and
+length-normalised, each with a Wilson 95% interval over its n pairs. Long
+context: `n_documents` validation documents of `document_len` characters; per
+position loss, binned every `loss_bin` positions into the metrics table
+(step = position), and the least-squares slope of the mean curve from
+`slope_from` on (default: the model's block size, where the baseline's context
+stops growing), with a bootstrap interval over documents.
+
+Config: variant, ttt_lr, ttt_steps, model_<key>, corpus, n_pairs, pair_context,
+n_documents, document_len, loss_bin, slope_from, data_seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from analysis.lmeval import REPORT, report_section
+from experiments.lm import metrics, pairs
+from experiments.lm.data import DEFAULT_CORPUS, load_corpus
+from experiments.lm.model import CharLM
+from experiments.lm.scoring import Adapter, document_losses, score_pairs
+
+VARIANTS = ("baseline", "ttt")
+
+
+def evaluate(config: dict[str, Any], trial: Any) -> dict[str, Any]:
+    variant = config.get("variant", "baseline")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant {variant!r}: use one of {', '.join(VARIANTS)}")
+    adapter = (
+        Adapter(config.get("ttt_lr", 0.01), config.get("ttt_steps", 1))
+        if variant == "ttt"
+        else None
+    )
+    model = load_model(trial, config)
+    corpus = load_corpus(config.get("corpus", DEFAULT_CORPUS))
+    text = "".join(corpus.chars[i] for i in corpus.val.tolist())
+    index = {c: i for i, c in enumerate(corpus.chars)}
+
+    def encode(s: str) -> torch.Tensor:
+        return torch.tensor([index[c] for c in s], dtype=torch.long, device=trial.device)
+
+    started = time.perf_counter()
+    result: dict[str, Any] = {}
+    for task in pairs.TASKS:
+        items = pairs.build(
+            task,
+            text,
+            config.get("n_pairs", 200),
+            config.get("pair_context", 64),
+            config.get("data_seed", 0),
+        )
+        result.update(pair_metrics(task, score_pairs(model, items, encode, adapter)))
+    documents = long_documents(
+        corpus.val, config.get("n_documents", 16), config.get("document_len", 2048)
+    )
+    losses = document_losses(model, [d.to(trial.device) for d in documents], adapter)
+    result.update(position_metrics(losses, config, model.cfg.block_size, trial))
+    return {**result, "eval_time_s": time.perf_counter() - started, "eval_text_sha1": _sha1(text)}
+
+
+def load_model(trial: Any, config: dict[str, Any]) -> CharLM:
+    """The `models` input's model of this trial's seed and `model_<key>` values."""
+    models = trial.inputs.get("models")
+    if models is None:
+        raise ValueError(
+            "lmeval needs the trained models: inputs: {models: results/<training sweep>}"
+        )
+    match = {
+        key.removeprefix("model_"): value
+        for key, value in config.items()
+        if key.startswith("model_")
+    }
+    path = models.artifact(models.find(seed=trial.seed, **match), "model.pt")
+    return CharLM.load(torch.load(path, map_location=trial.device)).to(trial.device)
+
+
+def pair_metrics(task: str, scores: dict[str, np.ndarray]) -> dict[str, float]:
+    n = len(scores["correct"])
+    out: dict[str, float] = {f"{task}_pairs": n}
+    for suffix, key in (("", ""), ("_norm", "_norm")):
+        accuracy = metrics.pair_accuracy(scores["correct" + key], scores["distractor" + key])
+        low, high = metrics.wilson_interval(accuracy, n)
+        out.update(
+            {
+                f"{task}_acc{suffix}": accuracy,
+                f"{task}_acc{suffix}_low": low,
+                f"{task}_acc{suffix}_high": high,
+            }
+        )
+    return out
+
+
+def long_documents(val: torch.Tensor, n: int, length: int) -> list[torch.Tensor]:
+    """n non-overlapping, evenly spaced documents of `length` tokens from the validation ids."""
+    if n * length > len(val):
+        raise ValueError(
+            f"{n} documents of {length} characters need {n * length}; "
+            f"the validation text has {len(val)}"
+        )
+    starts = np.linspace(0, len(val) - length, n).astype(int)
+    return [val[s : s + length] for s in starts]
+
+
+def position_metrics(
+    losses: np.ndarray, config: dict[str, Any], block: int, trial: Any
+) -> dict[str, float]:
+    """Per-bin mean loss into the metrics table (step = the bin's first position); the
+    slope from `slope_from` on, its bootstrap interval; early and long-context loss."""
+    width = config.get("loss_bin", 64)
+    starts, per_document = metrics.binned(losses, width)
+    for start, value in zip(starts, per_document.mean(axis=0), strict=True):
+        trial.report(step=int(start) + 1, position_loss=float(value))  # loss[0] is position 1
+    begin = config.get("slope_from", block)
+    late = starts + 1 >= begin
+    if late.sum() < 2:
+        raise ValueError(
+            f"slope_from {begin}: fewer than two bins of {width} after it; lengthen document_len"
+        )
+    slope, low, high = metrics.slope_interval(starts[late] + width / 2, per_document[:, late])
+    return {
+        "loss_slope": slope,
+        "loss_slope_low": low,
+        "loss_slope_high": high,
+        "early_loss": float(losses[:, : block - 1].mean()),
+        "long_loss": float(losses[:, begin - 1 :].mean()),
+    }
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+# What `sweep report` and `sweep compare` add: benchmark bars, loss-by-position curves, slopes.
+evaluate.report = REPORT
+evaluate.report_sections = [report_section]
