@@ -79,13 +79,16 @@ def band(
     return fig
 
 
-def bands(panels: list[tuple[pd.DataFrame, str, str]], title: str) -> Figure:
+def bands(
+    panels: list[tuple[pd.DataFrame, str, str]], title: str, titles: Sequence[str] = ()
+) -> Figure:
     """Several `band` panels side by side: (table, x, metric) each, as seed 001's
-    acceptance rate against each threshold."""
+    acceptance rate against each threshold; `titles` names the panels."""
     fig = Figure(figsize=(6 * len(panels), 4.5), layout="constrained")
     for index, (table, x, metric) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), index + 1)
-        _draw_band(ax, table, x, metric, f"{metric} against {x}")
+        name = titles[index] if titles else f"{metric} against {x}"
+        _draw_band(ax, table, x, metric, name)
     fig.suptitle(f"{title}: mean and 95% interval")
     return fig
 

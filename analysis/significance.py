@@ -86,6 +86,18 @@ def compare_two(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> dict[
     return out
 
 
+def paired(diff: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
+    """Mean of paired differences, its t-interval and the paired t-test's p (NaN with
+    fewer than two differences or none that differ)."""
+    out = {"n": len(diff), "diff": float(np.mean(diff)) if len(diff) else np.nan,
+           "ci_low": np.nan, "ci_high": np.nan, "p": np.nan}  # fmt: skip
+    if len(diff) > 1 and np.ptp(diff) > 0:
+        test = stats.ttest_1samp(diff, 0.0)
+        interval = test.confidence_interval(confidence)
+        out.update(ci_low=float(interval.low), ci_high=float(interval.high), p=float(test.pvalue))
+    return out
+
+
 def pairwise(df: pd.DataFrame, by: str, metric: str, against: str | None = None) -> pd.DataFrame:
     """Every pair of groups (values of column `by`) compared on `metric`, Holm-corrected;
     with `against`, only the pairs that include that group (for many groups)."""

@@ -93,8 +93,8 @@ def load_model(trial: Any, config: dict[str, Any]) -> CharLM:
 def pair_metrics(task: str, scores: dict[str, np.ndarray]) -> dict[str, float]:
     n = len(scores["correct"])
     out: dict[str, float] = {f"{task}_pairs": n}
-    for suffix, key in (("", ""), ("_norm", "_norm")):
-        accuracy = metrics.pair_accuracy(scores["correct" + key], scores["distractor" + key])
+    for suffix in ("", "_norm"):
+        accuracy = metrics.pair_accuracy(scores["correct" + suffix], scores["distractor" + suffix])
         low, high = metrics.wilson_interval(accuracy, n)
         out.update(
             {

@@ -99,7 +99,7 @@ def unlearn(config: dict[str, Any], trial: Any) -> dict[str, Any]:
         train(model, data.retain, config, trial.seed)
         steps = 0
     else:
-        steps = forget(model, data, config, trial)
+        steps = forget(model, data, config, trial, graddiff=algorithm == "graddiff")
     seconds = time.perf_counter() - started
     change = (flat_parameters(model) - theta_0).norm().item()
     return {
@@ -128,7 +128,9 @@ def train(model: nn.Module, data: Images, config: dict[str, Any], seed: int) -> 
     return time.perf_counter() - started
 
 
-def forget(model: nn.Module, data: Split, config: dict[str, Any], trial: Any) -> int:
+def forget(
+    model: nn.Module, data: Split, config: dict[str, Any], trial: Any, graddiff: bool
+) -> int:
     """SGD on the unlearning loss for `unlearn_steps`, or until the forget accuracy is at
     most `stop_at_forget_acc` (gradient ascent has no minimum: run on, it wrecks the whole
     model). Accuracies every `eval_every` steps; returns the steps taken."""
@@ -148,7 +150,7 @@ def forget(model: nn.Module, data: Split, config: dict[str, Any], trial: Any) ->
     for step in range(steps):
         index = torch.randint(0, len(data.forget), (batch,), generator=order)
         loss = -soft_cross_entropy(model(data.forget.x[index]), targets[index])
-        if config.get("algorithm", "gradasc") == "graddiff":
+        if graddiff:
             keep = torch.randint(0, len(data.retain), (batch,), generator=order)
             loss = loss + F.cross_entropy(model(data.retain.x[keep]), data.retain.y[keep])
         optimizer.zero_grad(set_to_none=True)
@@ -156,7 +158,9 @@ def forget(model: nn.Module, data: Split, config: dict[str, Any], trial: Any) ->
         optimizer.step()
         done = stop is not None and accuracy(model, data.forget.x, data.forget.y) <= stop
         if step % every == 0 or step == steps - 1 or done:
-            trial.report(step=step, loss=loss.item(), **accuracies(model, data, config))
+            trial.report(
+                step=step + 1, loss=loss.item(), **accuracies(model, data, config)
+            )  # updates so far
         if done:
             return step + 1
     return steps

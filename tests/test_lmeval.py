@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from conftest import cli_env
 
+from analysis.lmeval import ttt_vs_baseline
 from experiments.lm import pairs
 from experiments.lm.metrics import pair_accuracy, slope, slope_interval, wilson_interval
 from experiments.lm.model import CharLM, ModelConfig
@@ -79,6 +80,17 @@ def test_a_model_that_prefers_the_correct_item_scores_100_and_a_uniform_one_50()
     items = [Pair("The tree ", "holds ", "hqlds "), Pair("A name ", "raises", "rqises")] * 5
     prefers = score_pairs(AvoidsQ(), items, encode)
     assert pair_accuracy(prefers["correct"], prefers["distractor"]) == 1.0
+    model, pair = tiny_model(block=32), Pair("The tree ", "holds", "hqlds")
+    scores = score_pairs(model, [pair], encode)
+    ids = encode(pair.context + pair.correct)
+    with torch.no_grad():  # log P of each continuation character given all before it
+        logp = F.log_softmax(model(ids[None, :-1])[0], -1).gather(1, ids[1:, None])[:, 0]
+    assert scores["correct"][0] == pytest.approx(
+        logp[len(pair.context) - 1 :].sum().item(), abs=1e-5
+    )
+    assert scores["correct_norm"][0] == pytest.approx(
+        logp[len(pair.context) - 1 :].mean().item(), abs=1e-5
+    )
     uniform = tiny_model()
     with torch.no_grad():
         uniform.head.weight.zero_()  # every logit 0: every character equally likely
@@ -102,6 +114,7 @@ def test_pairs_are_what_they_claim():
     assert all(p.correct != p.distractor for p in syntactic)
     story = pairs.build("story", TEXT, 10, 16)
     assert all(TEXT.count(p.context + p.correct) >= 1 for p in story)
+    assert all(p.distractor != p.correct for p in story)
     assert pairs.build("story", TEXT, 10, 16) == story  # the same items for every trial
 
 
@@ -112,11 +125,12 @@ def test_windows_give_every_position_its_own_prefix_of_at_least_half_a_block():
     with torch.no_grad():
         direct = F.log_softmax(model(ids[None, :8])[0], -1).gather(1, ids[1:9, None])[:, 0]
         assert torch.allclose(logp[:8], direct, atol=1e-5)
-        for t in range(9, 40):  # target t was predicted from ids[s:t], t - s in [4, 8]
-            candidates = [
-                F.log_softmax(model(ids[None, s:t])[0, -1], -1)[ids[t]] for s in range(t - 8, t - 3)
-            ]
-            assert any(torch.isclose(logp[t - 1], c, atol=1e-5) for c in candidates), t
+        # windows begin at 0, 4, 8, ... (half a block apart); target t comes from the window
+        # whose last 4 targets hold it: ids[s:t] with s = 4 * ceil((t - 8) / 4)
+        for t in range(9, 40):
+            start = 4 * -(-(t - 8) // 4)
+            expected = F.log_softmax(model(ids[None, start:t])[0, -1], -1)[ids[t]]
+            assert torch.isclose(logp[t - 1], expected, atol=1e-5), t
 
 
 def test_ttt_learns_text_it_can_only_know_by_reading_and_lr_0_is_the_baseline():
@@ -130,6 +144,18 @@ def test_ttt_learns_text_it_can_only_know_by_reading_and_lr_0_is_the_baseline():
     ttt = document_losses(model, [document], Adapter(lr=0.3, steps=3))[0]
     assert ttt[-100:].mean() < 0.1 < 2.0 < baseline[-100:].mean()
     assert np.allclose(document_losses(model, [document])[0], baseline)  # model restored
+
+
+def test_ttt_never_trains_on_a_token_before_scoring_it():
+    """Change one late token: with TTT, the loss at every earlier position must not move
+    (an adapter that trained on a window before scoring it would move those beside it)."""
+    model, adapter = tiny_model(block=16), Adapter(lr=0.5, steps=2)
+    document = torch.randint(0, len(VOCAB), (200,), generator=torch.Generator().manual_seed(1))
+    changed = document.clone()
+    changed[150] = (changed[150] + 1) % len(VOCAB)
+    before, after = (document_losses(model, [d], adapter)[0] for d in (document, changed))
+    assert np.array_equal(before[:149], after[:149])  # positions 1 .. 149
+    assert before[149] != after[149] and not np.allclose(before[150:], after[150:])
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +231,22 @@ def test_sweep_compare_shows_baseline_and_ttt_side_by_side(storage: Path, evalua
         out / "lmeval-loss-by-position.png"
     ).is_file()
     assert "| sweep=eval-ttt variant=ttt | long_loss | 2 |" in md  # paired over two models
+
+
+def test_ttt_is_paired_with_the_one_baseline_of_the_same_model():
+    rows = [
+        {"sweep": "b", "seed": s, "model_size": "m", "variant": None, "long_loss": 2.0 + s}
+        for s in range(3)
+    ] + [
+        {"sweep": "t", "seed": s, "model_size": "m", "variant": "ttt", "ttt_lr": 0.1,
+         "long_loss": 1.9 + s + 0.01 * s}
+        for s in range(3)
+    ]  # fmt: skip
+    trials = pd.DataFrame(rows).assign(group=lambda f: f["sweep"])
+    config = ["seed", "model_size", "variant", "ttt_lr"]
+    table, note = ttt_vs_baseline(trials, config, ["long_loss"])  # a baseline without `variant`
+    (row,) = table.to_dict("records")
+    assert row["n models"] == 3 and row["mean diff"] == pytest.approx(-0.09) and note == ""
+    twice = pd.concat([trials, trials[trials["sweep"] == "b"].assign(sweep="b2")])
+    table, note = ttt_vs_baseline(twice, config, ["long_loss"])
+    assert table.empty and "no single partner" in note

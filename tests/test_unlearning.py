@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import cli_env
 
+from analysis.unlearning import soft_vs_hard, targets_label
 from experiments.unlearning import make_targets, soft_cross_entropy
 from experiments.vision.data import load_images, read_idx, split
 from experiments.vision.models import accuracy, mlp
@@ -47,15 +48,18 @@ def test_soft_targets_at_temperature_one_give_exactly_zero_gradient_and_are_refu
         make_targets("soft", torch.zeros(16, dtype=torch.long), model(x), temperature=1.0)
 
 
-def test_the_loss_uses_the_whole_soft_distribution_not_its_argmax():
-    logits = torch.tensor([[2.0, 1.0, 0.0]])
-    soft = torch.tensor([[0.5, 0.3, 0.2]])
-    hard = torch.tensor([[1.0, 0.0, 0.0]])  # argmax of soft, the notebook's bug
-    log_p = torch.log_softmax(logits, dim=1)
-    assert soft_cross_entropy(logits, soft).item() == pytest.approx(-(soft * log_p).sum().item())
-    assert soft_cross_entropy(logits, soft).item() != pytest.approx(
-        soft_cross_entropy(logits, hard).item()
-    )
+def test_soft_vs_hard_pairs_runs_by_seed_and_labels_hard_whatever_the_params():
+    seeds = np.arange(6)
+    hard = pd.DataFrame({"seed": seeds, "targets": "hard", "temperature": 2.0,
+                         "forget_acc": 0.1 * seeds})  # fmt: skip
+    soft = hard.assign(targets="soft", forget_acc=0.1 * seeds + 0.5 + 0.01 * (seeds % 2))
+    trials = pd.concat([hard, soft], ignore_index=True)
+    trials["label"] = trials.apply(targets_label, axis=1)
+    assert sorted(trials["label"].unique()) == ["hard", "soft T=2"]
+    table = soft_vs_hard(trials, [], ["forget_acc"])
+    (row,) = table.to_dict("records")
+    assert row["test"] == "paired t" and row["n"] == "6 pairs"
+    assert row["diff"] == pytest.approx(0.505) and row["p (Holm)"] < 1e-6
 
 
 def test_accuracy_of_a_model_with_known_predictions():
@@ -121,7 +125,7 @@ def sweep(ray_instance, tmp_path_factory: pytest.TempPathFactory) -> Path:
         "grid": {
             "method": [
                 {"algorithm": "gradasc", "targets": "hard"},
-                {"algorithm": "graddiff", "targets": "soft", "temperature": 2.0},
+                {"algorithm": "gradasc", "targets": "soft", "temperature": 2.0},
                 {"algorithm": "gradasc", "targets": "soft", "temperature": 1.0},  # refused
                 {"algorithm": "retrain"},
             ]
@@ -163,5 +167,5 @@ def test_the_report_shows_soft_vs_hard_distributions_and_tests(sweep: Path):
     assert "## Unlearning: soft vs hard targets" in md
     for metric in ("forget_acc", "test_acc", "param_change", "param_change_rel"):
         assert (sweep / "report" / f"unlearning-{metric}.png").is_file()
-    assert "| forget_acc | all, pooled | soft temperature=2 | 2/2 |" in md
+    assert "| forget_acc | all | soft T=2 | paired t | 2 pairs |" in md
     assert "Reference: models retrained" in md

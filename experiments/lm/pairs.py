@@ -20,7 +20,7 @@ from dataclasses import dataclass
 TASKS = ("lexical", "syntactic", "story")
 WORD = re.compile(r"(?<![A-Za-z])[a-z]{5,12}(?![A-Za-z])")
 # After a sentence's end and one or two spaces (pydoc uses two) or a newline; may span lines.
-SENTENCE = re.compile(r"(?:(?<=[.!?] )|(?<=[.!?]  )|(?<=[.!?]\n))[A-Z][^.!?]{20,160}[.!?]")
+SENTENCE = re.compile(r"(?:(?<=[.!?] )|(?<=[.!?]  )|(?<=[.!?]\n))[A-Z][^.!?]{20,160}[.!?](?=\s|$)")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,9 @@ class Pair:
 
 
 def build(task: str, text: str, n: int, context: int, seed: int = 0) -> list[Pair]:
-    """Up to n pairs of `task` from `text`, each with `context` characters before it."""
+    """Up to n pairs of `task` from `text`, each with `context` (>= 1) characters before it."""
+    if context < 1:
+        raise ValueError(f"pair_context {context}: a pair needs at least one character before it")
     builders = {"lexical": lexical, "syntactic": syntactic, "story": story}
     if task not in builders:
         raise ValueError(f"task {task!r}: use one of {', '.join(TASKS)}")
@@ -58,7 +60,9 @@ def syntactic(text: str, n: int, context: int, rng: random.Random) -> list[Pair]
     pairs = []
     for match in _sample(list(SENTENCE.finditer(text)), context, n, rng):
         parts = re.split(r"(\s+)", match.group())  # words at even indices, spaces between
-        swappable = [i for i in range(0, len(parts) - 2, 2) if parts[i] != parts[i + 2]]
+        # Inner words only: moving the first (capital) or last (full stop) word is a cue
+        # that has nothing to do with word order.
+        swappable = [i for i in range(2, len(parts) - 4, 2) if parts[i] != parts[i + 2]]
         if not swappable:
             continue
         i = rng.choice(swappable)
@@ -72,11 +76,14 @@ def story(text: str, n: int, context: int, rng: random.Random) -> list[Pair]:
     sentences = list(SENTENCE.finditer(text))
     pairs = []
     for match in _sample(sentences, context, n, rng):
-        other = rng.choice(sentences)
-        while abs(other.start() - match.start()) < 2 * context:  # from elsewhere
-            other = rng.choice(sentences)
-        before = text[match.start() - context : match.start()]
-        pairs.append(Pair(before, match.group(), other.group()))
+        elsewhere = [
+            s
+            for s in sentences
+            if abs(s.start() - match.start()) >= 2 * context and s.group() != match.group()
+        ]
+        if elsewhere:
+            before = text[match.start() - context : match.start()]
+            pairs.append(Pair(before, match.group(), rng.choice(elsewhere).group()))
     return pairs
 
 

@@ -4,14 +4,15 @@
 sequence of any length: windows of the model's block size that overlap by half,
 so every token after the first half-window is predicted from at least block/2
 characters. With an `Adapter`, the model trains on each window right after the
-window is scored, so later windows are predicted by a model that has read the
+window is scored (the half it shares with the previous window is trained on
+twice), so later windows are predicted by a model that has read the
 earlier ones: dynamic evaluation (Krause et al. 2018), the TTT of this project.
 An Adapter never sees a token before that token has been scored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -58,6 +59,8 @@ def token_logprobs(
     """log P(ids[t] | ids[:t]) for t = 1 .. len(ids) - 1, scored in half-overlapping windows;
     with an adapter, the model adapts on each window once it is scored."""
     block, n = model.cfg.block_size, len(ids)
+    if n < 2:
+        raise ValueError(f"{n} token(s): nothing to predict")
     out = torch.empty(n - 1, device=ids.device)
     start, done = 0, 0  # a window's inputs begin at start; targets 1..done are scored
     while done < n - 1:
@@ -72,7 +75,10 @@ def token_logprobs(
 
 
 def score_pairs(
-    model: CharLM, pairs: list[Pair], encode, adapter: Adapter | None = None
+    model: CharLM,
+    pairs: list[Pair],
+    encode: Callable[[str], torch.Tensor],
+    adapter: Adapter | None = None,
 ) -> dict[str, np.ndarray]:
     """Summed and mean log-likelihood of each pair's two continuations given its context.
     With an adapter, the model first trains on the context (restored after each pair)."""

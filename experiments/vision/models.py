@@ -53,7 +53,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Share of correct top-1 predictions; NaN for an empty set."""
     if len(y) == 0:
         return float("nan")
+    was_training = model.training
     model.eval()
     correct = (model(x).argmax(dim=1) == y).float().mean().item()
-    model.train()
+    model.train(was_training)
     return correct
