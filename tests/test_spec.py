@@ -132,3 +132,14 @@ def test_extending_a_spec_keeps_old_ids():
     old = {trial_id("trivial", c) for c in expand(spec(grid={"a": [1, 2]}, seeds=2))}
     new = {trial_id("trivial", c) for c in expand(spec(grid={"a": [1, 2, 3]}, seeds=3))}
     assert old < new and len(new - old) == 9 - 4
+
+
+SHIPPED = sorted((Path(__file__).parent.parent / "experiments" / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_spec_is_valid_and_names_an_installed_experiment(path: Path):
+    from orchestrator.registry import resolve
+
+    loaded = load_spec(path)
+    assert callable(resolve(loaded.experiment)) and expand(loaded)
