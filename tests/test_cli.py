@@ -4,6 +4,7 @@ drivers that are killed or interrupted mid-sweep."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -141,8 +142,9 @@ def test_every_command_has_help(tmp_path: Path):
         assert out.returncode == 0 and "Usage:" in out.stdout
 
 
-def _start_and_kill(tmp_path: Path, spec: Path, sig: signal.Signals) -> None:
-    """Start `sweep run`, wait until some trials are recorded, then send `sig`."""
+def _start_and_kill(tmp_path: Path, spec: Path, sig: signal.Signals, later: float = 0.0) -> None:
+    """Start `sweep run`, wait until some trials are recorded and `later` seconds more,
+    then send `sig`."""
     driver = subprocess.Popen(
         [SWEEP, "run", str(spec)], cwd=tmp_path, env=cli_env(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -152,6 +154,7 @@ def _start_and_kill(tmp_path: Path, spec: Path, sig: signal.Signals) -> None:
     while not (trials.is_dir() and any(trials.glob("*.parquet"))):
         assert time.monotonic() < deadline and driver.poll() is None, "no trial was recorded"
         time.sleep(0.2)
+    time.sleep(later)
     if sig == signal.SIGKILL:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
     else:
@@ -176,6 +179,51 @@ def test_an_interrupted_driver_loses_nothing_and_duplicates_nothing(tmp_path: Pa
     assert set(partial["trial_id"]) <= set(final["trial_id"])
     metrics = pd.read_parquet(tmp_path / "results" / "cli" / "metrics")
     assert set(metrics["trial_id"]) == set(final["trial_id"])
+
+
+def test_a_driver_killed_again_and_again_ends_like_an_uninterrupted_run(tmp_path: Path):
+    """SIGKILL at random points, three times, then run to the end: the same trials with the
+    same results as a run never interrupted, one successful row each, every file whole."""
+    rng = random.Random(7)
+    fields = {"grid": {"x": [1, 4, 5, 6, 7, 8]}, "seeds": 4, "params": {"sleep": 0.15}}
+    spec = write_spec(tmp_path, **fields)
+    for _ in range(3):
+        _start_and_kill(tmp_path, spec, signal.SIGKILL, later=rng.uniform(0, 1.5))
+    assert sweep("run", str(spec), cwd=tmp_path).returncode == 0
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    assert sweep("run", str(write_spec(clean, **fields)), cwd=clean).returncode == 0
+
+    def final(root: Path) -> pd.DataFrame:
+        folder = root / "results" / "cli" / "trials"
+        for file in folder.iterdir():  # no temporary or half-written file left behind
+            assert file.suffix == ".parquet" and pd.read_parquet(file) is not None, file
+        trials = pd.read_parquet(folder)
+        ok = trials[trials["status"] == "ok"]
+        assert ok["trial_id"].is_unique
+        return ok.set_index("trial_id")[["x", "seed", "loss"]].sort_index()
+
+    pd.testing.assert_frame_equal(final(tmp_path), final(clean))
+
+
+def test_two_sweeps_into_one_results_folder_at_once_keep_to_their_own(tmp_path: Path):
+    specs = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        specs.append(write_spec(tmp_path / name, name=name, grid={"x": [1, 2, 4]},
+                                storage=str(tmp_path / "results")))  # fmt: skip
+    runs = [
+        subprocess.Popen([SWEEP, "run", str(spec)], cwd=spec.parent, env=cli_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for spec in specs
+    ]  # fmt: skip
+    for run in runs:
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+    for name in ("first", "second"):
+        trials = pd.read_parquet(tmp_path / "results" / name / "trials")
+        assert len(trials) == 6 and (trials["sweep"] == name).all()
+        assert (trials["status"] == "ok").all() and trials["trial_id"].is_unique
 
 
 def test_joining_a_cluster_with_address(tmp_path: Path):
