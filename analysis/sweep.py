@@ -2,8 +2,9 @@
 
 A sweep folder holds `trials/`, `metrics/`, optional `pairs/` (Parquet) and
 `sweep.json`. `load` takes one sweep folder, a results root holding several, or
-a list of either; with several sweeps the tables are stacked and columns unified
-(a column one sweep lacks is null there).
+a list of either, as local paths or URIs (`s3://bucket/results/name`, read
+through pyarrow's filesystems); with several sweeps the tables are stacked and
+columns unified (a column one sweep lacks is null there).
 
 Vocabulary: a *factor* is a config column that varies between trials (the seed
 aside); a *group* is one combination of factor values, i.e. a config minus its
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from analysis.columns import BOOKKEEPING, PAIR_COLUMNS, STEP_COLUMNS
@@ -156,20 +158,23 @@ def label_rows(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
 
 
 def load(paths: str | Path | Sequence[str | Path]) -> Sweep:
-    """Every sweep under `paths`: a sweep folder, a folder of sweep folders, or a list."""
+    """Every sweep under `paths`: a sweep folder, a folder of sweep folders, or a list;
+    local paths or URIs (s3://...)."""
     folders = _sweep_folders([paths] if isinstance(paths, str | Path) else list(paths))
     metas = {}
     frames: dict[str, list[pd.DataFrame]] = {"trials": [], "metrics": [], "pairs": []}
     non_finite = [_NO_VALUES]
     for folder in folders:
-        meta = json.loads((folder / "sweep.json").read_text())
-        name = meta.get("name", folder.name)
+        with folder.fs.open_input_stream(f"{folder.path}/sweep.json") as f:
+            meta = json.loads(f.read())
+        name = meta.get("name", folder.path.rsplit("/", 1)[-1])
         if name in metas:
             raise AnalysisError(f"{folder}: a second sweep named {name!r}; load one of them")
         metas[name] = meta
         for table in frames:
-            if (folder / table).is_dir() and any((folder / table).glob("*.parquet")):
-                frame, bad = _read(folder / table, name)
+            files = folder.parquet_files(table)
+            if files:
+                frame, bad = _read(folder.fs, files, name)
                 frames[table].append(frame)
                 non_finite.append(bad.assign(table=table))
     if not frames["trials"]:
@@ -190,25 +195,67 @@ def load(paths: str | Path | Sequence[str | Path]) -> Sweep:
     )
 
 
-def _sweep_folders(paths: list[str | Path]) -> list[Path]:
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if (path / "sweep.json").is_file():
-            found.append(path)
-        elif path.is_dir() and (inside := sorted(p.parent for p in path.glob("*/sweep.json"))):
+@dataclass(frozen=True)
+class Folder:
+    """A folder on a local disk or in a bucket, with the filesystem that reads it."""
+
+    fs: pafs.FileSystem = field(compare=False)
+    path: str
+    given: str = field(compare=False)  # as the user wrote it, for messages
+
+    @property
+    def kind(self) -> str:  # "local", "s3", ...: with the path, what tells folders apart
+        return self.fs.type_name
+
+    @classmethod
+    def at(cls, given: str | Path) -> Folder:
+        text = str(given)
+        if "://" in text:
+            fs, path = pafs.FileSystem.from_uri(text)
+            return cls(fs, path.rstrip("/"), text)
+        return cls(pafs.LocalFileSystem(), str(Path(text).resolve()), text)
+
+    def __str__(self) -> str:
+        return self.given
+
+    def has_file(self, name: str) -> bool:
+        return self.fs.get_file_info(f"{self.path}/{name}").type == pafs.FileType.File
+
+    def subfolders(self) -> list[Folder]:
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+        inside = sorted(i.path for i in infos if i.type == pafs.FileType.Directory)
+        return [
+            Folder(self.fs, p, f"{self.given.rstrip('/')}/{p.rsplit('/', 1)[-1]}") for p in inside
+        ]
+
+    def parquet_files(self, table: str) -> list[str]:
+        """The table's files in name order: the newest, which carries every column, first."""
+        selector = pafs.FileSelector(f"{self.path}/{table}", allow_not_found=True)
+        return sorted(
+            i.path for i in self.fs.get_file_info(selector) if i.path.endswith(".parquet")
+        )
+
+
+def _sweep_folders(paths: list[str | Path]) -> list[Folder]:
+    found: list[Folder] = []
+    for folder in map(Folder.at, paths):
+        if folder.has_file("sweep.json"):
+            found.append(folder)
+        elif inside := [f for f in folder.subfolders() if f.has_file("sweep.json")]:
             found += inside
         else:
-            what = (
-                "does not exist" if not path.exists() else "holds no sweep.json, nor do its folders"
+            exists = folder.fs.get_file_info(folder.path).type != pafs.FileType.NotFound
+            what = "holds no sweep.json, nor do its folders" if exists else "does not exist"
+            raise AnalysisError(
+                f"{folder}: {what}; give a sweep folder or a results root (sweep ls)"
             )
-            raise AnalysisError(f"{path}: {what}; give a sweep folder or a results root (sweep ls)")
-    return list(dict.fromkeys(found))
+    return list({(f.kind, f.path): f for f in found}.values())
 
 
-def _read(folder: Path, sweep: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A table's files in one read (the newest file carries every column, see store.py),
+def _read(fs: pafs.FileSystem, files: list[str], sweep: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A table's files in one read (the first file carries every column, see store.py),
     and its NaN/Inf values, found while Arrow still tells them from nulls."""
-    table = pq.read_table(folder)
+    table = pq.read_table(files, filesystem=fs)
     frame = table.to_pandas()
     frame["sweep"] = pd.Categorical.from_codes(np.zeros(len(frame), dtype=np.int8), [sweep])
     return frame, _find_non_finite(table).assign(sweep=sweep)

@@ -15,7 +15,7 @@ from analysis.errors import AnalysisError
 from orchestrator.errors import InputError
 from orchestrator.registry import available
 from orchestrator.runner import Plan, run_sweep
-from orchestrator.store import SweepStore
+from orchestrator.store import store_at
 from orchestrator.summary import ls_table, status_text
 
 EXIT_TRIALS_FAILED = 1
@@ -110,9 +110,9 @@ def _describe_plan(plan: Plan) -> str:
 
 
 @main.command(name="ls")
-@click.argument("root", default="results", type=click.Path(file_okay=False))
+@click.argument("root", default="results", metavar="[ROOT]")
 def ls_(root: str) -> None:
-    """List the sweeps under ROOT (default: results/)."""
+    """List the sweeps under ROOT, a folder or a URI (default: results/)."""
     table = ls_table(root)
     if table.empty:
         click.echo(f"no sweeps under {root}/")
@@ -121,10 +121,11 @@ def ls_(root: str) -> None:
 
 
 @main.command()
-@click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
-def status(sweep_dir: Path) -> None:
-    """Show one sweep: counts, runs, failed trials, NaN/Inf metrics, trials."""
-    store = SweepStore(str(sweep_dir.parent), sweep_dir.name)
+@click.argument("sweep_dir", metavar="SWEEP_DIR")
+def status(sweep_dir: str) -> None:
+    """Show one sweep (a folder or a URI): counts, runs, failed trials, NaN/Inf metrics,
+    trials."""
+    store = store_at(sweep_dir)
     if not store.exists():
         raise InputError(f"{sweep_dir}: not a sweep folder (no sweep.json); see `sweep ls`")
     click.echo(status_text(store))
@@ -182,10 +183,11 @@ def _report_options(default_out: str) -> Callable[[Callable], Callable]:
 
 
 @main.command()
-@click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
-@_report_options("SWEEP_DIR/report")
-def report(sweep_dir: Path, out: Path | None, **options: object) -> None:
+@click.argument("sweep_dir", metavar="SWEEP_DIR")
+@_report_options("SWEEP_DIR/report, or ./<sweep>/report for a bucket")
+def report(sweep_dir: str, out: Path | None, **options: object) -> None:
     """Write the report of a sweep: report.html (self-contained), report.md, CSV, PNG.
+    SWEEP_DIR is a folder or a URI (s3://bucket/results/name).
 
     Aggregates over seeds with 95% intervals, checks (failed trials, NaN/Inf,
     losses that did not go down, missing seeds), rankings, significance tests,
@@ -198,17 +200,17 @@ def report(sweep_dir: Path, out: Path | None, **options: object) -> None:
 
 
 @main.command()
-@click.argument("sweep_dirs", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("sweep_dirs", nargs=-1, metavar="SWEEP_DIR...")
 @click.option(
     "--all",
     "root",
-    type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Compare every sweep under this results folder.",
+    metavar="RESULTS_DIR",
+    help="Compare every sweep under this results folder (or bucket URI).",
 )
 @_report_options("compare-<names> beside the sweeps")
 def compare(
-    sweep_dirs: tuple[Path, ...], root: Path | None, out: Path | None, **options: object
+    sweep_dirs: tuple[str, ...], root: str | None, out: Path | None, **options: object
 ) -> None:
     """Compare several sweeps side by side: sweep compare A B [C ...], or --all results/.
 
@@ -223,7 +225,7 @@ def compare(
 
 
 @main.command()
-@click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("sweep_dir", metavar="SWEEP_DIR")
 @click.option("--metric", required=True, help="The metric to plot (final or per step).")
 @click.option(
     "--x",
@@ -245,7 +247,7 @@ def compare(
     default=None,
     help="PNG file (default: SWEEP_DIR/plots/<metric>[-vs-<x>].png).",
 )
-def plot(sweep_dir: Path, metric: str, x: str | None, by: str | None, out: Path | None) -> None:
+def plot(sweep_dir: str, metric: str, x: str | None, by: str | None, out: Path | None) -> None:
     """Draw one figure of a sweep's metric."""
     from orchestrator import reporting  # scipy and matplotlib: only when needed
 

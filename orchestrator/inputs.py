@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from orchestrator.errors import InputError
-from orchestrator.store import SweepStore
+from orchestrator.store import SweepStore, store_at
 
 
 @dataclass
@@ -71,9 +71,3 @@ def resolve_inputs(inputs: dict[str, str]) -> dict[str, SweepInput]:
             raise InputError(f"inputs.{name}: {store.uri} has no successful trial yet")
         resolved[name] = SweepInput(name, store.uri)
     return resolved
-
-
-def store_at(folder: str) -> SweepStore:
-    """The store of a sweep folder given as a path (relative to where you run) or URI."""
-    root, _, sweep = folder.rstrip("/").rpartition("/")
-    return SweepStore(root or ".", sweep)

@@ -23,24 +23,26 @@ from analysis.sweep import Sweep, load
 from orchestrator.registry import resolve
 
 
-def report(sweep_dir: Path, out: Path | None, **options: Any) -> Path:
-    """The report of one sweep, into `out` (default: SWEEP_DIR/report)."""
+def report(sweep_dir: str | Path, out: Path | None, **options: Any) -> Path:
+    """The report of one sweep, into `out` (default: SWEEP_DIR/report; for a sweep in a
+    bucket, ./<sweep>/report)."""
     sweep = load(sweep_dir)
     if len(sweep.meta) > 1:
         raise AnalysisError(
             f"{sweep_dir} holds several sweeps; use sweep compare --all {sweep_dir}"
         )
     title = f"Sweep report: {sweep.name}"
-    return _write(sweep, out or sweep_dir / "report", title, [], **options)
+    return _write(sweep, out or _local(sweep_dir, sweep.name) / "report", title, [], **options)
 
 
-def compare(paths: Sequence[Path], out: Path | None, **options: Any) -> Path:
+def compare(paths: Sequence[str | Path], out: Path | None, **options: Any) -> Path:
     """One report over several sweeps, the sweep being a factor; default folder beside them."""
     sweep = load(paths)
     if len(sweep.meta) < 2:
         raise AnalysisError(f"{', '.join(map(str, paths))}: only one sweep; use sweep report")
     if out is None:
-        base = paths[0] if len(paths) == 1 else paths[0].parent
+        first = _local(paths[0], ".")
+        base = first if len(paths) == 1 or "://" in str(paths[0]) else first.parent
         out = base / (
             "compare-all" if len(paths) == 1 else "compare-" + "+".join(sweep.names)[:100]
         )
@@ -72,13 +74,21 @@ def _write(
     )
 
 
-def plot(sweep_dir: Path, metric: str, x: str | None, by: str | None, out: Path | None) -> Path:
+def plot(
+    sweep_dir: str | Path, metric: str, x: str | None, by: str | None, out: Path | None
+) -> Path:
     sweep = load(sweep_dir)
     defaults, _ = family(sweep)
     figure = plot_metric(sweep, metric, x, by, defaults)
-    path = out or sweep_dir / "plots" / f"{figure.name}.png"
+    path = out or _local(sweep_dir, sweep.name) / "plots" / f"{figure.name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     return save(figure.figure, path)
+
+
+def _local(where: str | Path, sweep_name: str) -> Path:
+    """Where output about a sweep goes by default: its own folder, or for a sweep in a
+    bucket (s3://...), ./<sweep name> on this machine."""
+    return Path(sweep_name) if "://" in str(where) else Path(where)
 
 
 def family(sweep: Sweep) -> tuple[ReportSettings, list[Hook]]:

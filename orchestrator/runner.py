@@ -25,11 +25,11 @@ from typing import Any, TextIO
 import pandas as pd
 
 from orchestrator.errors import InputError
-from orchestrator.inputs import SweepInput, resolve_inputs, store_at
+from orchestrator.inputs import SweepInput, resolve_inputs
 from orchestrator.provenance import git_state
 from orchestrator.registry import Experiment, resolve
 from orchestrator.spec import SweepSpec, load_spec
-from orchestrator.store import SweepStore
+from orchestrator.store import SweepStore, store_at
 from orchestrator.trials import CELL_KEY, TrialIndex, expand, search_space, trial_id
 
 # Tune's own JSON/CSV/TensorBoard loggers are replaced by our Parquet sink; they

@@ -195,3 +195,9 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def _as_text(values: list[Any]) -> pa.Array:
     return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def store_at(folder: str) -> SweepStore:
+    """The store of a sweep folder given as a path (relative to where you run) or URI."""
+    root, _, sweep = folder.rstrip("/").rpartition("/")
+    return SweepStore(root or ".", sweep)

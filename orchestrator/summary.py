@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 
 from orchestrator.spec import RESERVED_KEYS
 from orchestrator.store import SweepStore
@@ -35,15 +36,11 @@ class SweepSummary:
 
 
 def find_sweeps(root: str) -> list[SweepStore]:
-    """Every sweep folder (one holding sweep.json) directly under `root`."""
-    base = Path(root)
-    if not base.is_dir():
-        return []
-    return [
-        SweepStore(str(base), d.name)
-        for d in sorted(base.iterdir())
-        if (d / "sweep.json").is_file()
-    ]
+    """Every sweep folder (one holding sweep.json) directly under `root`, a folder or URI."""
+    fs, base = pafs.FileSystem.from_uri(root if "://" in root else str(Path(root).resolve()))
+    infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    names = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+    return [store for store in (SweepStore(root, name) for name in names) if store.exists()]
 
 
 def latest_status(trials: pd.DataFrame) -> pd.Series:
