@@ -1,9 +1,9 @@
-"""Trials on another node than the driver, and trials given (fractions of) a GPU.
+"""Trials on another node than the driver, and trials given (fractions of) GPUs.
 
-A real two-node Ray cluster on this machine (ray.cluster_utils.Cluster): the
-head, where the driver runs, has no CPU for trials, so every trial runs on the
+A real three-node Ray cluster on this machine (ray.cluster_utils.Cluster): the
+head, where the driver runs, has no CPU for trials, so every trial runs on a
 worker node and its artifacts travel through the writer actor on the head. The
-worker declares one GPU, which Ray hands out like a real one.
+workers declare one and two GPUs, which Ray hands out like real ones.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    nodes.add_node(num_cpus=2, num_gpus=1)  # a logical GPU: Ray assigns it, no CUDA needed
+    nodes.add_node(num_cpus=2, num_gpus=1)  # logical GPUs: Ray assigns them, no CUDA needed
+    nodes.add_node(num_cpus=2, num_gpus=2)
     ray.init(address=nodes.address)
     yield nodes
     ray.shutdown()
@@ -71,11 +72,40 @@ def test_fractional_gpu_trials_share_the_device_and_see_cuda(tmp_path: Path, clu
     assert run_sweep(tmp_path / "spec.yaml", progress=None).count("ok") == 4
     trials = pd.read_parquet(tmp_path / "results" / "gpu" / "trials")
     assert (trials["device"] == "cuda").all()
-    assert (trials["gpu_ids"] == "0").all() and (trials["visible"] == "0").all()
-    overlap = [
-        (a.trial_id, b.trial_id)
-        for a in trials.itertuples()
-        for b in trials.itertuples()
+    assert (trials["gpu_ids"] == trials["visible"]).all()  # it sees its own device only
+    shared = [(a, b) for a, b in overlapping(trials) if (a.node, a.gpu_ids) == (b.node, b.gpu_ids)]
+    assert shared  # two trials held half of one GPU each at the same time
+
+
+def test_whole_gpu_trials_see_one_device_each_none_held_twice(tmp_path: Path, cluster):
+    source = """
+        import os
+        import time
+
+        def experiment(config, trial):
+            time.sleep(1.5)
+            return {"visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    """
+    spec = {"name": "whole", "experiment": "whole_exp:experiment", "grid": {"x": [1, 2, 3]},
+            "seeds": 2, "resources": {"cpu": 0.5, "gpu": 1},
+            "storage": str(tmp_path / "r")}  # fmt: skip
+    write_sweep(tmp_path, "whole_exp", source, **spec)
+    assert run_sweep(tmp_path / "spec.yaml", progress=None).count("ok") == 6
+    trials = pd.read_parquet(tmp_path / "r" / "whole" / "trials")
+    assert (trials["gpu_ids"] == trials["visible"]).all()
+    assert trials["visible"].str.fullmatch(r"\d").all()  # one device, not a list
+    gpus = {n["NodeID"]: n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]}
+    assert all(gpus[node] >= 1 for node in trials["node"])  # only where GPUs are
+    for a, b in overlapping(trials):  # at the same time on one node: different devices
+        assert a.node != b.node or a.gpu_ids != b.gpu_ids
+    assert trials.groupby("node")["gpu_ids"].nunique().max() == 2  # both of the 2-GPU node
+
+
+def overlapping(trials: pd.DataFrame) -> list[tuple]:
+    rows = list(trials.itertuples())
+    return [
+        (a, b)
+        for a in rows
+        for b in rows
         if a.trial_id < b.trial_id and a.started_at < b.finished_at and b.started_at < a.finished_at
     ]
-    assert overlap  # two trials held half the GPU each at the same time
