@@ -12,10 +12,8 @@ from the trials' saved distributions, into `<sweep>/pairs/pairs.parquet`.
 from __future__ import annotations
 
 import functools
+import io
 import itertools
-import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,7 @@ import pandas as pd
 from analysis.aggregates import aggregate
 from analysis.document import Section, fmt, markdown_table
 from analysis.settings import ReportSettings
-from analysis.sweep import Sweep
+from analysis.sweep import Folder, Sweep, load
 
 PAIR_METRICS = ["pd", "relative_pd", "top1_mismatch_pct"]
 # What `sweep report` knows about this family (the spec's report: section overrides it).
@@ -60,18 +58,18 @@ def prediction_difference(p_a: np.ndarray, p_b: np.ndarray, labels: np.ndarray) 
 def compute_pairs(
     sweep_dir: str | Path, probs: str = "probs.npy", labels: str = "targets.npy"
 ) -> pd.DataFrame:
-    """One row per pair of successful trials that differ only in their seed."""
-    sweep = Path(sweep_dir)
-    meta = json.loads((sweep / "sweep.json").read_text())
-    trials = pd.read_parquet(sweep / "trials")
-    trials = trials[trials["status"] == "ok"].drop_duplicates("trial_id").sort_values("seed")
-    group_cols = [c for c in meta["config_columns"] if c != "seed"]
-    load = functools.cache(lambda trial_id: _load(sweep, trial_id, probs, labels))
+    """One row per pair of successful trials that differ only in their seed; the sweep
+    folder may be a local path or a URI (s3://...)."""
+    folder = Folder.at(sweep_dir)
+    sweep = load(sweep_dir)
+    trials = sweep.ok[sweep.ok["status"] == "ok"].sort_values("seed")  # stopped ones saved none
+    group_cols = [c for c in sweep.config_columns if c != "seed"]
+    arrays = functools.cache(lambda trial_id: _arrays(folder, trial_id, probs, labels))
     rows = []
     for key, group in trials.groupby(group_cols, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         for a, b in itertools.combinations(group.itertuples(index=False), 2):
-            (p_a, y_a), (p_b, y_b) = load(a.trial_id), load(b.trial_id)
+            (p_a, y_a), (p_b, y_b) = arrays(a.trial_id), arrays(b.trial_id)
             if not np.array_equal(y_a, y_b):
                 raise ValueError(
                     f"trials {a.trial_id} and {b.trial_id} were scored on different positions"
@@ -89,21 +87,18 @@ def compute_pairs(
     return pd.DataFrame(rows)
 
 
-def write_pairs(sweep_dir: str | Path) -> Path:
-    """Compute the pairs of a sweep and write them atomically to pairs/pairs.parquet."""
-    pairs = compute_pairs(sweep_dir)
-    folder = Path(sweep_dir) / "pairs"
-    folder.mkdir(exist_ok=True)
-    target = folder / "pairs.parquet"
-    tmp = folder / f".tmp-{uuid.uuid4().hex}"
-    pairs.to_parquet(tmp, index=False)
-    os.replace(tmp, target)
-    return target
+def write_pairs(sweep_dir: str | Path) -> str:
+    """Compute the pairs of a sweep and write them, whole or not at all, to
+    pairs/pairs.parquet in the sweep's folder (local or in a bucket)."""
+    buffer = io.BytesIO()
+    compute_pairs(sweep_dir).to_parquet(buffer, index=False)
+    return Folder.at(sweep_dir).write("pairs/pairs.parquet", buffer.getvalue())
 
 
-def _load(sweep: Path, trial_id: str, probs: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
-    folder = sweep / "artifacts" / trial_id
-    return np.load(folder / probs), np.load(folder / labels)
+def _arrays(folder: Folder, trial_id: str, probs: str, labels: str) -> tuple[np.ndarray, ...]:
+    return tuple(
+        np.load(io.BytesIO(folder.read(f"artifacts/{trial_id}/{name}"))) for name in (probs, labels)
+    )
 
 
 def summary(sweep_dir: str | Path) -> pd.DataFrame:
@@ -113,14 +108,11 @@ def summary(sweep_dir: str | Path) -> pd.DataFrame:
     The pairs of one config share models (5 seeds give 10 pairs), so they are not
     independent: the interval over pairs is narrower than it should be.
     """
-    sweep = Path(sweep_dir)
-    meta = json.loads((sweep / "sweep.json").read_text())
-    varying = _varying(meta)
-    pairs = pd.read_parquet(sweep / "pairs")
-    trials = pd.read_parquet(sweep / "trials")
-    trials = trials[trials["status"] == "ok"].drop_duplicates("trial_id")
+    sweep = load(sweep_dir)
+    varying = _varying(next(iter(sweep.meta.values())))
+    pairs = sweep.pairs if sweep.pairs is not None else pd.DataFrame(columns=varying)
     return pd.concat(
-        [aggregate(pairs, varying, PAIR_METRICS), aggregate(trials, varying, ["val_loss"])],
+        [aggregate(pairs, varying, PAIR_METRICS), aggregate(sweep.ok, varying, ["val_loss"])],
         ignore_index=True,
     )
 

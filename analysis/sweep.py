@@ -14,6 +14,7 @@ seed; the seeds of a group are its repeated observations.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -165,8 +166,7 @@ def load(paths: str | Path | Sequence[str | Path]) -> Sweep:
     frames: dict[str, list[pd.DataFrame]] = {"trials": [], "metrics": [], "pairs": []}
     non_finite = [_NO_VALUES]
     for folder in folders:
-        with folder.fs.open_input_stream(f"{folder.path}/sweep.json") as f:
-            meta = json.loads(f.read())
+        meta = json.loads(folder.read("sweep.json"))
         name = meta.get("name", folder.path.rsplit("/", 1)[-1])
         if name in metas:
             raise AnalysisError(f"{folder}: a second sweep named {name!r}; load one of them")
@@ -227,6 +227,21 @@ class Folder:
         return [
             Folder(self.fs, p, f"{self.given.rstrip('/')}/{p.rsplit('/', 1)[-1]}") for p in inside
         ]
+
+    def read(self, name: str) -> bytes:
+        with self.fs.open_input_stream(f"{self.path}/{name}") as f:
+            return f.read()
+
+    def write(self, name: str, data: bytes) -> str:
+        """Write `name` under a temporary name, then move it in place: readers see the
+        whole file or none. Returns where it went."""
+        target = f"{self.path}/{name}"
+        temporary = f"{target.rsplit('/', 1)[0]}/.tmp-{uuid.uuid4().hex}"
+        self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        with self.fs.open_output_stream(temporary) as out:
+            out.write(data)
+        self.fs.move(temporary, target)
+        return f"{self.given.rstrip('/')}/{name}"
 
     def parquet_files(self, table: str) -> list[str]:
         """The table's files in name order: the newest, which carries every column, first."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
+import yaml
 from conftest import cli_env, write_sweep
 
 from analysis import load
@@ -90,3 +91,20 @@ def test_a_sweep_into_a_bucket_reads_back_reports_and_resumes(tmp_path: Path, bu
 
     again = sweep("run", str(spec), cwd=tmp_path)
     assert again.returncode == 0 and "4 already done" in again.stdout, again.stdout
+
+
+def test_a_family_step_after_the_sweep_reads_and_writes_the_bucket(tmp_path: Path, bucket):
+    """The reproducibility family compares its seeds' saved predictions after the trials:
+    artifacts read from the bucket, pairs written into it."""
+    spec = {"name": "pairs", "experiment": "reproducibility", "seeds": 2,
+            "storage": "s3://sweeps/results",
+            "params": {"activation": "relu", "steps": 10, "eval_every": 10, "batch_size": 4,
+                       "block_size": 16, "n_layer": 1, "n_head": 1, "n_embd": 8,
+                       "eval_windows": 2}}  # fmt: skip
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    out = sweep("run", "spec.yaml", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "s3://sweeps/results/pairs/pairs/pairs.parquet" in out.stdout
+    loaded = load("s3://sweeps/results/pairs")
+    assert loaded.pairs is not None and len(loaded.pairs) == 1  # 2 seeds: one pair
+    assert 0 <= loaded.pairs["pd"].iloc[0] <= 1
