@@ -80,7 +80,9 @@ def test_a_worker_node_lost_mid_sweep_costs_retries_not_trials(tmp_path: Path, c
     trials = pd.read_parquet(tmp_path / "hit" / "results" / "steady" / "trials")
     lost = trials[trials["status"] == "failed"]
     assert len(lost) >= 1  # the node died under some trials: each is one failed attempt
-    assert (lost["node"] == victim.node_id).all()
+    # where a trial died before it told its node, the node is unknown, never another one
+    assert (lost["node"] == victim.node_id).any()
+    assert (lost["node"].isna() | (lost["node"] == victim.node_id)).all()
     survivors = trials[(trials["status"] == "ok") & trials["trial_id"].isin(lost["trial_id"])]
     assert (survivors["node"] != victim.node_id).all()  # retried elsewhere
     pd.testing.assert_frame_equal(
