@@ -14,10 +14,12 @@ from __future__ import annotations
 import functools
 import io
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from analysis.aggregates import aggregate
 from analysis.document import Section, fmt, markdown_table
@@ -60,10 +62,11 @@ def compute_pairs(
 ) -> pd.DataFrame:
     """One row per pair of successful trials that differ only in their seed; the sweep
     folder may be a local path or a URI (s3://...)."""
-    folder = Folder.at(sweep_dir)
-    sweep = load(sweep_dir)
-    trials = sweep.ok[sweep.ok["status"] == "ok"].sort_values("seed")  # stopped ones saved none
-    group_cols = [c for c in sweep.config_columns if c != "seed"]
+    folder = Folder.at(sweep_dir)  # only sweep.json and trials/: the metrics are not needed
+    meta = json.loads(folder.read("sweep.json"))
+    trials = pq.read_table(folder.parquet_files("trials"), filesystem=folder.fs).to_pandas()
+    trials = trials[trials["status"] == "ok"].drop_duplicates("trial_id").sort_values("seed")
+    group_cols = [c for c in meta["config_columns"] if c != "seed"]
     arrays = functools.cache(lambda trial_id: _arrays(folder, trial_id, probs, labels))
     rows = []
     for key, group in trials.groupby(group_cols, dropna=False, sort=True):

@@ -19,48 +19,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import tempfile
-import time
 
 import ray
-from overhead import STEPS, env
-from ray import tune
+from overhead import STEPS, seconds, with_sweep, with_tune
 from ray.cluster_utils import Cluster
-
-from orchestrator import run_sweep
-
-
-def sleepy_tune(config: dict) -> dict:
-    time.sleep(config["sleep"])
-    for step in range(STEPS):
-        tune.report({"step": step, "value": config["x"] * step})
-    return {"final": config["x"] * STEPS}
-
-
-def with_sweep(n: int, duration: float, folder: str) -> None:
-    spec = {"name": "load", "experiment": "trivial", "grid": {"x": list(range(n))},
-            "params": {"sleep": duration}, "storage": folder}  # fmt: skip
-    result = run_sweep(spec, progress=None)
-    assert result.count("ok") == n, result.rows[:1]
-
-
-def with_tune(n: int, duration: float, folder: str, tuned: bool) -> None:
-    with env("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1" if tuned else "0"):
-        tuner = tune.Tuner(
-            sleepy_tune,
-            param_space={"x": tune.grid_search(list(range(n))), "sleep": duration},
-            tune_config=tune.TuneConfig(reuse_actors=tuned),
-            run_config=tune.RunConfig(storage_path=folder, name="load", verbose=0),
-        )
-        grid = tuner.fit()
-    assert grid.num_errors == 0 and len(grid) == n
-
-
-def timed(run, n: int, duration: float) -> float:  # noqa: ANN001
-    with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        run(n, duration, folder)
-        return time.perf_counter() - start
 
 
 def main() -> None:
@@ -78,13 +40,14 @@ def main() -> None:
         cluster.add_node(num_cpus=args.slots)
     ray.init(address=cluster.address, logging_level="ERROR")
     slots = 3 * args.slots
-    timed(lambda n, d, f: with_tune(n, d, f, tuned=True), slots, 0.0)  # warm the workers
+    seconds(lambda n, f: with_tune(n, f, tuned=True), slots)  # warm the workers
+    sleep = args.duration
     runs = {
-        "sweep": (lambda n, d, f: with_sweep(n, d, f), args.trials),
-        "tune-tuned": (lambda n, d, f: with_tune(n, d, f, tuned=True), args.trials),
-        "tune-stock": (lambda n, d, f: with_tune(n, d, f, tuned=False), args.stock_trials),
+        "sweep": (lambda n, f: with_sweep(n, f, sleep), args.trials),
+        "tune-tuned": (lambda n, f: with_tune(n, f, tuned=True, sleep=sleep), args.trials),
+        "tune-stock": (lambda n, f: with_tune(n, f, tuned=False, sleep=sleep), args.stock_trials),
     }
-    results = {name: (timed(run, n, args.duration), n) for name, (run, n) in runs.items()}
+    results = {name: (seconds(run, n), n) for name, (run, n) in runs.items()}
     ray.shutdown()
     cluster.shutdown()
 

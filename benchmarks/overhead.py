@@ -39,7 +39,9 @@ STEPS = 5
 
 
 def trivial_tune(config: dict) -> dict:
-    """experiments.toy.trivial written for Tune: 5 steps, then its final metrics."""
+    """experiments.toy.trivial written for Tune: an optional sleep, 5 steps, then its final
+    metrics."""
+    time.sleep(config.get("sleep", 0.0))
     for step in range(STEPS):
         tune.report({"step": step, "value": config["x"] * step})
     return {"final": config["x"] * STEPS}
@@ -63,22 +65,23 @@ def env(name: str, value: str):
             os.environ[name] = old
 
 
-def with_sweep(n: int, folder: str) -> None:
+def with_sweep(n: int, folder: str, sleep: float = 0.0) -> None:
     spec = {
         "name": "overhead",
         "experiment": "trivial",
         "grid": {"x": list(range(n))},
+        "params": {"sleep": sleep},
         "storage": folder,
     }
     result = run_sweep(spec, progress=None)
     assert result.count("ok") == n, result.rows[:1]
 
 
-def with_tune(n: int, folder: str, tuned: bool) -> None:
+def with_tune(n: int, folder: str, tuned: bool, sleep: float = 0.0) -> None:
     with env("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1" if tuned else "0"):
         tuner = tune.Tuner(
             trivial_tune,
-            param_space={"x": tune.grid_search(list(range(n)))},
+            param_space={"x": tune.grid_search(list(range(n))), "sleep": sleep},
             tune_config=tune.TuneConfig(reuse_actors=tuned),
             run_config=tune.RunConfig(storage_path=folder, name="overhead", verbose=0),
         )

@@ -41,8 +41,8 @@ def compare(paths: Sequence[str | Path], out: Path | None, **options: Any) -> Pa
     if len(sweep.meta) < 2:
         raise AnalysisError(f"{', '.join(map(str, paths))}: only one sweep; use sweep report")
     if out is None:
-        first = _local(paths[0], ".")
-        base = first if len(paths) == 1 or "://" in str(paths[0]) else first.parent
+        first = Path(paths[0])
+        base = Path() if "://" in str(paths[0]) else first if len(paths) == 1 else first.parent
         out = base / (
             "compare-all" if len(paths) == 1 else "compare-" + "+".join(sweep.names)[:100]
         )
