@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from experiments.lm.data import load_corpus, sample_batch
+from experiments.lm.data import batches, load_corpus
 from experiments.lm.model import CharLM, ModelConfig
 
 ACTIVATIONS = [("relu", 1.0), ("gelu", 1.0), ("swish", 1.0), ("smelu", 0.5), ("smelu", 1.0)]
@@ -31,13 +31,13 @@ def tokens_per_second(
     model = CharLM(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(0)
-    for step in range(steps + 3):  # 3 warm-up steps
+    train = batches(data.to(device), cfg.block_size, batch, steps + 3, generator)
+    for step, (x, y) in enumerate(train):  # 3 warm-up steps
         if step == 3:
             if device == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        x, y = sample_batch(data, cfg.block_size, batch, generator)
-        loss = model.loss(x.to(device), y.to(device))
+        loss = model.loss(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

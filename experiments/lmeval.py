@@ -87,7 +87,7 @@ def load_model(trial: Any, config: dict[str, Any]) -> CharLM:
         if key.startswith("model_")
     }
     path = models.artifact(models.find(seed=trial.seed, **match), "model.pt")
-    return CharLM.load(torch.load(path, map_location=trial.device)).to(trial.device)
+    return CharLM.read(path, trial.device)
 
 
 def pair_metrics(task: str, scores: dict[str, np.ndarray]) -> dict[str, float]:

@@ -2,7 +2,9 @@
 
 The quickstart experiment: small enough to run dozens of trials on a laptop in a
 minute, real enough to show learning-rate and optimizer effects across seeds.
-The seed draws the data set, the initial weights and the batch order.
+The seed draws the data set, the initial weights and the batch order, all on the
+CPU (the same on any device); data and batch indices then move to the trial's
+device once.
 """
 
 from __future__ import annotations
@@ -23,24 +25,25 @@ def make_data(n: int, features: int, noise: float, seed: int) -> tuple[torch.Ten
 
 def regression(config: dict[str, Any], trial: Any) -> dict[str, float]:
     """Config: lr, optimizer (sgd|adam), steps, batch_size, features, samples, noise."""
-    x_train, y_train, x_val, y_val = make_data(
+    data = make_data(
         config.get("samples", 512), config.get("features", 16), config.get("noise", 0.5), trial.seed
     )
+    x_train, y_train, x_val, y_val = (part.to(trial.device) for part in data)
     model = torch.nn.Linear(x_train.shape[1], 1).to(trial.device)
     optimizers = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
     optimizer = optimizers[config.get("optimizer", "sgd")](model.parameters(), lr=config["lr"])
-    batch = config.get("batch_size", 32)
+    steps, batch = config.get("steps", 100), config.get("batch_size", 32)
+    batches = torch.randint(0, len(x_train), (steps, batch)).to(trial.device)
     loss_fn = torch.nn.MSELoss()
-    for step in range(config.get("steps", 100)):
-        idx = torch.randint(0, len(x_train), (batch,))
+    for step, idx in enumerate(batches):
         loss = loss_fn(model(x_train[idx]), y_train[idx])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step % 10 == 0 or step == config.get("steps", 100) - 1:
+        if step % 10 == 0 or step == steps - 1:
             with torch.no_grad():
-                val = loss_fn(model(x_val), y_val).item()
-            trial.report(step=step, train_loss=loss.item(), val_loss=val)
+                val = loss_fn(model(x_val), y_val)
+            trial.report(step=step, train_loss=loss, val_loss=val)  # tensors: one transfer
     trial.save_artifact("weights.pt", model.state_dict())
     with torch.no_grad():
         return {"val_loss": loss_fn(model(x_val), y_val).item()}

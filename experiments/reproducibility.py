@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from analysis.reproducibility import REPORT, report_section, write_pairs
-from experiments.lm.data import DEFAULT_CORPUS, eval_windows, load_corpus, sample_batch
+from experiments.lm.data import DEFAULT_CORPUS, batches, eval_windows, load_corpus
 from experiments.lm.model import CharLM, ModelConfig
 
 
@@ -49,37 +49,43 @@ def predict(model: CharLM, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
     return torch.cat(probs).reshape(-1, model.cfg.vocab_size)
 
 
-def nll(probs: torch.Tensor, targets: torch.Tensor) -> float:
-    return -torch.log(probs[torch.arange(len(targets)), targets].clamp_min(1e-12)).mean().item()
+def nll(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood of the targets (a 0-d tensor, on their device)."""
+    rows = torch.arange(len(targets), device=targets.device)
+    return -torch.log(probs[rows, targets].clamp_min(1e-12)).mean()
 
 
 def train_lm(config: dict[str, Any], trial: Any) -> dict[str, Any]:
+    """Train on `trial.device`. Initial weights and batch order come from CPU generators,
+    so a seed trains on the same batches from the same weights on any device."""
     corpus = load_corpus(config.get("corpus", DEFAULT_CORPUS))
     torch.manual_seed(trial.seed)
     model = build_model(config, corpus.vocab_size).to(trial.device)
     block, batch = model.cfg.block_size, config.get("batch_size", 32)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.get("lr", 3e-3))
-    batches = torch.Generator().manual_seed(trial.seed)
-    eval_x, eval_y = eval_windows(corpus.val, block, config.get("eval_windows", 32))
-    eval_x, targets = eval_x.to(trial.device), eval_y.reshape(-1).to(trial.device)
+    eval_x, eval_y = eval_windows(
+        corpus.val.to(trial.device), block, config.get("eval_windows", 32)
+    )
+    targets = eval_y.reshape(-1)
     steps, every = config.get("steps", 300), config.get("eval_every", 50)
+    order = torch.Generator().manual_seed(trial.seed)
+    train = batches(corpus.train.to(trial.device), block, batch, steps, order)
     started = time.perf_counter()
-    for step in range(steps):
-        x, y = sample_batch(corpus.train, block, batch, batches)
-        loss = model.loss(x.to(trial.device), y.to(trial.device))
+    for step, (x, y) in enumerate(train):
+        loss = model.loss(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if step % every == 0 or step == steps - 1:
-            val = nll(predict(model, eval_x), targets)
-            trial.report(step=step, train_loss=loss.item(), val_loss=val)
+            val_loss = nll(predict(model, eval_x), targets)
+            trial.report(step=step, train_loss=loss, val_loss=val_loss)  # tensors: one transfer
     train_time = time.perf_counter() - started
     probs = predict(model, eval_x)
     trial.save_artifact("probs.npy", probs.cpu().numpy().astype(np.float32))
     trial.save_artifact("targets.npy", targets.cpu().numpy().astype(np.int32))
     trial.save_artifact("model.pt", model.checkpoint())
     return {
-        "val_loss": nll(probs, targets),
+        "val_loss": nll(probs, targets).item(),
         "train_time_s": train_time,
         "tokens_per_s": steps * batch * block / train_time,
         "eval_positions": len(targets),
@@ -97,4 +103,4 @@ train_lm.report_sections = [report_section]
 def load_model(sweep_dir: str | Path, trial_id: str) -> CharLM:
     """The trained model of one trial of a reproducibility sweep, ready for eval."""
     path = Path(sweep_dir) / "artifacts" / trial_id / "model.pt"
-    return CharLM.load(torch.load(path, map_location="cpu"))
+    return CharLM.read(path)

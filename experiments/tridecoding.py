@@ -39,7 +39,7 @@ def load_models(trial: Any) -> dict[str, CharLM]:
     loaded = {}
     for size in SIZES:
         path = models.artifact(models.find(size=size, seed=trial.seed), "model.pt")
-        loaded[size] = CharLM.load(torch.load(path, map_location=trial.device)).to(trial.device)
+        loaded[size] = CharLM.read(path, trial.device)
     return loaded
 
 

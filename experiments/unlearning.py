@@ -101,12 +101,12 @@ def unlearn(config: dict[str, Any], trial: Any) -> dict[str, Any]:
     else:
         steps = forget(model, data, config, trial, graddiff=algorithm == "graddiff")
     seconds = time.perf_counter() - started
-    change = (flat_parameters(model) - theta_0).norm().item()
-    return {
+    change = (flat_parameters(model) - theta_0).norm()
+    return {  # tensors among these leave the device together
         **{f"{name}_before": value for name, value in before.items()},
         **accuracies(model, data, config),
         "param_change": change,
-        "param_change_rel": change / theta_0.norm().item(),
+        "param_change_rel": change / theta_0.norm(),
         "steps_taken": steps,
         "unlearn_time_s": seconds,
         "train_time_s": train_time,
@@ -117,10 +117,11 @@ def train(model: nn.Module, data: Images, config: dict[str, Any], seed: int) -> 
     """`epochs` of Adam over shuffled minibatches; the seed fixes the order. Seconds taken."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.get("lr", 1e-3))
     order = torch.Generator().manual_seed(seed)
-    batch = config.get("batch_size", 64)
+    batch, epochs = config.get("batch_size", 64), config.get("epochs", 30)
+    shuffles = on_device([torch.randperm(len(data), generator=order) for _ in range(epochs)], data)
     started = time.perf_counter()
-    for _ in range(config.get("epochs", 30)):
-        for index in torch.randperm(len(data), generator=order).split(batch):
+    for shuffle in shuffles:
+        for index in shuffle.split(batch):
             loss = F.cross_entropy(model(data.x[index]), data.y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -147,35 +148,39 @@ def forget(
     order = torch.Generator().manual_seed(trial.seed)
     batch, steps = config.get("batch_size", 64), config.get("unlearn_steps", 100)
     every, stop = config.get("eval_every", 5), config.get("stop_at_forget_acc")
-    for step in range(steps):
-        index = torch.randint(0, len(data.forget), (batch,), generator=order)
-        loss = -soft_cross_entropy(model(data.forget.x[index]), targets[index])
+    draws = []  # per step a forget batch, then (graddiff) a retain batch, from one generator
+    for _ in range(steps):
+        draws.append(torch.randint(0, len(data.forget), (batch,), generator=order))
         if graddiff:
-            keep = torch.randint(0, len(data.retain), (batch,), generator=order)
-            loss = loss + F.cross_entropy(model(data.retain.x[keep]), data.retain.y[keep])
+            draws.append(torch.randint(0, len(data.retain), (batch,), generator=order))
+    for step, (index, *keep) in enumerate(on_device(draws, data.forget).view(steps, -1, batch)):
+        loss = -soft_cross_entropy(model(data.forget.x[index]), targets[index])
+        if keep:
+            loss = loss + F.cross_entropy(model(data.retain.x[keep[0]]), data.retain.y[keep[0]])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        done = stop is not None and accuracy(model, data.forget.x, data.forget.y) <= stop
+        done = stop is not None and bool(accuracy(model, data.forget.x, data.forget.y) <= stop)
         if step % every == 0 or step == steps - 1 or done:
-            trial.report(
-                step=step + 1, loss=loss.item(), **accuracies(model, data, config)
-            )  # updates so far
+            trial.report(step=step + 1, loss=loss, **accuracies(model, data, config))
         if done:
             return step + 1
     return steps
 
 
-def accuracies(model: nn.Module, data: Split, config: dict[str, Any]) -> dict[str, float]:
-    result = {
-        "forget_acc": accuracy(model, data.forget.x, data.forget.y),
-        "retain_acc": accuracy(model, data.retain.x, data.retain.y),
-        "test_acc": accuracy(model, data.test.x, data.test.y),
-    }
+def on_device(draws: list[torch.Tensor], data: Images) -> torch.Tensor:
+    """Random indices drawn on the CPU (the same on every device), stacked and moved to
+    the data's device once rather than once per step."""
+    return torch.stack(draws).to(data.y.device)
+
+
+def accuracies(model: nn.Module, data: Split, config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Accuracy on the forget, retain and test sets (and on the forgotten class in the
+    test set), as tensors on the model's device: `trial.report` fetches them together."""
+    sets = {"forget_acc": data.forget, "retain_acc": data.retain, "test_acc": data.test}
     if config.get("forget_class") is not None:
-        same = data.test.y == config["forget_class"]
-        result["test_forget_class_acc"] = accuracy(model, data.test.x[same], data.test.y[same])
-    return result
+        sets["test_forget_class_acc"] = data.test[data.test.y == config["forget_class"]]
+    return {name: accuracy(model, part.x, part.y) for name, part in sets.items()}
 
 
 def _to(images: Images, device: str) -> Images:

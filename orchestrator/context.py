@@ -45,8 +45,9 @@ class Trial:
         self.inputs = inputs or {}  # name -> orchestrator.inputs.SweepInput
         self._last_step = -1
 
-    def report(self, step: int | None = None, **metrics: float) -> None:
-        """Record metrics at `step` (default: one past the last step)."""
+    def report(self, step: int | None = None, **metrics: Any) -> None:
+        """Record metrics at `step` (default: one past the last step): numbers, strings or
+        one-element tensors; tensors leave their device together, in one transfer."""
         step = self._last_step + 1 if step is None else int(step)
         self._last_step = step
         self._reporter({"step": step, **check_metrics(metrics, self.config)})
@@ -62,23 +63,41 @@ class Trial:
 
 def check_metrics(metrics: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """Metrics as floats (or str), with names that clash with no column."""
-    checked: dict[str, Any] = {}
-    for name, value in metrics.items():
+    for name in metrics:
         if name in RESERVED_KEYS or name in config:
             raise ValueError(
                 f'metric "{name}" has the name of a config key or a trials-table column; rename it'
             )
+    checked = {**metrics, **fetch_tensors(metrics)}
+    for name, value in checked.items():
         if isinstance(value, str):
-            checked[name] = value
             continue
         try:
             checked[name] = float(value)
         except (TypeError, ValueError):
             raise TypeError(
-                f'metric "{name}" is {type(value).__name__}; report numbers or strings '
-                "(use .item() on a tensor)"
+                f'metric "{name}" is {type(value).__name__}; report numbers, strings or '
+                "one-element tensors"
             ) from None
     return checked
+
+
+def fetch_tensors(values: dict[str, Any]) -> dict[str, float]:
+    """The one-element tensors among `values` as floats, copied off their device in one
+    transfer (one synchronisation per report, not one per metric)."""
+    torch = sys.modules.get("torch")  # an experiment that reports tensors imported it
+    tensors = {k: v for k, v in values.items() if torch is not None and torch.is_tensor(v)}
+    if not tensors:
+        return {}
+    for name, tensor in tensors.items():
+        if tensor.numel() != 1:
+            raise TypeError(
+                f'metric "{name}" is a tensor of {tensor.numel()} numbers; report one number'
+            )
+    device = next(iter(tensors.values())).device
+    wide = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+    together = torch.stack([t.detach().reshape(()).to(device, wide) for t in tensors.values()])
+    return dict(zip(tensors, together.tolist(), strict=True))
 
 
 def seed_everything(seed: int) -> None:

@@ -41,6 +41,21 @@ def cli_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
+def run_directly(
+    fn, config: dict, device: str = "cpu", inputs: dict | None = None
+) -> tuple[dict, list[dict], dict]:
+    """An experiment function with the real Trial context, outside Ray, seeded as the
+    trainable seeds it: (final metrics as numbers, reported steps, saved artifacts)."""
+    from orchestrator.context import Trial, check_metrics, seed_everything
+
+    reports: list[dict] = []
+    artifacts: dict = {}
+    save = lambda name, obj: artifacts.setdefault(name, obj)  # noqa: E731
+    trial = Trial("t", config, device, reports.append, save, inputs)
+    seed_everything(config["seed"])
+    return check_metrics(fn(config, trial), config), reports, artifacts
+
+
 def make_sweep(
     root: Path,
     name: str,

@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import run_directly
 
 from analysis.reproducibility import prediction_difference, summary
 from experiments.lm.activations import SmeLU, make_activation
 from experiments.lm.data import eval_windows, load_corpus
 from experiments.reproducibility import build_model, load_model, train_lm
-from orchestrator import Trial, reporting, run_sweep
+from orchestrator import reporting, run_sweep
 
 TINY = {"steps": 6, "eval_every": 3, "batch_size": 4, "block_size": 16, "n_layer": 1,
         "n_head": 2, "n_embd": 16, "eval_windows": 4}  # fmt: skip
@@ -76,21 +77,10 @@ def test_evaluation_windows_do_not_depend_on_the_seed():
     assert torch.equal(x1[:, 1:], y1[:, :-1])  # targets are the next characters
 
 
-def run_directly(config: dict) -> tuple[dict, list[dict], dict]:
-    """train_lm with the real Trial context, outside Ray: returns (final, reports, artifacts)."""
-    reports: list[dict] = []
-    artifacts: dict = {}
-    trial = Trial(
-        "t", config, "cpu", reports.append, lambda name, obj: artifacts.setdefault(name, obj)
-    )
-    torch.manual_seed(config["seed"])
-    return train_lm(config, trial), reports, artifacts
-
-
 def test_same_seed_same_curve_different_seed_different_predictions():
-    a, curve_a, art_a = run_directly({**TINY, "activation": "gelu", "seed": 3})
-    b, curve_b, art_b = run_directly({**TINY, "activation": "gelu", "seed": 3})
-    c, _, art_c = run_directly({**TINY, "activation": "gelu", "seed": 4})
+    a, curve_a, art_a = run_directly(train_lm, {**TINY, "activation": "gelu", "seed": 3})
+    b, curve_b, art_b = run_directly(train_lm, {**TINY, "activation": "gelu", "seed": 3})
+    c, _, art_c = run_directly(train_lm, {**TINY, "activation": "gelu", "seed": 4})
     assert curve_a == curve_b and a["val_loss"] == b["val_loss"]
     assert a["eval_inputs_sha1"] == c["eval_inputs_sha1"]  # same positions for every trial
     assert np.array_equal(art_a["targets.npy"], art_c["targets.npy"])

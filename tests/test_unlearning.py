@@ -68,8 +68,8 @@ def test_accuracy_of_a_model_with_known_predictions():
         always_one.weight.zero_()
         always_one.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))
     y = torch.tensor([1, 1, 0, 2])
-    assert accuracy(always_one, torch.zeros(4, 2), y) == 0.5
-    assert np.isnan(accuracy(always_one, torch.zeros(0, 2), y[:0]))
+    assert accuracy(always_one, torch.zeros(4, 2), y).item() == 0.5
+    assert np.isnan(accuracy(always_one, torch.zeros(0, 2), y[:0]).item())
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:

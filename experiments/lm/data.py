@@ -7,6 +7,7 @@ documentation, about 465 KB), so nothing is downloaded.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,12 +49,15 @@ def load_corpus(source: str = DEFAULT_CORPUS, val_fraction: float = 0.1) -> Corp
     return Corpus(chars, ids[:split], ids[split:])
 
 
-def sample_batch(
-    data: torch.Tensor, block_size: int, batch_size: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows (inputs, next-token targets); the generator fixes the order."""
-    starts = torch.randint(0, len(data) - block_size - 1, (batch_size,), generator=generator)
-    return _windows(data, starts, block_size)
+def batches(
+    data: torch.Tensor, block_size: int, batch_size: int, steps: int, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """`steps` batches of random windows (inputs, next-token targets) on `data`'s device.
+    The CPU generator fixes the order, the same on every device; the starts are drawn at
+    once and moved once."""
+    starts = torch.randint(0, len(data) - block_size - 1, (steps, batch_size), generator=generator)
+    for row in starts.to(data.device):
+        yield windows(data, row, block_size)
 
 
 def eval_windows(
@@ -61,13 +65,14 @@ def eval_windows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Evenly spaced windows over `data`: the same for every trial, whatever its seed."""
     starts = torch.linspace(0, len(data) - block_size - 1, n_windows).long()
-    return _windows(data, starts, block_size)
+    return windows(data, starts, block_size)
 
 
-def _windows(
+def windows(
     data: torch.Tensor, starts: torch.Tensor, block_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs data[s : s + block] and their next-token targets, one row per start."""
-    x = torch.stack([data[s : s + block_size] for s in starts.tolist()])
-    y = torch.stack([data[s + 1 : s + block_size + 1] for s in starts.tolist()])
-    return x, y
+    """Inputs data[s : s + block] and their next-token targets, one row per start,
+    gathered on `data`'s device."""
+    offsets = torch.arange(block_size, device=data.device)
+    index = starts.to(data.device)[:, None] + offsets
+    return data[index], data[index + 1]

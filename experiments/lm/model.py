@@ -7,6 +7,7 @@ Pre-norm residual blocks; the activation sits between the MLP's two linears.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -91,3 +92,8 @@ class CharLM(nn.Module):
         model = cls(ModelConfig(**checkpoint["config"]))
         model.load_state_dict(checkpoint["state_dict"])
         return model.eval()
+
+    @classmethod
+    def read(cls, path: str | Path, device: str | torch.device = "cpu") -> CharLM:
+        """The model saved by `checkpoint()` at `path`, read on the CPU, then moved to `device`."""
+        return cls.load(torch.load(path, map_location="cpu")).to(device)

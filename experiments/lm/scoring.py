@@ -81,12 +81,11 @@ def score_pairs(
     adapter: Adapter | None = None,
 ) -> dict[str, np.ndarray]:
     """Summed and mean log-likelihood of each pair's two continuations given its context.
-    With an adapter, the model first trains on the context (restored after each pair)."""
-    scores = {
-        k: np.empty(len(pairs))
-        for k in ("correct", "distractor", "correct_norm", "distractor_norm")
-    }
-    for index, pair in enumerate(pairs):
+    With an adapter, the model first trains on the context (restored after each pair).
+    The scores stay on the model's device until all pairs are scored."""
+    kinds = ("correct", "distractor", "correct_norm", "distractor_norm")
+    scores: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
+    for pair in pairs:
         context = encode(pair.context)
         with restored(model):
             if adapter is not None and len(context) > 1:
@@ -97,9 +96,12 @@ def score_pairs(
                 )
             for kind, item in (("correct", pair.correct), ("distractor", pair.distractor)):
                 logp = token_logprobs(model, torch.cat([context, encode(item)]))[len(context) - 1 :]
-                scores[kind][index] = logp.sum().item()
-                scores[f"{kind}_norm"][index] = logp.mean().item()
-    return scores
+                scores[kind].append(logp.sum())
+                scores[f"{kind}_norm"].append(logp.mean())
+    if not pairs:
+        return {k: np.empty(0) for k in kinds}
+    fetched = torch.stack([torch.stack(scores[k]) for k in kinds]).double().cpu().numpy()
+    return dict(zip(kinds, fetched, strict=True))
 
 
 def document_losses(
@@ -109,5 +111,5 @@ def document_losses(
     losses = []
     for ids in documents:
         with restored(model):
-            losses.append((-token_logprobs(model, ids, adapter)).cpu().numpy())
-    return np.stack(losses)
+            losses.append(-token_logprobs(model, ids, adapter))
+    return torch.stack(losses).cpu().numpy()

@@ -16,17 +16,21 @@ output is distributed as the verifier's own decoding (greedy: identical).
 Every sequence stays within the models' context (`block_size`): each position is
 scored with its whole prefix, as target-only decoding scores it, so the
 equivalence is exact, not approximate.
+
+Devices: token ids are plain lists; a `Scorer` puts them on its model's device and
+the distributions stay there. Random numbers come from a CPU generator (the same
+stream whatever the device) and only the choices leave the device, once per draft
+or verification step.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-Model = Callable[[torch.Tensor], torch.Tensor]  # (1, T) ids -> (1, T, vocab) logits
+Model = torch.nn.Module  # (1, T) ids -> (1, T, vocab) logits
 
 
 @dataclass
@@ -47,21 +51,37 @@ class Scorer:
 
     def __init__(self, name: str, model: Model, counters: Counters) -> None:
         self.name, self.model, self.counters = name, model, counters
+        self.device = next(model.parameters()).device
 
     @torch.no_grad()
-    def __call__(self, seq: torch.Tensor) -> torch.Tensor:
-        """(len(seq), vocab): row i is the distribution of the token after seq[: i + 1]."""
+    def __call__(self, seq: list[int]) -> torch.Tensor:
+        """(len(seq), vocab) on the model's device: row i is the distribution of the token
+        after seq[: i + 1]."""
         started = time.perf_counter()
-        probs = torch.softmax(self.model(seq[None]).double()[0], dim=-1)
+        ids = torch.tensor(seq, device=self.device)
+        probs = torch.softmax(self.model(ids[None]).double()[0], dim=-1)
         self.counters.add(self.counters.calls, self.name, 1)
         self.counters.add(self.counters.seconds, self.name, time.perf_counter() - started)
         return probs
 
 
 def choose(probs: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> int:
+    """A token from `probs` (on any device): its argmax, or a draw by inverting the
+    cumulative distribution at a uniform number from the CPU `generator`."""
     if greedy:
         return int(probs.argmax())
-    return int(torch.multinomial(probs.float(), 1, generator=generator))
+    cdf = probs.cumsum(0)
+    below = (cdf < uniform(generator) * cdf[-1]).sum()  # tokens whose cdf lies below the draw
+    return int(below.clamp(max=len(probs) - 1))
+
+
+def confidence(probs: torch.Tensor) -> float:
+    """The largest probability of a distribution: how sure its model is."""
+    return float(probs.max())
+
+
+def uniform(generator: torch.Generator | None) -> float:
+    return float(torch.rand((), generator=generator, dtype=torch.float64))
 
 
 def verify(
@@ -74,19 +94,20 @@ def verify(
     """Speculative sampling of `draft` (drawn from `q`) against the verifier's rows `p`
     (len(draft) + 1 of them). Returns the tokens to append, each with the verifier's
     distribution at its position."""
-    out: list[int] = []
-    for i, token in enumerate(draft):
+    kept: list[bool] = []  # per draft token; decided with one copy off the device
+    if draft:
+        rows = torch.arange(len(draft), device=p.device)
+        tokens = torch.tensor(draft, device=p.device)
         if greedy:
-            keep = token == int(p[i].argmax())
+            kept = (p[rows].argmax(dim=1) == tokens).tolist()
         else:
-            ratio = p[i][token] / q[i][token]
-            keep = bool(torch.rand((), generator=generator, dtype=torch.float64) < ratio)
+            ratios = (p[rows, tokens] / torch.stack(q)[rows, tokens]).tolist()
+            kept = [uniform(generator) < ratio for ratio in ratios]
+    for i, keep in enumerate(kept):
         if not keep:
             residual = p[i] if greedy else torch.clamp(p[i] - q[i], min=0)
-            residual = residual / residual.sum()
-            return [*out, choose(residual, greedy, generator)], list(p[: i + 1])
-        out.append(token)
-    return [*out, choose(p[len(draft)], greedy, generator)], list(p[: len(draft) + 1])
+            return [*draft[:i], choose(residual, greedy, generator)], list(p[: i + 1])
+    return [*draft, choose(p[len(draft)], greedy, generator)], list(p[: len(draft) + 1])
 
 
 @dataclass
@@ -103,10 +124,10 @@ class Drafter:
         tokens: list[int] = []
         dists: list[torch.Tensor] = []
         while len(tokens) < min(self.max_len, limit):
-            q = self.scorer(torch.tensor(seq + tokens))[-1]
+            q = self.scorer(seq + tokens)[-1]
             tokens.append(choose(q, greedy, generator))
             dists.append(q)
-            if float(q.max()) < self.threshold:
+            if confidence(q) < self.threshold:
                 break
         counters = self.scorer.counters
         counters.add(counters.generated, self.scorer.name, len(tokens))
@@ -136,7 +157,7 @@ class Cascade:
             for token, dist in zip(new, new_dists, strict=True):
                 tokens.append(token)
                 dists.append(dist)
-                if float(dist.max()) < self.threshold or len(tokens) == cap:
+                if confidence(dist) < self.threshold or len(tokens) == cap:
                     return self._counted(tokens, dists)
         return self._counted(tokens, dists)
 
@@ -157,7 +178,7 @@ def step(
     """One verifier call: a draft of at most limit - 1 tokens (so that the tokens this
     step appends never exceed `limit`), verified in one forward pass."""
     draft, q = proposer.propose(seq, limit - 1, greedy, generator) if proposer else ([], [])
-    p = scorer(torch.tensor(seq + draft))[len(seq) - 1 :]
+    p = scorer(seq + draft)[len(seq) - 1 :]
     tokens, dists = verify(p, draft, q, greedy, generator)
     if proposer is not None:
         counters = scorer.counters

@@ -49,12 +49,13 @@ def flat_parameters(model: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Share of correct top-1 predictions; NaN for an empty set."""
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Share of correct top-1 predictions (NaN for an empty set), as a 0-d tensor on the
+    model's device: the caller decides when the number leaves it."""
     if len(y) == 0:
-        return float("nan")
+        return torch.tensor(float("nan"), device=y.device)
     was_training = model.training
     model.eval()
-    correct = (model(x).argmax(dim=1) == y).float().mean().item()
+    correct = (model(x).argmax(dim=1) == y).float().mean()
     model.train(was_training)
     return correct

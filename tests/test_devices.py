@@ -1,0 +1,139 @@
+"""Every shipped experiment keeps its tensors on `trial.device`, checked without a GPU.
+
+PyTorch's lazy tensor backend (device "lazy", in CPU builds too) is a second device on
+this machine: an op that mixes a lazy tensor with a CPU tensor fails, as it does with a
+CUDA tensor. Each experiment runs here on "lazy" with the real `Trial` context, so a
+tensor left on the CPU (the index of a batch, a model input, a generator's output) fails
+the test as it failed on a real GPU. Its results must equal the CPU run's: the seeded
+streams (initial weights, batch order, sampling) are the same on every device.
+
+The lazy backend compiles each new graph, so it is slow: the configs are tiny. It also
+hands back CPU tensors from `split` and `unbind` (which iterating over a tensor calls):
+during the check those two are done by slicing instead, which gives the same views.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_directly
+
+from experiments.lmeval import evaluate
+from experiments.regression import regression
+from experiments.reproducibility import train_lm
+from experiments.tridecoding import decode
+from experiments.unlearning import unlearn
+from orchestrator.artifacts import ArtifactWriter, encode
+from orchestrator.inputs import SweepInput
+from orchestrator.store import SweepStore
+
+LM = {"activation": "relu", "n_head": 2, "block_size": 32, "batch_size": 4, "eval_windows": 2}
+SIZES = {"little": (1, 8), "draft": (1, 16), "target": (2, 16)}  # n_layer, n_embd
+DIGITS = {"forget_class": 3, "epochs": 1, "batch_size": 512, "unlearn_steps": 3, "eval_every": 2}
+DECODE = {"small_draft_threshold": 0.5, "draft_target_threshold": 0.5, "n_prompts": 1,
+          "prompt_len": 8, "n_tokens": 12}  # fmt: skip
+LMEVAL = {"model_size": "target", "n_pairs": 2, "pair_context": 16, "n_documents": 2,
+          "document_len": 96, "loss_bin": 16, "slope_from": 32}  # fmt: skip
+
+CASES = {  # experiment, config, the results that must equal the CPU run's
+    "regression": (regression, {"lr": 0.05, "steps": 12, "optimizer": "adam"}, ["val_loss"]),
+    "reproducibility": (
+        train_lm,
+        {**LM, "activation": "smelu", "beta": 0.5, "n_embd": 16, "steps": 4, "eval_every": 2},
+        ["val_loss", "eval_inputs_sha1"],
+    ),
+    "unlearning-graddiff-soft": (
+        unlearn,
+        {**DIGITS, "algorithm": "graddiff", "targets": "soft", "stop_at_forget_acc": 0.0},
+        ["forget_acc", "retain_acc", "test_forget_class_acc", "param_change"],
+    ),
+    "unlearning-retrain-cnn": (
+        unlearn,
+        {**DIGITS, "algorithm": "retrain", "arch": "cnn", "channels": 4},
+        ["test_acc", "param_change"],
+    ),
+    "tridecoding-greedy": (
+        decode,
+        {**DECODE, "greedy": True},
+        ["matches_target", "target_calls", "draft_generated_tokens", "little_generated_tokens"],
+    ),
+    "tridecoding-sampled": (decode, {**DECODE, "greedy": False}, ["target_calls"]),
+    "lmeval-ttt": (
+        evaluate,
+        {**LMEVAL, "variant": "ttt", "ttt_lr": 0.1},
+        ["lexical_acc", "syntactic_acc_norm", "long_loss", "loss_slope"],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def lazy():
+    """The lazy backend, started once; skipped (saying why) in a torch build without it.
+    Its split and unbind are replaced by slicing while the module runs (see above)."""
+    try:
+        import torch._lazy.ts_backend
+    except ImportError as exc:
+        pytest.skip(f"this torch build has no lazy tensor backend to stand in for a GPU: {exc}")
+    torch._lazy.ts_backend.init()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.Tensor, "split", split_by_slicing)
+        patch.setattr(torch.Tensor, "unbind", unbind_by_slicing)
+        patch.setattr(torch.Tensor, "__iter__", lambda t: iter(unbind_by_slicing(t)))
+        yield "lazy"
+
+
+def split_by_slicing(tensor: torch.Tensor, size, dim: int = 0) -> tuple[torch.Tensor, ...]:
+    if not isinstance(size, int):
+        raise TypeError("the device check slices into equal parts only; give split an int")
+    n = tensor.shape[dim]
+    return tuple(tensor.narrow(dim, start, min(size, n - start)) for start in range(0, n, size))
+
+
+def unbind_by_slicing(tensor: torch.Tensor, dim: int = 0) -> tuple[torch.Tensor, ...]:
+    return tuple(tensor.select(dim, i) for i in range(tensor.shape[dim]))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> SweepInput:
+    """Three tiny trained LMs as a sweep folder, written by the real store: the input of
+    the tri-decoding and LM-evaluation experiments."""
+    store = SweepStore(str(tmp_path_factory.mktemp("inputs")), "sizes")
+    writer = ArtifactWriter(str(Path(store.path).parent), "sizes")
+    rows = []
+    for size, (n_layer, n_embd) in SIZES.items():
+        config = {**LM, "n_layer": n_layer, "n_embd": n_embd, "steps": 2, "size": size, "seed": 0}
+        final, _, artifacts = run_directly(train_lm, config)
+        writer.write(size, "model.pt", encode(artifacts["model.pt"]))
+        rows.append({"trial_id": size, "status": "ok", "attempt": 0, **config, **final})
+    store.append("trials", rows)
+    store.write_meta({"name": "sizes", "experiment": "reproducibility"})
+    return SweepInput("models", store.uri)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_experiment_keeps_its_tensors_on_the_trial_device(case, lazy, models):
+    fn, config, same = CASES[case]
+    config = {**config, "seed": 0}  # the seed of the models
+    on_cpu, cpu_steps, _ = run_directly(fn, config, "cpu", {"models": models})
+    elsewhere, steps, _ = run_directly(fn, config, lazy, {"models": models})
+    assert len(steps) == len(cpu_steps)
+    for name in same:
+        expected = on_cpu[name]
+        if isinstance(expected, str):
+            assert elsewhere[name] == expected, name
+        else:
+            assert elsewhere[name] == pytest.approx(expected, rel=1e-4, abs=1e-5), name
+
+
+def test_a_tensor_left_on_the_cpu_fails_the_check(lazy):
+    """The control: the check catches the bug that crashed two experiments on a GPU."""
+
+    def leaves_its_data_behind(config, trial):
+        model = torch.nn.Linear(3, 1).to(trial.device)
+        return {"out": model(torch.ones(2, 3)).sum()}
+
+    with pytest.raises(RuntimeError, match="lazy"):
+        run_directly(leaves_its_data_behind, {"seed": 0}, lazy)
+    assert run_directly(leaves_its_data_behind, {"seed": 0}, "cpu")[0]["out"] != 0
