@@ -1,8 +1,19 @@
 """Columns of a sweep's tables that are not results (DESIGN.md's contract). No imports,
 so the spec validation can keep config keys off them without loading pandas."""
 
+# Where a trial ran (orchestrator/devices.py): the device, and on a GPU its name, memory,
+# CUDA and driver versions, and the trial's peak memory in bytes.
+DEVICE_COLUMNS = (
+    "device",
+    "gpu_name",
+    "gpu_memory_total",
+    "gpu_memory_peak",
+    "gpu_memory_reserved",
+    "cuda_version",
+    "gpu_driver",
+)
 # The trials table's bookkeeping: neither config nor results.
-BOOKKEEPING = frozenset(
+BOOKKEEPING = frozenset(DEVICE_COLUMNS) | frozenset(
     {
         "trial_id",
         "sweep",

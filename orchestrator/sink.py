@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 from ray import tune
 
+from analysis.columns import DEVICE_COLUMNS
 from orchestrator.store import SweepStore
 from orchestrator.trainable import META_KEY
 from orchestrator.trials import TrialIndex
@@ -33,6 +34,13 @@ COLUMN_TYPES = {
         "node": _TEXT,
         "host": _TEXT,
         "gpu_ids": _TEXT,
+        "device": _TEXT,
+        "gpu_name": _TEXT,
+        "gpu_memory_total": pa.int64(),
+        "gpu_memory_peak": pa.int64(),
+        "gpu_memory_reserved": pa.int64(),
+        "cuda_version": _TEXT,
+        "gpu_driver": _TEXT,
         "git_commit": _TEXT,
         "git_dirty": pa.bool_(),
     },
@@ -154,6 +162,7 @@ class ParquetSink(tune.Callback):
             "node": live.meta.pop("node", None),
             "host": live.meta.pop("host", None),
             "gpu_ids": live.meta.pop("gpu_ids", None),
+            **{name: live.meta.pop(name, None) for name in DEVICE_COLUMNS},
             **{k: _scalar(v) for k, v in live.config.items()},
             **(live.final or {}),
             "run_id": self.run_info["run_id"],

@@ -152,9 +152,40 @@ def status_text(store: SweepStore, max_rows: int = 30) -> str:
         lines += [
             f"  {r.trial_id} attempt {r.attempt}: {r.metric} = {r.value}" for r in bad.itertuples()
         ]
+    lines += gpu_memory_lines(trials, (meta.get("spec") or {}).get("resources") or {})
     lines.append("trials:")
     lines.append(_trial_listing(trials, meta.get("spec", {}), max_rows))
     return "\n".join(lines)
+
+
+def gpu_memory_lines(trials: pd.DataFrame, resources: dict[str, Any]) -> list[str]:
+    """Peak GPU memory per trial against the device's, per kind of GPU, and how many such
+    trials one GPU holds, so the spec's GPU fraction can be chosen from data."""
+    if "gpu_memory_peak" not in trials:
+        return []
+    measured = trials.dropna(subset=["gpu_memory_peak", "gpu_memory_total"])
+    if measured.empty:
+        return []
+    asked = resources.get("gpu") or 0
+    per_gpu = f", {int(1 / asked)} per GPU" if 0 < asked < 1 else ""
+    spec = f"; the spec asks {asked:g} GPU per trial{per_gpu}" if asked else ""
+    lines = [f"GPU memory per trial attempt (peak since it began{spec}):"]
+    for name, rows in measured.groupby("gpu_name", dropna=False):
+        total = rows["gpu_memory_total"].max()
+        peak, reserved = rows["gpu_memory_peak"], rows["gpu_memory_reserved"]
+        fit = int(total // reserved.max()) if reserved.max() > 0 else 0
+        lines += [
+            f"  {name} ({_bytes(total)}), {len(rows)} attempts: allocated median "
+            f"{_bytes(peak.median())}, max {_bytes(peak.max())} ({peak.max() / total:.1%}); "
+            f"reserved max {_bytes(reserved.max())}",
+            f"    {fit} trials like the largest fit in one GPU's memory (each process "
+            "also holds a CUDA context, not counted here)",
+        ]
+    return lines
+
+
+def _bytes(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def run_state(run: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator import devices
 from orchestrator.artifacts import ArtifactWriter, encode, remote_writer
 from orchestrator.context import Trial, check_metrics, seed_everything
 from orchestrator.inputs import SweepInput
@@ -49,18 +50,20 @@ def run_trial(fn: Callable[..., Any], ctx: RunContext, tid: str, config: dict[st
 
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
     node = ray.get_runtime_context().get_node_id()
+    device = "cuda" if gpu_ids else "cpu"
     meta: dict[str, Any] = {
         "started_at": time.time(),
         "node": node,
         "host": socket.gethostname(),
         "gpu_ids": ",".join(gpu_ids),
+        **devices.describe(device),
         **package_versions(),
     }
     saver = _artifact_saver(ctx, tid, local=node == ctx.driver_node)
     latest: dict[str, Any] = {}  # last reported value of each metric
-    device = "cuda" if gpu_ids else "cpu"
     trial = Trial(tid, config, device, _reporter(meta, latest), saver, ctx.inputs)
     seed_everything(trial.seed)
+    devices.start(device)
     try:
         final = fn(config, trial) or {}
         if not isinstance(final, dict):
@@ -69,9 +72,11 @@ def run_trial(fn: Callable[..., Any], ctx: RunContext, tid: str, config: dict[st
             )
         final = {**latest, **check_metrics(final, config)}
     except Exception:
-        tune.report({META_KEY: {**meta, "kind": "error", "error": traceback.format_exc()}})
+        error = {"kind": "error", "error": traceback.format_exc()}
+        tune.report({META_KEY: {**meta, **devices.peak(device), **error}})
         raise
-    tune.report({**final, META_KEY: {**meta, "kind": "final", "names": list(final)}})
+    end = {"kind": "final", "names": list(final)}
+    tune.report({**final, META_KEY: {**meta, **devices.peak(device), **end}})
 
 
 def _reporter(meta: dict[str, Any], latest: dict[str, Any]) -> Callable[[dict[str, Any]], None]:

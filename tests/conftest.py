@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SWEEP = str(BIN / "sweep")  # the installed console script
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +43,13 @@ def write_sweep(folder: Path, module: str, source: str, **spec: object) -> Path:
 def cli_env() -> dict[str, str]:
     """Environment for `sweep` subprocesses: the repo importable, no .pyc files in tmp folders."""
     return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def sweep(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`sweep ARGS` in a subprocess, as a user types it."""
+    return subprocess.run(
+        [SWEEP, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def run_directly(
@@ -108,4 +119,18 @@ def trial(tid: str, act: str, seed: int, status: str = "ok", attempt: int = 0, *
 def steps(tid: str, losses: list[float], attempt: int = 0) -> list[dict]:
     return [
         {"trial_id": tid, "attempt": attempt, "step": i, "loss": v} for i, v in enumerate(losses)
+    ]
+
+
+def overlapping(trials) -> list[tuple]:
+    """Pairs of trial rows that ran at the same time on the same node."""
+    rows = list(trials.itertuples())
+    return [
+        (a, b)
+        for a in rows
+        for b in rows
+        if a.trial_id < b.trial_id
+        and a.node == b.node
+        and a.started_at < b.finished_at
+        and b.started_at < a.finished_at
     ]

@@ -8,16 +8,12 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import cli_env, write_sweep
-
-BIN = Path(sys.executable).parent
-SWEEP = str(BIN / "sweep")  # the installed console script
+from conftest import BIN, SWEEP, cli_env, sweep, write_sweep
 
 SLOW_MODULE = """
     import time
@@ -30,12 +26,6 @@ SLOW_MODULE = """
             raise ValueError("x=3 is not allowed")
         return {"loss": float("nan") if config["x"] == 2 else config["x"] / 2}
 """
-
-
-def sweep(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [SWEEP, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
-    )
 
 
 def write_spec(folder: Path, **fields) -> Path:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from conftest import run_directly
@@ -26,8 +27,10 @@ from experiments.reproducibility import train_lm
 from experiments.tridecoding import decode
 from experiments.unlearning import unlearn
 from orchestrator.artifacts import ArtifactWriter, encode
+from orchestrator.context import check_metrics
 from orchestrator.inputs import SweepInput
 from orchestrator.store import SweepStore
+from orchestrator.summary import gpu_memory_lines
 
 LM = {"activation": "relu", "n_head": 2, "block_size": 32, "batch_size": 4, "eval_windows": 2}
 SIZES = {"little": (1, 8), "draft": (1, 16), "target": (2, 16)}  # n_layer, n_embd
@@ -127,6 +130,15 @@ def test_every_experiment_keeps_its_tensors_on_the_trial_device(case, lazy, mode
             assert elsewhere[name] == pytest.approx(expected, rel=1e-4, abs=1e-5), name
 
 
+def test_reported_tensors_arrive_as_numbers_from_any_device(lazy):
+    values = {"a": torch.tensor(2.5), "b": torch.tensor([3]), "c": 1, "s": "text"}
+    assert check_metrics(values, {}) == {"a": 2.5, "b": 3.0, "c": 1.0, "s": "text"}
+    on_device = {"loss": torch.tensor(0.25, device=lazy), "n": torch.tensor(7, device=lazy)}
+    assert check_metrics(on_device, {}) == {"loss": 0.25, "n": 7.0}
+    with pytest.raises(TypeError, match='metric "many" is a tensor of 2 numbers'):
+        check_metrics({"many": torch.tensor([1.0, 2.0])}, {})
+
+
 def test_a_tensor_left_on_the_cpu_fails_the_check(lazy):
     """The control: the check catches the bug that crashed two experiments on a GPU."""
 
@@ -137,3 +149,26 @@ def test_a_tensor_left_on_the_cpu_fails_the_check(lazy):
     with pytest.raises(RuntimeError, match="lazy"):
         run_directly(leaves_its_data_behind, {"seed": 0}, lazy)
     assert run_directly(leaves_its_data_behind, {"seed": 0}, "cpu")[0]["out"] != 0
+
+
+def test_status_shows_peak_gpu_memory_against_the_device_and_how_many_trials_fit():
+    gib = 2**30
+    trials = pd.DataFrame(
+        {
+            "device": ["cuda"] * 3 + ["cpu"],
+            "gpu_name": ["NVIDIA H200"] * 3 + [None],
+            "gpu_memory_total": [140 * gib] * 3 + [None],
+            "gpu_memory_peak": [1 * gib, 2 * gib, 6 * gib, None],
+            "gpu_memory_reserved": [2 * gib, 3 * gib, 7 * gib, None],
+        }
+    )
+    lines = gpu_memory_lines(trials, {"gpu": 0.25})
+    assert lines == [
+        "GPU memory per trial attempt (peak since it began; the spec asks 0.25 GPU per trial, "
+        "4 per GPU):",
+        "  NVIDIA H200 (140.00 GiB), 3 attempts: allocated median 2.00 GiB, max 6.00 GiB "
+        "(4.3%); reserved max 7.00 GiB",
+        "    20 trials like the largest fit in one GPU's memory (each process also holds a "
+        "CUDA context, not counted here)",
+    ]
+    assert gpu_memory_lines(trials[trials["device"] == "cpu"], {}) == []  # no GPU: no section

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import ray
-from conftest import write_sweep
+from conftest import overlapping, write_sweep
 
 from orchestrator import run_sweep
 
@@ -62,7 +62,7 @@ def test_fractional_gpu_trials_share_the_device_and_see_cuda(tmp_path: Path, clu
 
         def experiment(config, trial):
             time.sleep(1.5)  # long enough for two trials to hold the GPU at once
-            return {"device": trial.device, "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
+            return {"seen": trial.device, "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
     """
     spec = {"name": "gpu", "experiment": "gpu_exp:experiment", "grid": {"x": [1, 2]}, "seeds": 2}
     write_sweep(
@@ -71,9 +71,10 @@ def test_fractional_gpu_trials_share_the_device_and_see_cuda(tmp_path: Path, clu
     )  # fmt: skip
     assert run_sweep(tmp_path / "spec.yaml", progress=None).count("ok") == 4
     trials = pd.read_parquet(tmp_path / "results" / "gpu" / "trials")
-    assert (trials["device"] == "cuda").all()
+    assert (trials["seen"] == "cuda").all() and (trials["device"] == "cuda").all()
+    assert trials["gpu_name"].isna().all()  # logical GPUs: Ray hands them out, torch sees none
     assert (trials["gpu_ids"] == trials["visible"]).all()  # it sees its own device only
-    shared = [(a, b) for a, b in overlapping(trials) if (a.node, a.gpu_ids) == (b.node, b.gpu_ids)]
+    shared = [(a, b) for a, b in overlapping(trials) if a.gpu_ids == b.gpu_ids]
     assert shared  # two trials held half of one GPU each at the same time
 
 
@@ -97,15 +98,5 @@ def test_whole_gpu_trials_see_one_device_each_none_held_twice(tmp_path: Path, cl
     gpus = {n["NodeID"]: n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]}
     assert all(gpus[node] >= 1 for node in trials["node"])  # only where GPUs are
     for a, b in overlapping(trials):  # at the same time on one node: different devices
-        assert a.node != b.node or a.gpu_ids != b.gpu_ids
+        assert a.gpu_ids != b.gpu_ids
     assert trials.groupby("node")["gpu_ids"].nunique().max() == 2  # both of the 2-GPU node
-
-
-def overlapping(trials: pd.DataFrame) -> list[tuple]:
-    rows = list(trials.itertuples())
-    return [
-        (a, b)
-        for a in rows
-        for b in rows
-        if a.trial_id < b.trial_id and a.started_at < b.finished_at and b.started_at < a.finished_at
-    ]

@@ -5,19 +5,16 @@ fails, one reports NaN, one loss goes up."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cli_env, write_sweep
+from conftest import sweep, write_sweep
 from scipy import stats
 
 from orchestrator import run_sweep
 
-SWEEP = str(Path(sys.executable).parent / "sweep")
 MODULE = """
     import random
 
@@ -34,12 +31,6 @@ MODULE = """
         aux = float("nan") if arm == "a" and trial.seed == 2 else 1.0
         return {"score": OFFSET[arm] + noise, "aux": aux}
 """
-
-
-def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [SWEEP, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=300
-    )
 
 
 @pytest.fixture(scope="module")

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
 import yaml
-from conftest import cli_env, write_sweep
+from conftest import sweep, write_sweep
 
 from analysis import load
 
-SWEEP = str(Path(sys.executable).parent / "sweep")
 SOURCE = """
     import numpy as np
 
@@ -55,11 +52,6 @@ def bucket():
     for key, value in saved.items():
         os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
     server.stop()
-
-
-def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([SWEEP, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
 
 
 def test_a_sweep_into_a_bucket_reads_back_reports_and_resumes(tmp_path: Path, bucket):

@@ -28,14 +28,15 @@ USER_MODULE = """
             trial.report(step=step, loss=config["x"] + 1.0 / (step + 1))
         trial.save_artifact("preds.npy", np.full(3, float(config["x"])))
         odd = float("nan") if config["x"] == 2 else float("inf") if config["x"] == 3 else 1.0
-        return {"score": config["x"] * 10 + trial.seed, "draw": draw,
-                "device": trial.device, "odd": odd}
+        return {"score": config["x"] * 10 + trial.seed, "draw": draw, "odd": odd}
 """
 
 TRIAL_COLUMNS = [
     "trial_id", "sweep", "experiment", "status", "attempt", "error", "started_at",
     "finished_at", "duration_s", "node", "host", "gpu_ids", "run_id", "git_commit",
     "git_dirty", "version_python", "version_ray", "version_torch", "version_numpy",
+    "device", "gpu_name", "gpu_memory_total", "gpu_memory_peak", "gpu_memory_reserved",
+    "cuda_version", "gpu_driver",
 ]  # fmt: skip
 
 
@@ -61,10 +62,12 @@ def test_a_users_own_function_fills_the_parquet_contract(tmp_path: Path):
 
     trials = trials_of(tmp_path)
     assert len(trials) == 6
-    assert set(TRIAL_COLUMNS + ["x", "seed", "score", "draw", "device", "odd"]) <= set(trials)
+    assert set(TRIAL_COLUMNS + ["x", "seed", "score", "draw", "odd"]) <= set(trials)
     assert (trials["status"] == "ok").all() and (trials["attempt"] == 1).all()
     assert list(trials["score"].sort_values()) == [10, 11, 20, 21, 30, 31]
-    assert (trials["device"] == "cpu").all()
+    assert (trials["device"] == "cpu").all()  # where it ran; no GPU, so nothing of one
+    gpu = [c for c in TRIAL_COLUMNS if c.startswith(("gpu_", "cuda")) and c != "gpu_ids"]
+    assert trials[gpu].isna().all().all() and trials["gpu_ids"].eq("").all()
     assert trials["node"].notna().all() and (trials["duration_s"] > 0).all()
     for row in trials.itertuples():
         assert row.trial_id == trial_id("user_exp:experiment", {"x": row.x, "seed": row.seed})
@@ -176,7 +179,10 @@ def test_bad_metrics_fail_the_trial_with_a_clear_message(tmp_path: Path):
     write_sweep(tmp_path, "bad_exp", source, **spec)
     result = run_sweep(tmp_path / "spec.yaml", progress=None)
     assert result.count("failed") == 1
-    assert 'metric "loss" is list; report numbers or strings' in result.rows[0]["error"]
+    assert (
+        'metric "loss" is list; report numbers, strings or one-element tensors'
+        in (result.rows[0]["error"])
+    )
 
 
 def test_the_artifact_writer_actor_writes_for_remote_nodes(tmp_path: Path, ray_instance):

@@ -60,6 +60,8 @@ class Scorer:
         started = time.perf_counter()
         ids = torch.tensor(seq, device=self.device)
         probs = torch.softmax(self.model(ids[None]).double()[0], dim=-1)
+        if probs.is_cuda:
+            torch.cuda.synchronize(probs.device)  # time the work, not only its launch
         self.counters.add(self.counters.calls, self.name, 1)
         self.counters.add(self.counters.seconds, self.name, time.perf_counter() - started)
         return probs
