@@ -92,21 +92,22 @@ def unlearn(config: dict[str, Any], trial: Any) -> dict[str, Any]:
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     train_time = train(model, data.train, config, trial.seed)
     theta_0 = flat_parameters(model)
-    before = accuracies(model, data, config)
+    sets = evaluation_sets(data, config)
+    before = accuracies(model, sets)
     started = time.perf_counter()
     if algorithm == "retrain":
         model.load_state_dict(initial)
         train(model, data.retain, config, trial.seed)
         steps = 0
     else:
-        steps = forget(model, data, config, trial, graddiff=algorithm == "graddiff")
-    seconds = time.perf_counter() - started
-    change = (flat_parameters(model) - theta_0).norm()
+        steps = forget(model, data, sets, config, trial, graddiff=algorithm == "graddiff")
+    seconds = elapsed(started, data.test.y.device)
+    change = (flat_parameters(model) - theta_0).norm().double()
     return {  # tensors among these leave the device together
         **{f"{name}_before": value for name, value in before.items()},
-        **accuracies(model, data, config),
+        **accuracies(model, sets),
         "param_change": change,
-        "param_change_rel": change / theta_0.norm(),
+        "param_change_rel": change / theta_0.norm().double(),
         "steps_taken": steps,
         "unlearn_time_s": seconds,
         "train_time_s": train_time,
@@ -126,11 +127,16 @@ def train(model: nn.Module, data: Images, config: dict[str, Any], seed: int) -> 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-    return time.perf_counter() - started
+    return elapsed(started, data.y.device)
 
 
 def forget(
-    model: nn.Module, data: Split, config: dict[str, Any], trial: Any, graddiff: bool
+    model: nn.Module,
+    data: Split,
+    sets: dict[str, Images],
+    config: dict[str, Any],
+    trial: Any,
+    graddiff: bool,
 ) -> int:
     """SGD on the unlearning loss for `unlearn_steps`, or until the forget accuracy is at
     most `stop_at_forget_acc` (gradient ascent has no minimum: run on, it wrecks the whole
@@ -153,7 +159,8 @@ def forget(
         draws.append(torch.randint(0, len(data.forget), (batch,), generator=order))
         if graddiff:
             draws.append(torch.randint(0, len(data.retain), (batch,), generator=order))
-    for step, (index, *keep) in enumerate(on_device(draws, data.forget).view(steps, -1, batch)):
+    indices = on_device(draws, data.forget).view(steps, 2 if graddiff else 1, batch)
+    for step, (index, *keep) in enumerate(indices):
         loss = -soft_cross_entropy(model(data.forget.x[index]), targets[index])
         if keep:
             loss = loss + F.cross_entropy(model(data.retain.x[keep[0]]), data.retain.y[keep[0]])
@@ -162,7 +169,7 @@ def forget(
         optimizer.step()
         done = stop is not None and bool(accuracy(model, data.forget.x, data.forget.y) <= stop)
         if step % every == 0 or step == steps - 1 or done:
-            trial.report(step=step + 1, loss=loss, **accuracies(model, data, config))
+            trial.report(step=step + 1, loss=loss, **accuracies(model, sets))
         if done:
             return step + 1
     return steps
@@ -171,15 +178,30 @@ def forget(
 def on_device(draws: list[torch.Tensor], data: Images) -> torch.Tensor:
     """Random indices drawn on the CPU (the same on every device), stacked and moved to
     the data's device once rather than once per step."""
-    return torch.stack(draws).to(data.y.device)
+    stacked = torch.stack(draws) if draws else torch.empty(0, dtype=torch.long)
+    return stacked.to(data.y.device)
 
 
-def accuracies(model: nn.Module, data: Split, config: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Accuracy on the forget, retain and test sets (and on the forgotten class in the
-    test set), as tensors on the model's device: `trial.report` fetches them together."""
+def elapsed(started: float, device: torch.device) -> float:
+    """Seconds since `started`, once the device has done the work queued so far (a GPU
+    runs it after Python has moved on)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
+
+
+def evaluation_sets(data: Split, config: dict[str, Any]) -> dict[str, Images]:
+    """The sets accuracy is measured on, by metric name: forget, retain and test (and,
+    forgetting a class, that class in the test set)."""
     sets = {"forget_acc": data.forget, "retain_acc": data.retain, "test_acc": data.test}
     if config.get("forget_class") is not None:
         sets["test_forget_class_acc"] = data.test[data.test.y == config["forget_class"]]
+    return sets
+
+
+def accuracies(model: nn.Module, sets: dict[str, Images]) -> dict[str, torch.Tensor]:
+    """Accuracy on each set, as tensors on the model's device: `trial.report` fetches
+    them together."""
     return {name: accuracy(model, part.x, part.y) for name, part in sets.items()}
 
 

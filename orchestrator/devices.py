@@ -1,16 +1,19 @@
 """The device a trial ran on and the GPU memory it took: the trials table's device columns.
 
-`device` is "cpu" or "cuda" (what `trial.device` said). On a GPU torch can use, also the
-GPU's name and memory, the CUDA version of the torch build, the driver's version, and
-the trial's peak memory: what torch allocated (`gpu_memory_peak`, from
-torch.cuda.max_memory_allocated) and what its caching allocator held
+`device` is "cpu" or "cuda" (what `trial.device` said). When the experiment uses torch
+on a GPU torch can use, also the GPU's name and memory, the CUDA version of the torch
+build, the driver's version, and the trial's peak memory: what torch allocated
+(`gpu_memory_peak`, torch.cuda.max_memory_allocated) and what its caching allocator held
 (`gpu_memory_reserved`), both since the trial began, in bytes. A process's CUDA context
-(a few hundred MiB) comes on top of the reserved memory.
+(a few hundred MiB) comes on top of the reserved memory. An experiment that does not
+import torch gets no CUDA context from here.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -18,12 +21,16 @@ from analysis.columns import DEVICE_COLUMNS
 
 
 def describe(device: str) -> dict[str, Any]:
-    """Every device column; the GPU's are empty on the CPU (or a GPU torch cannot use)."""
+    """Every device column but the peaks; the GPU's are empty on the CPU, and where torch
+    is not in use or cannot reach the GPU."""
     info: dict[str, Any] = dict.fromkeys(DEVICE_COLUMNS) | {"device": device}
     torch = _cuda_torch(device)
     if torch is None:
         return info
-    gpu = torch.cuda.get_device_properties(torch.cuda.current_device())
+    try:
+        gpu = torch.cuda.get_device_properties(torch.cuda.current_device())
+    except RuntimeError:  # CUDA would not start here; the experiment will say why
+        return info
     return info | {
         "gpu_name": gpu.name,
         "gpu_memory_total": gpu.total_memory,
@@ -33,42 +40,48 @@ def describe(device: str) -> dict[str, Any]:
 
 
 def start(device: str) -> None:
-    """Reset the peak-memory counters: a reused worker keeps its process between trials,
-    and each trial's peak must be its own."""
+    """Make the peak-memory counters the coming trial's own: a reused worker keeps its
+    process, and with it the memory torch cached for the trial before."""
     torch = _cuda_torch(device)
-    if torch is not None:
+    if torch is not None and torch.cuda.is_initialized():
+        gc.collect()  # the previous trial's tensors, so that their cache can go back
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 
 
-def peak(device: str) -> dict[str, int]:
-    """The trial's peak GPU memory since `start` (nothing on the CPU)."""
+def usage(device: str) -> dict[str, Any]:
+    """The device columns at the trial's end, its peak memory included."""
     torch = _cuda_torch(device)
-    if torch is None:
-        return {}
-    return {
-        "gpu_memory_peak": torch.cuda.max_memory_allocated(),
-        "gpu_memory_reserved": torch.cuda.max_memory_reserved(),
-    }
+    if torch is None or not torch.cuda.is_initialized():
+        return describe(device)
+    try:
+        peaks = {
+            "gpu_memory_peak": torch.cuda.max_memory_allocated(),
+            "gpu_memory_reserved": torch.cuda.max_memory_reserved(),
+        }
+    except RuntimeError:  # a CUDA error ended the trial; its report matters more
+        peaks = {}
+    return describe(device) | peaks
 
 
 def driver_version() -> str | None:
-    """The NVIDIA driver's version, from NVML (the library torch itself loads to count
-    devices); None where it is not installed."""
+    """The NVIDIA driver's version, from its management library (NVML); None without it."""
     try:
         nvml = ctypes.CDLL("libnvidia-ml.so.1")
         if nvml.nvmlInit_v2() != 0:
             return None
         text = ctypes.create_string_buffer(96)
         found = nvml.nvmlSystemGetDriverVersion(text, ctypes.c_uint(96)) == 0
+        nvml.nvmlShutdown()
         return text.value.decode() if found else None
     except (OSError, AttributeError):
         return None
 
 
 def _cuda_torch(device: str) -> ModuleType | None:
-    """torch, when the trial runs on a CUDA device that torch can use."""
-    if device != "cuda":
+    """torch, when the trial runs on CUDA, the experiment has imported torch and torch
+    can use the GPU."""
+    torch = sys.modules.get("torch")
+    if device != "cuda" or torch is None or not torch.cuda.is_available():
         return None
-    import torch
-
-    return torch if torch.cuda.is_available() else None
+    return torch

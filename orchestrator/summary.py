@@ -173,13 +173,16 @@ def gpu_memory_lines(trials: pd.DataFrame, resources: dict[str, Any]) -> list[st
     for name, rows in measured.groupby("gpu_name", dropna=False):
         total = rows["gpu_memory_total"].max()
         peak, reserved = rows["gpu_memory_peak"], rows["gpu_memory_reserved"]
-        fit = int(total // reserved.max()) if reserved.max() > 0 else 0
+        fit = (
+            f"{int(total // reserved.max())} trials like the largest fit in one GPU's memory"
+            if reserved.max() > 0
+            else "no GPU memory held by torch"
+        )
         lines += [
             f"  {name} ({_bytes(total)}), {len(rows)} attempts: allocated median "
             f"{_bytes(peak.median())}, max {_bytes(peak.max())} ({peak.max() / total:.1%}); "
             f"reserved max {_bytes(reserved.max())}",
-            f"    {fit} trials like the largest fit in one GPU's memory (each process "
-            "also holds a CUDA context, not counted here)",
+            f"    {fit} (each process also holds a CUDA context, not counted here)",
         ]
     return lines
 

@@ -63,8 +63,8 @@ def run_trial(fn: Callable[..., Any], ctx: RunContext, tid: str, config: dict[st
     latest: dict[str, Any] = {}  # last reported value of each metric
     trial = Trial(tid, config, device, _reporter(meta, latest), saver, ctx.inputs)
     seed_everything(trial.seed)
-    devices.start(device)
     try:
+        devices.start(device)
         final = fn(config, trial) or {}
         if not isinstance(final, dict):
             raise TypeError(
@@ -73,10 +73,10 @@ def run_trial(fn: Callable[..., Any], ctx: RunContext, tid: str, config: dict[st
         final = {**latest, **check_metrics(final, config)}
     except Exception:
         error = {"kind": "error", "error": traceback.format_exc()}
-        tune.report({META_KEY: {**meta, **devices.peak(device), **error}})
+        tune.report({META_KEY: {**meta, **devices.usage(device), **error}})
         raise
     end = {"kind": "final", "names": list(final)}
-    tune.report({**final, META_KEY: {**meta, **devices.peak(device), **end}})
+    tune.report({**final, META_KEY: {**meta, **devices.usage(device), **end}})
 
 
 def _reporter(meta: dict[str, Any], latest: dict[str, Any]) -> Callable[[dict[str, Any]], None]:

@@ -7,9 +7,11 @@ tensor left on the CPU (the index of a batch, a model input, a generator's outpu
 the test as it failed on a real GPU. Its results must equal the CPU run's: the seeded
 streams (initial weights, batch order, sampling) are the same on every device.
 
-The lazy backend compiles each new graph, so it is slow: the configs are tiny. It also
-hands back CPU tensors from `split` and `unbind` (which iterating over a tensor calls):
-during the check those two are done by slicing instead, which gives the same views.
+The lazy backend differs from CUDA in three ways, made up for during the check: it
+accepts a CPU random generator for its tensors (CUDA refuses one), so torch's random
+functions are wrapped to refuse it too; it hands back CPU tensors from `split` and
+`unbind` (which iterating over a tensor calls), so those are done by slicing, which
+gives the same views; and it compiles each new graph, so it is slow: the configs are tiny.
 """
 
 from __future__ import annotations
@@ -33,18 +35,26 @@ from orchestrator.store import SweepStore
 from orchestrator.summary import gpu_memory_lines
 
 LM = {"activation": "relu", "n_head": 2, "block_size": 32, "batch_size": 4, "eval_windows": 2}
-SIZES = {"little": (1, 8), "draft": (1, 16), "target": (2, 16)}  # n_layer, n_embd
+SIZES = {"little": (1, 8), "draft": (1, 16), "target": (1, 24)}  # n_layer, n_embd
 DIGITS = {"forget_class": 3, "epochs": 1, "batch_size": 512, "unlearn_steps": 3, "eval_every": 2}
 DECODE = {"small_draft_threshold": 0.5, "draft_target_threshold": 0.5, "n_prompts": 1,
           "prompt_len": 8, "n_tokens": 12}  # fmt: skip
-LMEVAL = {"model_size": "target", "n_pairs": 2, "pair_context": 16, "n_documents": 2,
-          "document_len": 96, "loss_bin": 16, "slope_from": 32}  # fmt: skip
+LMEVAL = {"model_size": "target", "n_pairs": 1, "pair_context": 16, "n_documents": 2,
+          "document_len": 80, "loss_bin": 16, "slope_from": 32}  # fmt: skip
 
 CASES = {  # experiment, config, the results that must equal the CPU run's
     "regression": (regression, {"lr": 0.05, "steps": 12, "optimizer": "adam"}, ["val_loss"]),
     "reproducibility": (
         train_lm,
-        {**LM, "activation": "smelu", "beta": 0.5, "n_embd": 16, "steps": 4, "eval_every": 2},
+        {
+            **LM,
+            "activation": "smelu",
+            "beta": 0.5,
+            "n_layer": 1,
+            "n_embd": 16,
+            "steps": 2,
+            "eval_every": 1,
+        },  # fmt: skip
         ["val_loss", "eval_inputs_sha1"],
     ),
     "unlearning-graddiff-soft": (
@@ -74,17 +84,39 @@ CASES = {  # experiment, config, the results that must equal the CPU run's
 @pytest.fixture(scope="module")
 def lazy():
     """The lazy backend, started once; skipped (saying why) in a torch build without it.
-    Its split and unbind are replaced by slicing while the module runs (see above)."""
+    While the module runs, random functions refuse a generator on another device than
+    their output, and split and unbind slice (see above)."""
     try:
         import torch._lazy.ts_backend
     except ImportError as exc:
         pytest.skip(f"this torch build has no lazy tensor backend to stand in for a GPU: {exc}")
     torch._lazy.ts_backend.init()
     with pytest.MonkeyPatch.context() as patch:
+        for name in RANDOM:
+            patch.setattr(torch, name, generator_checked(getattr(torch, name)))
         patch.setattr(torch.Tensor, "split", split_by_slicing)
         patch.setattr(torch.Tensor, "unbind", unbind_by_slicing)
         patch.setattr(torch.Tensor, "__iter__", lambda t: iter(unbind_by_slicing(t)))
         yield "lazy"
+
+
+RANDOM = ("multinomial", "rand", "randn", "randint", "randperm", "normal", "bernoulli")
+
+
+def generator_checked(draw):
+    """`draw`, failing as on CUDA when its generator is on another device than its output."""
+
+    def checked(*args, **kwargs):
+        out = draw(*args, **kwargs)
+        generator = kwargs.get("generator")
+        if generator is not None and generator.device.type != out.device.type:
+            raise RuntimeError(
+                f"Expected a '{out.device.type}' device type for generator but found "
+                f"'{generator.device.type}' (the device check, as CUDA says it)"
+            )
+        return out
+
+    return checked
 
 
 def split_by_slicing(tensor: torch.Tensor, size, dim: int = 0) -> tuple[torch.Tensor, ...]:
@@ -149,6 +181,11 @@ def test_a_tensor_left_on_the_cpu_fails_the_check(lazy):
     with pytest.raises(RuntimeError, match="lazy"):
         run_directly(leaves_its_data_behind, {"seed": 0}, lazy)
     assert run_directly(leaves_its_data_behind, {"seed": 0}, "cpu")[0]["out"] != 0
+
+    probs = torch.ones(4, device=lazy)  # the old sampling: a CPU generator for device tensors
+    with pytest.raises(RuntimeError, match="device type for generator"):
+        torch.multinomial(probs, 1, generator=torch.Generator())
+    assert torch.multinomial(probs.cpu(), 1, generator=torch.Generator()).item() in range(4)
 
 
 def test_status_shows_peak_gpu_memory_against_the_device_and_how_many_trials_fit():

@@ -34,7 +34,7 @@ SPECS = REPO / "experiments" / "sweeps"
 # In the order they can run: the LM sizes first, since two sweeps read their models.
 QUICK = ["lm-sizes-quick", "tridecoding-quick", "lmeval-quick", "quickstart",
          "unlearning-quick", "regression"]  # fmt: skip
-GPU_PER_TRIAL = 0.125  # 8 trials share the GPU, one CPU each
+GPU_PER_TRIAL = 0.0625  # up to 16 trials share the GPU, one CPU each
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,8 @@ def test_every_quick_spec_runs_on_a_shared_gpu(name: str, runs):
     assert (trials["device"] == "cuda").all()
     for column in ("gpu_name", "gpu_memory_total", "cuda_version", "gpu_driver"):
         assert trials[column].notna().all(), column
-    assert (trials["gpu_memory_peak"] > 0).all()
-    assert (trials["gpu_memory_reserved"] >= trials["gpu_memory_peak"]).all()
+    peak, reserved, total = (trials[f"gpu_memory_{c}"] for c in ("peak", "reserved", "total"))
+    assert ((peak > 0) & (peak <= reserved) & (reserved < total)).all()
     if "matches_target" in trials:  # greedy tri-decoding: the target's own output
         assert (trials["matches_target"] == 1.0).all()
     if len(trials) > 1:

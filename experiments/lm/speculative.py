@@ -19,8 +19,8 @@ equivalence is exact, not approximate.
 
 Devices: token ids are plain lists; a `Scorer` puts them on its model's device and
 the distributions stay there. Random numbers come from a CPU generator (the same
-stream whatever the device) and only the choices leave the device, once per draft
-or verification step.
+stream whatever the device). What leaves the device are the decisions: a token and
+its confidence per drafted token, and one block of accept/reject per verification.
 """
 
 from __future__ import annotations
@@ -68,13 +68,14 @@ class Scorer:
 
 
 def choose(probs: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> int:
-    """A token from `probs` (on any device): its argmax, or a draw by inverting the
-    cumulative distribution at a uniform number from the CPU `generator`."""
+    """A token from `probs` (on any device, not necessarily normalised): its argmax, or
+    a draw by inverting the cumulative distribution at a uniform number from the CPU
+    `generator` (a token of probability 0 is never drawn)."""
     if greedy:
         return int(probs.argmax())
     cdf = probs.cumsum(0)
-    below = (cdf < uniform(generator) * cdf[-1]).sum()  # tokens whose cdf lies below the draw
-    return int(below.clamp(max=len(probs) - 1))
+    passed = (cdf <= uniform(generator) * cdf[-1]).sum()  # tokens whose mass lies below the draw
+    return int(passed.clamp(max=len(probs) - 1))
 
 
 def confidence(probs: torch.Tensor) -> float:
