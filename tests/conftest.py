@@ -41,8 +41,10 @@ def write_sweep(folder: Path, module: str, source: str, **spec: object) -> Path:
 
 
 def cli_env() -> dict[str, str]:
-    """Environment for `sweep` subprocesses: the repo importable, no .pyc files in tmp folders."""
-    return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+    """Environment for `sweep` subprocesses: the repo importable (before what PYTHONPATH
+    already holds, such as packages installed with --target), no .pyc files in tmp folders."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def sweep(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
