@@ -26,6 +26,7 @@ import pandas as pd
 
 from orchestrator.errors import InputError
 from orchestrator.inputs import SweepInput, resolve_inputs
+from orchestrator.leftovers import left_behind, next_attempts, remove_temporary
 from orchestrator.provenance import git_state
 from orchestrator.registry import Experiment, resolve
 from orchestrator.spec import SweepSpec, load_spec
@@ -51,6 +52,7 @@ class Plan:
     done: set[str]  # trial ids with a successful row
     next_attempt: dict[str, int]
     source_dir: Path
+    left_behind: pd.DataFrame  # attempts a killed driver left with steps but no row
 
     @property
     def total(self) -> int:
@@ -111,15 +113,20 @@ def plan(spec: SweepSpec, source_dir: Path) -> Plan:
             f"{store.uri} holds a sweep of experiment {meta.get('experiment')!r}, not "
             f"{spec.experiment!r}: give this sweep another name (or --set name=...)"
         )
-    previous = store.read("trials", ["trial_id", "status", "attempt"]) if meta else None
-    done: set[str] = set()
-    next_attempt: dict[str, int] = {}
-    if previous is not None and len(previous):
-        done = set(previous.loc[previous["status"].isin(DONE), "trial_id"])
-        next_attempt = (previous.groupby("trial_id")["attempt"].max() + 1).astype(int).to_dict()
+    previous = store.read("trials", ["trial_id", "status", "attempt"])
+    steps = store.read("metrics", ["trial_id", "attempt", "time"])
+    done = set(previous.loc[previous["status"].isin(DONE), "trial_id"]) if len(previous) else set()
     grid = expand(spec) if spec.search.algorithm == "grid" else []
     configs = {trial_id(spec.experiment, c): c for c in grid}
-    return Plan(spec, store, configs, done, next_attempt, source_dir)
+    return Plan(
+        spec,
+        store,
+        configs,
+        done,
+        next_attempts(previous, steps),
+        source_dir,
+        left_behind(previous, steps),
+    )
 
 
 def run_sweep(
@@ -245,6 +252,8 @@ def _execute(
     node = ray.get_runtime_context().get_node_id()
     ctx = RunContext(index, storage_root, spec.name, node, inputs)
     sink = ParquetSink(store, index, run, the_plan.next_attempt)
+    remove_temporary(store)
+    sink.record_left_behind(the_plan.left_behind, the_plan.configs)
     callbacks: list[Any] = [sink]
     if progress is not None:
         callbacks.append(ProgressLine(spec.name, index, the_plan.to_run, progress))

@@ -18,6 +18,7 @@ import pyarrow as pa
 from ray import tune
 
 from analysis.columns import DEVICE_COLUMNS
+from orchestrator.leftovers import LEFT_BEHIND
 from orchestrator.store import SweepStore
 from orchestrator.trainable import META_KEY
 from orchestrator.trials import TrialIndex
@@ -147,9 +148,27 @@ class ParquetSink(tune.Callback):
         error = live.error if status == "failed" else None
         if status == "failed" and error is None:
             error = _error_text(trial)
-        finished = time.time()
+        row = self._row(live, status, error, finished=time.time())
+        self._buffers["trials"].append(row)
+        self.finished.append(row)
+        self._maybe_flush()
+
+    def record_left_behind(self, attempts: Any, configs: dict[str, dict[str, Any]]) -> None:
+        """Rows, failed and saying why, for attempts that a killed driver left with steps
+        but no row (orchestrator/leftovers.py); written at once, not counted in this run."""
+        rows = []
+        for a in attempts.itertuples():
+            config = configs.get(a.trial_id, {})
+            live = _Attempt(a.trial_id, a.attempt, config, {"started_at": a.first})
+            rows.append(self._row(live, "failed", LEFT_BEHIND, finished=a.last))
+        self.store.append("trials", rows, COLUMN_TYPES["trials"])
+
+    def _row(
+        self, live: _Attempt, status: str, error: str | None, finished: float
+    ) -> dict[str, Any]:
+        """The trials-table row of an attempt that ended."""
         started = live.meta.pop("started_at", None)
-        row = {
+        return {
             "trial_id": live.trial_id,
             "sweep": self.run_info["sweep"],
             "experiment": self.index.experiment,
@@ -170,9 +189,6 @@ class ParquetSink(tune.Callback):
             "git_dirty": self.run_info["git_dirty"],
             **live.meta,  # package versions of the worker
         }
-        self._buffers["trials"].append(row)
-        self.finished.append(row)
-        self._maybe_flush()
 
 
 def _utc(seconds: float | None) -> datetime | None:

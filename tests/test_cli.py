@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 from conftest import BIN, SWEEP, cli_env, sweep, write_sweep
 
+from orchestrator.leftovers import LEFT_BEHIND
+
 SLOW_MODULE = """
     import time
 
@@ -164,11 +166,72 @@ def test_an_interrupted_driver_loses_nothing_and_duplicates_nothing(tmp_path: Pa
     out = sweep("run", str(spec), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     final = pd.read_parquet(tmp_path / "results" / "cli" / "trials")
-    assert sorted(final["trial_id"]) == sorted(set(final["trial_id"]))  # one row each
-    assert len(final) == 24 and (final["status"] == "ok").all()
+    ok = final[final["status"] == "ok"]
+    assert ok["trial_id"].is_unique and len(ok) == 24  # one successful row each
+    assert (final.loc[final["status"] != "ok", "error"] == LEFT_BEHIND).all()
     assert set(partial["trial_id"]) <= set(final["trial_id"])
     metrics = pd.read_parquet(tmp_path / "results" / "cli" / "metrics")
     assert set(metrics["trial_id"]) == set(final["trial_id"])
+    assert_exactly_once(final, metrics)
+
+
+def assert_exactly_once(trials: pd.DataFrame, metrics: pd.DataFrame) -> None:
+    """No key twice in either table, and every attempt with steps has its row."""
+    assert not trials.duplicated(["trial_id", "attempt"]).any()
+    assert not metrics.duplicated(["trial_id", "attempt", "step"]).any()
+    rows = set(zip(trials["trial_id"], trials["attempt"], strict=True))
+    assert set(zip(metrics["trial_id"], metrics["attempt"], strict=True)) <= rows
+
+
+def test_steps_of_an_attempt_killed_mid_trial_stay_apart_from_its_rerun(tmp_path: Path):
+    """A driver killed while trials run has flushed their steps but not their rows. The next
+    run records those attempts as failed, saying why, numbers its own attempts past them,
+    removes a cut-off write's temporary file, and the successful attempts' steps are those
+    of a run never interrupted."""
+    fields = {"grid": {"x": [1, 4, 5, 6]}, "seeds": 1, "params": {"sleep": 1.0}}
+    spec = write_spec(tmp_path, **fields)
+    driver = subprocess.Popen(
+        [SWEEP, "run", str(spec)], cwd=tmp_path, env=cli_env(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    folder = tmp_path / "results" / "cli"
+    deadline = time.monotonic() + 120
+    while not ((folder / "metrics").is_dir() and any((folder / "metrics").glob("*.parquet"))):
+        assert time.monotonic() < deadline and driver.poll() is None, "no step was recorded"
+        time.sleep(0.1)
+    os.killpg(driver.pid, signal.SIGKILL)  # mid-trial: each trial is 2 steps of 1 s
+    driver.wait(timeout=60)
+    steps = pd.read_parquet(folder / "metrics")
+    ended = list((folder / "trials").glob("*.parquet"))
+    killed = set(steps["trial_id"]) - set(
+        pd.read_parquet(folder / "trials")["trial_id"] if ended else []
+    )
+    assert killed, "the kill landed when no trial was running"
+    (folder / "trials").mkdir(exist_ok=True)
+    (folder / "trials" / ".tmp-cut-off-write").write_bytes(b"PAR1 half a file")
+
+    assert sweep("run", str(spec), cwd=tmp_path).returncode == 0
+    trials, metrics = pd.read_parquet(folder / "trials"), pd.read_parquet(folder / "metrics")
+    assert_exactly_once(trials, metrics)
+    assert not list((folder / "trials").glob(".tmp-*"))
+    first = trials[trials["trial_id"].isin(killed) & (trials["attempt"] == 1)]
+    assert set(first["trial_id"]) == killed and (first["status"] == "failed").all()
+    assert (first["error"] == LEFT_BEHIND).all()
+    ok = trials[trials["status"] == "ok"]
+    assert ok["trial_id"].is_unique and len(ok) == 4
+    assert (ok.loc[ok["trial_id"].isin(killed), "attempt"] == 2).all()
+
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    assert sweep("run", str(write_spec(clean, **fields)), cwd=clean).returncode == 0
+
+    def curves(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+        ok = trials.loc[trials["status"] == "ok", ["trial_id", "attempt"]]
+        kept = metrics.merge(ok)[["trial_id", "step", "loss"]]
+        return kept.sort_values(["trial_id", "step"], ignore_index=True)
+
+    undisturbed = [pd.read_parquet(clean / "results" / "cli" / t) for t in ("trials", "metrics")]
+    pd.testing.assert_frame_equal(curves(trials, metrics), curves(*undisturbed))
 
 
 def test_a_driver_killed_again_and_again_ends_like_an_uninterrupted_run(tmp_path: Path):
