@@ -54,13 +54,10 @@ def next_attempts(trials: pd.DataFrame, steps: pd.DataFrame) -> dict[str, int]:
     return (both.groupby("trial_id")["attempt"].max() + 1).astype(int).to_dict()
 
 
-def remove_temporary(store: SweepStore) -> int:
-    """Delete the temporary files of writes that a kill cut off; how many there were."""
-    removed = 0
+def remove_temporary(store: SweepStore) -> None:
+    """Delete the temporary files of writes that a kill cut off."""
     for folder in (store.path, store.table_dir("trials"), store.table_dir("metrics")):
         selector = pafs.FileSelector(folder, allow_not_found=True)
         for info in store.fs.get_file_info(selector):
             if info.type == pafs.FileType.File and info.base_name.startswith(".tmp-"):
                 store.fs.delete_file(info.path)
-                removed += 1
-    return removed

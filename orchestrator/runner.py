@@ -50,9 +50,8 @@ class Plan:
     store: SweepStore
     configs: dict[str, dict[str, Any]]  # trial id -> config; grid mode only
     done: set[str]  # trial ids with a successful row
-    next_attempt: dict[str, int]
+    attempts: pd.DataFrame  # the trials table so far: trial_id, status, attempt
     source_dir: Path
-    left_behind: pd.DataFrame  # attempts a killed driver left with steps but no row
 
     @property
     def total(self) -> int:
@@ -114,19 +113,10 @@ def plan(spec: SweepSpec, source_dir: Path) -> Plan:
             f"{spec.experiment!r}: give this sweep another name (or --set name=...)"
         )
     previous = store.read("trials", ["trial_id", "status", "attempt"])
-    steps = store.read("metrics", ["trial_id", "attempt", "time"])
     done = set(previous.loc[previous["status"].isin(DONE), "trial_id"]) if len(previous) else set()
     grid = expand(spec) if spec.search.algorithm == "grid" else []
     configs = {trial_id(spec.experiment, c): c for c in grid}
-    return Plan(
-        spec,
-        store,
-        configs,
-        done,
-        next_attempts(previous, steps),
-        source_dir,
-        left_behind(previous, steps),
-    )
+    return Plan(spec, store, configs, done, previous, source_dir)
 
 
 def run_sweep(
@@ -251,9 +241,10 @@ def _execute(
     index = TrialIndex(spec.experiment, pending)
     node = ray.get_runtime_context().get_node_id()
     ctx = RunContext(index, storage_root, spec.name, node, inputs)
-    sink = ParquetSink(store, index, run, the_plan.next_attempt)
+    steps = store.read("metrics", ["trial_id", "attempt", "time"])  # only when trials run
+    sink = ParquetSink(store, index, run, next_attempts(the_plan.attempts, steps))
     remove_temporary(store)
-    sink.record_left_behind(the_plan.left_behind, the_plan.configs)
+    sink.record_left_behind(left_behind(the_plan.attempts, steps), the_plan.configs)
     callbacks: list[Any] = [sink]
     if progress is not None:
         callbacks.append(ProgressLine(spec.name, index, the_plan.to_run, progress))

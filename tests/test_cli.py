@@ -134,17 +134,19 @@ def test_every_command_has_help(tmp_path: Path):
         assert out.returncode == 0 and "Usage:" in out.stdout
 
 
-def _start_and_kill(tmp_path: Path, spec: Path, sig: signal.Signals, later: float = 0.0) -> None:
-    """Start `sweep run`, wait until some trials are recorded and `later` seconds more,
-    then send `sig`."""
+def _start_and_kill(
+    tmp_path: Path, spec: Path, sig: signal.Signals, later: float = 0.0, table: str = "trials"
+) -> None:
+    """Start `sweep run`, wait until `table` has rows (trials: some trials ended; metrics:
+    some are running or ended) and `later` seconds more, then send `sig`."""
     driver = subprocess.Popen(
         [SWEEP, "run", str(spec)], cwd=tmp_path, env=cli_env(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    trials = tmp_path / "results" / "cli" / "trials"
+    written = tmp_path / "results" / "cli" / table
     deadline = time.monotonic() + 120
-    while not (trials.is_dir() and any(trials.glob("*.parquet"))):
-        assert time.monotonic() < deadline and driver.poll() is None, "no trial was recorded"
+    while not (written.is_dir() and any(written.glob("*.parquet"))):
+        assert time.monotonic() < deadline and driver.poll() is None, f"no row in {table}"
         time.sleep(0.2)
     time.sleep(later)
     if sig == signal.SIGKILL:
@@ -189,17 +191,8 @@ def test_steps_of_an_attempt_killed_mid_trial_stay_apart_from_its_rerun(tmp_path
     of a run never interrupted."""
     fields = {"grid": {"x": [1, 4, 5, 6]}, "seeds": 1, "params": {"sleep": 1.0}}
     spec = write_spec(tmp_path, **fields)
-    driver = subprocess.Popen(
-        [SWEEP, "run", str(spec)], cwd=tmp_path, env=cli_env(), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    _start_and_kill(tmp_path, spec, signal.SIGKILL, table="metrics")  # trials: 2 steps of 1 s
     folder = tmp_path / "results" / "cli"
-    deadline = time.monotonic() + 120
-    while not ((folder / "metrics").is_dir() and any((folder / "metrics").glob("*.parquet"))):
-        assert time.monotonic() < deadline and driver.poll() is None, "no step was recorded"
-        time.sleep(0.1)
-    os.killpg(driver.pid, signal.SIGKILL)  # mid-trial: each trial is 2 steps of 1 s
-    driver.wait(timeout=60)
     steps = pd.read_parquet(folder / "metrics")
     ended = list((folder / "trials").glob("*.parquet"))
     killed = set(steps["trial_id"]) - set(
