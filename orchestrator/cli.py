@@ -60,8 +60,11 @@ def run(
 
     Run it again to resume after a crash or retry failed trials; add seeds or
     grid values to the spec to extend the sweep. Exit code: 0 when every trial
-    succeeded, 1 when some failed (they are recorded; run again to retry them),
-    2 for bad input (nothing was written).
+    succeeded, 1 when some failed (they are recorded; run again to retry them) or the
+    sweep stopped because its trials could not start, 2 for bad input (nothing was written).
+
+    Limits per attempt go in the spec, `limits: {trial_time: 2h, report_gap: 10m}`: an
+    attempt past either is stopped, recorded as `timeout` and retried per `retries`.
     """
     outcome = run_sweep(
         spec,
@@ -73,13 +76,19 @@ def run(
     if isinstance(outcome, Plan):
         click.echo(_describe_plan(outcome))
         return
+    unsuccessful = "".join(
+        f", {n} {status}" for status in ("timeout", "oom") if (n := outcome.count(status))
+    )
     click.echo(
         f"{outcome.total} trials: {outcome.skipped} already done, ran {len(outcome.rows)} attempts "
-        f"({outcome.count('ok')} ok, {outcome.count('failed')} failed, "
+        f"({outcome.count('ok')} ok, {outcome.count('failed')} failed{unsuccessful}, "
         f"{outcome.count('stopped')} stopped early)"
         + (" - interrupted; run again to finish" if outcome.interrupted else "")
     )
     click.echo(f"results: {outcome.path}   (sweep status {outcome.path})")
+    if outcome.aborted:
+        click.echo(f"error: {outcome.aborted}", err=True)
+        sys.exit(EXIT_TRIALS_FAILED)
     if outcome.after_sweep:
         click.echo(f"after the trials: {outcome.after_sweep}")
     if outcome.after_sweep_error:

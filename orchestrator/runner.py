@@ -24,9 +24,11 @@ from typing import Any, TextIO
 
 import pandas as pd
 
+from orchestrator.connection import connect
 from orchestrator.errors import InputError
 from orchestrator.inputs import SweepInput, resolve_inputs
 from orchestrator.leftovers import left_behind, next_attempts, remove_temporary
+from orchestrator.outcomes import FAILED, SUCCEEDED
 from orchestrator.provenance import git_state
 from orchestrator.registry import Experiment, resolve
 from orchestrator.spec import SweepSpec, load_spec
@@ -39,7 +41,7 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter honours verbose=0
 
-DONE = ("ok", "stopped")
+DONE = SUCCEEDED
 
 
 @dataclass
@@ -86,6 +88,7 @@ class SweepResult:
     skipped: int  # already done before this run
     rows: list[dict[str, Any]] = field(default_factory=list)  # trial rows written by this run
     interrupted: bool = False
+    aborted: str | None = None  # why the sweep stopped before its trials ended, if it did
     after_sweep: str | None = None  # what the experiment's after_sweep step returned
     after_sweep_error: str | None = None
 
@@ -96,7 +99,7 @@ class SweepResult:
     @property
     def failed_trials(self) -> set[str]:
         """Trials of this run whose every attempt failed."""
-        succeeded = {r["trial_id"] for r in self.rows if r["status"] != "failed"}
+        succeeded = {r["trial_id"] for r in self.rows if r["status"] in DONE}
         return {r["trial_id"] for r in self.rows} - succeeded
 
     def trials(self) -> pd.DataFrame:
@@ -150,7 +153,7 @@ def run_sweep(
     result = SweepResult(the_plan.store.uri, the_plan.total, the_plan.total - the_plan.to_run)
     if the_plan.to_run == 0:
         return result
-    started_ray = _connect(address)
+    started_ray = connect(address)
     try:
         _check_resources(spec)
         return _execute(the_plan, fn, inputs, address, progress, result)
@@ -159,50 +162,6 @@ def run_sweep(
             import ray
 
             ray.shutdown()
-
-
-def _connect(address: str | None) -> bool:
-    """Start or join Ray; True when this call started it (and so must stop it)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address and address != "auto":
-        _check_reachable(address)
-    if address:
-        _use_local_auth_token()
-    try:
-        # "local": a new embedded Ray, never a stale one that `ray start` left behind.
-        ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise InputError(
-            f"--address {address}: no Ray cluster there ({exc}). Start one with "
-            "`ray start --head`, or leave out --address to run on this machine"
-        ) from None
-    return True
-
-
-def _use_local_auth_token() -> None:
-    """Send the token that `ray start` on this machine made (~/.ray/auth_token), as the
-    `ray` CLI does; ray.init(address=...) does not look for it by itself (Ray 2.60)."""
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # a Ray without token authentication
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-
-
-def _check_reachable(address: str) -> None:
-    host, _, port = address.rpartition(":") if ":" in address else (address, "", "6379")
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-    except (OSError, ValueError):
-        raise InputError(
-            f"--address {address}: nothing answers there. Give host:port of a node started "
-            "with `ray start --head` (default port 6379), or `auto` on a cluster node"
-        ) from None
 
 
 def _check_resources(spec: SweepSpec) -> None:
@@ -229,7 +188,9 @@ def _execute(
     import ray
     from ray import tune
 
+    from orchestrator.abort import Abort, StartWatch
     from orchestrator.artifacts import writer_name
+    from orchestrator.limits import TrialLimits
     from orchestrator.progress import ProgressLine
     from orchestrator.sink import ParquetSink
     from orchestrator.trainable import RunContext, make_trainable
@@ -242,10 +203,14 @@ def _execute(
     node = ray.get_runtime_context().get_node_id()
     ctx = RunContext(index, storage_root, spec.name, node, inputs)
     steps = store.read("metrics", ["trial_id", "attempt", "time"])  # only when trials run
-    sink = ParquetSink(store, index, run, next_attempts(the_plan.attempts, steps))
+    abort, limits = Abort(), TrialLimits(spec.limits)
+    sink = ParquetSink(
+        store, index, run, next_attempts(the_plan.attempts, steps), limits=limits,
+        watch=StartWatch(abort),
+    )  # fmt: skip
     remove_temporary(store)
     sink.record_left_behind(left_behind(the_plan.attempts, steps), the_plan.configs)
-    callbacks: list[Any] = [sink]
+    callbacks: list[Any] = [sink, limits]
     if progress is not None:
         callbacks.append(ProgressLine(spec.name, index, the_plan.to_run, progress))
     trainable = tune.with_resources(
@@ -260,6 +225,7 @@ def _execute(
             name=f"{spec.name}-{run['run_id']}",
             storage_path=scratch,
             callbacks=callbacks,
+            stop=abort,
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.retries),
         ),
@@ -275,6 +241,7 @@ def _execute(
         tune_logger.setLevel(level)
         sink.flush()
         result.rows = sink.finished
+        result.aborted = abort.reason
         result.interrupted |= sink.ended < the_plan.to_run  # Tune may return after Ctrl-C
         _record_run_end(store, run, result)
         shutil.rmtree(scratch, ignore_errors=True)
@@ -372,13 +339,17 @@ def _record_run_end(store: SweepStore, run: dict[str, Any], result: SweepResult)
         if entry["run_id"] == run["run_id"]:
             entry.update(
                 finished_at=_now(),
-                status="interrupted" if result.interrupted else "finished",
-                ok=result.count("ok"),
-                failed=result.count("failed"),
-                stopped=result.count("stopped"),
+                status=_run_status(result),
+                **{status: result.count(status) for status in (*SUCCEEDED, *FAILED)},
             )
     meta["updated_at"] = _now()
     store.write_meta(meta)
+
+
+def _run_status(result: SweepResult) -> str:
+    if result.aborted:
+        return "aborted"
+    return "interrupted" if result.interrupted else "finished"
 
 
 def _stop_artifact_writer(name: str) -> None:

@@ -18,7 +18,10 @@ import pyarrow as pa
 from ray import tune
 
 from analysis.columns import DEVICE_COLUMNS
+from orchestrator.abort import StartWatch
 from orchestrator.leftovers import LEFT_BEHIND
+from orchestrator.limits import TrialLimits
+from orchestrator.outcomes import failure_status
 from orchestrator.store import SweepStore
 from orchestrator.trainable import META_KEY
 from orchestrator.trials import TrialIndex
@@ -69,12 +72,16 @@ class ParquetSink(tune.Callback):
         run_info: dict[str, Any],
         next_attempt: dict[str, int],
         flush_s: float = 1.0,
+        limits: TrialLimits | None = None,
+        watch: StartWatch | None = None,
     ) -> None:
         self.store = store
         self.index = index
         self.run_info = run_info  # sweep, run_id, git state: the same on every row
         self.next_attempt = dict(next_attempt)
         self.flush_s = flush_s
+        self.limits = limits  # says which failed attempts it stopped for a timeout
+        self.watch = watch  # told how each attempt ended, to stop a sweep that cannot start
         self.finished: list[dict[str, Any]] = []  # every trial row of this run, for the summary
         self.ended = 0  # trials done for good: complete, or failed after their retries
         self._live: dict[str, _Attempt] = {}
@@ -145,9 +152,13 @@ class ParquetSink(tune.Callback):
         if live is None:  # ended before it started, e.g. it could not be scheduled
             self._begin(trial)
             live = self._live.pop(trial.trial_id)
-        error = live.error if status == "failed" else None
-        if status == "failed" and error is None:
-            error = _error_text(trial)
+        error = None
+        if status == "failed":
+            timeout = self.limits.reason(trial) if self.limits else None
+            error = timeout or live.error or _error_text(trial)
+            status = "timeout" if timeout else failure_status(error)
+        if self.watch:
+            self.watch.attempt_ended(status, reported=bool(live.meta), error=error)
         row = self._row(live, status, error, finished=time.time())
         self._buffers["trials"].append(row)
         self.finished.append(row)

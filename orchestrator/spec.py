@@ -80,6 +80,36 @@ class Scheduler(_Strict):
     reduction_factor: float = Field(4.0, gt=1)
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smh])\s*")
+
+
+def seconds(value: Any) -> float:
+    """A duration: a number of seconds, or text with a unit, s, m or h (`90s`, `10m`, `2h`)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        found = float(value)
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
+        found = float(match[1]) * _UNITS[match[2]]
+    else:
+        raise ValueError(f"{value!r} is no duration; give seconds (90) or 90s, 10m, 2h")
+    if found <= 0:
+        raise ValueError(f"{value!r}: a duration is more than zero")
+    return found
+
+
+class Limits(_Strict):
+    """How long one attempt may take, and may stay silent (no `trial.report`), before it is
+    stopped and recorded as `timeout`. None: no limit."""
+
+    trial_time: float | None = None
+    report_gap: float | None = None
+
+    @field_validator("trial_time", "report_gap", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float | None:
+        return None if value is None else seconds(value)
+
+
 def _shorthand(value: Any) -> Any:
     """`search: random` means `search: {algorithm: random}`."""
     return {"algorithm": value} if isinstance(value, str) else value
@@ -97,6 +127,7 @@ class SweepSpec(_Strict):
     resources: Resources = Resources()
     max_concurrent: Annotated[StrictInt, Field(gt=0)] | None = None
     retries: Annotated[StrictInt, Field(ge=0)] = 0
+    limits: Limits = Limits()
     storage: str = "results"
     search: Search = Search()
     scheduler: Scheduler | None = None

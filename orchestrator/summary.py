@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from orchestrator.outcomes import FAILED, SUCCEEDED
 from orchestrator.spec import RESERVED_KEYS
 from orchestrator.store import SweepStore
 
@@ -44,10 +45,11 @@ def find_sweeps(root: str) -> list[SweepStore]:
 
 
 def latest_status(trials: pd.DataFrame) -> pd.Series:
-    """Per trial id: ok (a successful attempt exists), stopped, or failed."""
+    """Per trial id: ok (a successful attempt exists), stopped, or how its last attempt
+    failed (failed, timeout, oom)."""
     if trials.empty:
         return pd.Series(dtype=object)
-    rank = trials["status"].map({"ok": 2, "stopped": 1, "failed": 0})
+    rank = trials["status"].map({"ok": 2, "stopped": 1}).fillna(0)
     best = trials.assign(rank=rank).sort_values("rank").groupby("trial_id")["status"].last()
     return best
 
@@ -59,8 +61,8 @@ def summarise(store: SweepStore, trials: pd.DataFrame | None = None) -> SweepSum
         trials = store.read("trials", ["trial_id", "status"])
     status = latest_status(trials)
     runs = meta.get("runs", [])
-    ok = int(status.isin(["ok", "stopped"]).sum())
-    failed = int((status == "failed").sum())
+    ok = int(status.isin(SUCCEEDED).sum())
+    failed = int(status.isin(FAILED).sum())
     total = max(runs[-1]["total"] if runs else 0, len(status))
     return SweepSummary(
         name=meta.get("name", Path(store.path).name),
@@ -127,7 +129,7 @@ def status_text(store: SweepStore, max_rows: int = 30) -> str:
         f"  trials   {s.total} total | {s.ok} ok | {s.failed} failed | {s.pending} not run",
     ]
     for run in meta.get("runs", []):
-        counts = ", ".join(f"{run[k]} {k}" for k in ("ok", "failed", "stopped") if run.get(k))
+        counts = ", ".join(f"{run[k]} {k}" for k in (*SUCCEEDED, *FAILED) if run.get(k))
         dirty = " (dirty)" if run.get("git_dirty") else ""
         lines.append(
             f"  run {run['run_id']}  {run['started_at']}  {run_state(run):<11} "
@@ -138,7 +140,7 @@ def status_text(store: SweepStore, max_rows: int = 30) -> str:
         return "\n".join([*lines, "  no trial has finished yet"])
     trials = table.to_pandas()
     failed = trials[
-        trials["trial_id"].isin(latest_status(trials).loc[lambda x: x == "failed"].index)
+        trials["trial_id"].isin(latest_status(trials).loc[lambda x: x.isin(FAILED)].index)
     ]
     if len(failed):
         lines.append("failed trials (last attempt; full tracebacks in the `error` column):")

@@ -47,10 +47,14 @@ def cli_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def sweep(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`sweep ARGS` in a subprocess, as a user types it."""
+def sweep(
+    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess:
+    """`sweep ARGS` in a subprocess, as a user types it; `env` adds to its environment
+    (a None value removes that variable)."""
+    full = {k: v for k, v in {**cli_env(), **(env or {})}.items() if v is not None}
     return subprocess.run(
-        [SWEEP, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
+        [SWEEP, *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import BIN, SWEEP, cli_env, sweep, write_sweep
+from conftest import SWEEP, cli_env, sweep, write_sweep
 
 from orchestrator.leftovers import LEFT_BEHIND
 
@@ -270,28 +270,3 @@ def test_two_sweeps_into_one_results_folder_at_once_keep_to_their_own(tmp_path: 
         trials = pd.read_parquet(tmp_path / "results" / name / "trials")
         assert len(trials) == 6 and (trials["sweep"] == name).all()
         assert (trials["status"] == "ok").all() and trials["trial_id"].is_unique
-
-
-def test_joining_a_cluster_with_address(tmp_path: Path):
-    port = free_port()
-    head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2",
-         "--include-dashboard=false", "--block"],
-        env=cli_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and head.poll() is None, "ray start failed"
-                time.sleep(0.5)
-        spec = write_spec(tmp_path, grid={"x": [1, 2]})
-        out = sweep("run", str(spec), "--address", f"127.0.0.1:{port}", cwd=tmp_path)
-        assert out.returncode == 0, out.stderr
-        assert "(4 ok, 0 failed" in out.stdout
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=60)

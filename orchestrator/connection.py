@@ -1,0 +1,104 @@
+"""Starting an embedded Ray, or joining a cluster, with the token authentication it uses.
+
+Ray 2.60 turns token authentication on for every local cluster it starts and says so in
+a warning each time; setting RAY_AUTH_MODE ourselves (Ray's own switch) keeps the same
+behaviour without the warning. A cluster may run with or without tokens, whatever token
+file this machine holds (any local run writes ~/.ray/auth_token): sending a token to a
+cluster without authentication leaves every actor cancelled before it runs, and sending
+none to one with it is refused. So before joining we ask the cluster's GCS, without a
+token, for one key: refused means it wants the token. A RAY_AUTH_MODE the user set is
+always respected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from orchestrator.errors import InputError
+
+_MODE = "RAY_AUTH_MODE"
+_ours: list[str] = []  # the modes this process set itself, which a later call may change
+
+
+def connect(address: str | None) -> bool:
+    """Start or join Ray; True when this call started it (and so must stop it)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address and address != "auto":
+        _check_reachable(address)
+    if address:
+        _match_cluster_auth(address)
+    elif not _user_set_mode():
+        _set_auth_mode("token")  # Ray's default for a local cluster, without its warning
+    try:
+        # "local": a new embedded Ray, never a stale one that `ray start` left behind.
+        ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise InputError(
+            f"--address {address}: no Ray cluster there ({exc}). Start one with "
+            "`ray start --head`, or leave out --address to run on this machine"
+        ) from None
+    return True
+
+
+def _user_set_mode() -> bool:
+    return _MODE in os.environ and os.environ[_MODE] not in _ours
+
+
+def _set_auth_mode(mode: str) -> None:
+    from ray._raylet import Config
+
+    os.environ[_MODE] = mode
+    _ours.append(mode)
+    Config.initialize("")  # Ray reads the mode into its config; refresh it
+
+
+def _match_cluster_auth(address: str) -> None:
+    """Use a token exactly when the cluster at `address` wants one."""
+    if _user_set_mode():
+        return
+    from ray._private.services import canonicalize_bootstrap_address
+
+    gcs = canonicalize_bootstrap_address(address, temp_dir=None)
+    if gcs is None or not _refuses_without_token(gcs):
+        _set_auth_mode("disabled")
+        return
+    from ray._raylet import AuthenticationTokenLoader
+
+    if not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+        raise InputError(
+            f"--address {address}: the cluster uses token authentication and this machine "
+            "has no token. Copy the cluster's token (`ray get-auth-token` on its head node) "
+            "to ~/.ray/auth_token, or set RAY_AUTH_TOKEN"
+        )
+    _set_auth_mode("token")
+
+
+def _refuses_without_token(gcs: str) -> bool:
+    """Whether the GCS at host:port refuses a request that carries no token."""
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    _set_auth_mode("disabled")
+    try:
+        GcsClient(address=gcs).internal_kv_get(b"session_name", namespace=b"session", timeout=5)
+    except AuthenticationError:
+        return True
+    except Exception:  # noqa: BLE001 - anything else is for ray.init to report
+        return False
+    return False
+
+
+def _check_reachable(address: str) -> None:
+    host, _, port = address.rpartition(":") if ":" in address else (address, "", "6379")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except (OSError, ValueError):
+        raise InputError(
+            f"--address {address}: nothing answers there. Give host:port of a node started "
+            "with `ray start --head` (default port 6379), or `auto` on a cluster node"
+        ) from None
