@@ -137,17 +137,18 @@ def test_every_command_has_help(tmp_path: Path):
 def _start_and_kill(
     tmp_path: Path, spec: Path, sig: signal.Signals, later: float = 0.0, table: str = "trials"
 ) -> None:
-    """Start `sweep run`, wait until `table` has rows (trials: some trials ended; metrics:
-    some are running or ended) and `later` seconds more, then send `sig`."""
+    """Start `sweep run`, wait until it writes a file to `table` (trials: some trials ended;
+    metrics: some are running or ended) and `later` seconds more, then send `sig`."""
+    written = tmp_path / "results" / "cli" / table
+    before = set(written.glob("*.parquet"))
     driver = subprocess.Popen(
         [SWEEP, "run", str(spec)], cwd=tmp_path, env=cli_env(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    written = tmp_path / "results" / "cli" / table
     deadline = time.monotonic() + 120
-    while not (written.is_dir() and any(written.glob("*.parquet"))):
-        assert time.monotonic() < deadline and driver.poll() is None, f"no row in {table}"
-        time.sleep(0.2)
+    while not set(written.glob("*.parquet")) - before:
+        assert time.monotonic() < deadline and driver.poll() is None, f"no new file in {table}"
+        time.sleep(0.1)
     time.sleep(later)
     if sig == signal.SIGKILL:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
@@ -184,22 +185,35 @@ def assert_exactly_once(trials: pd.DataFrame, metrics: pd.DataFrame) -> None:
     assert set(zip(metrics["trial_id"], metrics["attempt"], strict=True)) <= rows
 
 
-def test_steps_of_an_attempt_killed_mid_trial_stay_apart_from_its_rerun(tmp_path: Path):
-    """A driver killed while trials run has flushed their steps but not their rows. The next
-    run records those attempts as failed, saying why, numbers its own attempts past them,
-    removes a cut-off write's temporary file, and the successful attempts' steps are those
-    of a run never interrupted."""
-    fields = {"grid": {"x": [1, 4, 5, 6]}, "seeds": 1, "params": {"sleep": 1.0}}
-    spec = write_spec(tmp_path, **fields)
-    _start_and_kill(tmp_path, spec, signal.SIGKILL, table="metrics")  # trials: 2 steps of 1 s
-    folder = tmp_path / "results" / "cli"
-    steps = pd.read_parquet(folder / "metrics")
-    ended = list((folder / "trials").glob("*.parquet"))
-    killed = set(steps["trial_id"]) - set(
-        pd.read_parquet(folder / "trials")["trial_id"] if ended else []
+def cut_off(folder: Path) -> set[tuple[str, int]]:
+    """Attempts with steps in metrics/ and no row in trials/: running when the driver died."""
+    steps = pd.read_parquet(folder / "metrics", columns=["trial_id", "attempt"])
+    rows = (
+        pd.read_parquet(folder / "trials", columns=["trial_id", "attempt"])
+        if any((folder / "trials").glob("*.parquet"))
+        else steps.iloc[:0]
     )
-    assert killed, "the kill landed when no trial was running"
-    assert "died" in sweep("status", "results/cli", cwd=tmp_path).stdout
+    keys = {(t, a) for t, a in zip(rows["trial_id"], rows["attempt"], strict=True)}
+    return set(zip(steps["trial_id"], steps["attempt"], strict=True)) - keys
+
+
+def test_a_driver_killed_mid_trial_again_and_again_ends_like_an_undisturbed_run(tmp_path: Path):
+    """SIGKILL three times, each while trials run (their steps flushed, their rows not yet),
+    then run to the end. No key twice in either table; every attempt with steps has its row;
+    the cut-off attempts are failed rows saying why, their numbers never reused; a cut-off
+    write's temporary file is removed; and the successful rows and their steps equal those
+    of a run never interrupted."""
+    rng = random.Random(7)
+    fields = {"grid": {"x": [1, 4, 5, 6]}, "seeds": 2, "params": {"sleep": 1.0}}  # 2 s trials
+    spec = write_spec(tmp_path, **fields)
+    folder = tmp_path / "results" / "cli"
+    killed: set[tuple[str, int]] = set()
+    for kill in range(3):
+        _start_and_kill(tmp_path, spec, signal.SIGKILL, later=rng.uniform(0, 0.5), table="metrics")
+        assert cut_off(folder), f"kill {kill + 1} landed when no trial was running"
+        killed |= cut_off(folder)
+        if kill == 0:
+            assert "died" in sweep("status", "results/cli", cwd=tmp_path).stdout
     (folder / "trials").mkdir(exist_ok=True)
     (folder / "trials" / ".tmp-cut-off-write").write_bytes(b"PAR1 half a file")
 
@@ -207,49 +221,29 @@ def test_steps_of_an_attempt_killed_mid_trial_stay_apart_from_its_rerun(tmp_path
     trials, metrics = pd.read_parquet(folder / "trials"), pd.read_parquet(folder / "metrics")
     assert_exactly_once(trials, metrics)
     assert not list((folder / "trials").glob(".tmp-*"))
-    first = trials[trials["trial_id"].isin(killed) & (trials["attempt"] == 1)]
-    assert set(first["trial_id"]) == killed and (first["status"] == "failed").all()
-    assert (first["error"] == LEFT_BEHIND).all()
-    ok = trials[trials["status"] == "ok"]
-    assert ok["trial_id"].is_unique and len(ok) == 4
-    assert (ok.loc[ok["trial_id"].isin(killed), "attempt"] == 2).all()
+    rows = trials.set_index(["trial_id", "attempt"])
+    assert (rows.loc[sorted(killed), "status"] == "failed").all()
+    assert (rows.loc[sorted(killed), "error"] == LEFT_BEHIND).all()
+    assert (trials.loc[trials["status"] != "ok", "error"] == LEFT_BEHIND).all()
 
     clean = tmp_path / "clean"
     clean.mkdir()
     assert sweep("run", str(write_spec(clean, **fields)), cwd=clean).returncode == 0
-
-    def curves(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
-        ok = trials.loc[trials["status"] == "ok", ["trial_id", "attempt"]]
-        kept = metrics.merge(ok)[["trial_id", "step", "loss"]]
-        return kept.sort_values(["trial_id", "step"], ignore_index=True)
-
     undisturbed = [pd.read_parquet(clean / "results" / "cli" / t) for t in ("trials", "metrics")]
-    pd.testing.assert_frame_equal(curves(trials, metrics), curves(*undisturbed))
+    for file in [*folder.glob("*/*.parquet"), *(clean / "results").glob("*/*/*.parquet")]:
+        assert pd.read_parquet(file) is not None, file  # every file whole
 
-
-def test_a_driver_killed_again_and_again_ends_like_an_uninterrupted_run(tmp_path: Path):
-    """SIGKILL at random points, three times, then run to the end: the same trials with the
-    same results as a run never interrupted, one successful row each, every file whole."""
-    rng = random.Random(7)
-    fields = {"grid": {"x": [1, 4, 5, 6, 7, 8]}, "seeds": 4, "params": {"sleep": 0.15}}
-    spec = write_spec(tmp_path, **fields)
-    for _ in range(3):
-        _start_and_kill(tmp_path, spec, signal.SIGKILL, later=rng.uniform(0, 1.5))
-    assert sweep("run", str(spec), cwd=tmp_path).returncode == 0
-    clean = tmp_path / "clean"
-    clean.mkdir()
-    assert sweep("run", str(write_spec(clean, **fields)), cwd=clean).returncode == 0
-
-    def final(root: Path) -> pd.DataFrame:
-        folder = root / "results" / "cli" / "trials"
-        for file in folder.iterdir():  # no temporary or half-written file left behind
-            assert file.suffix == ".parquet" and pd.read_parquet(file) is not None, file
-        trials = pd.read_parquet(folder)
+    def successful(trials: pd.DataFrame, metrics: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
         ok = trials[trials["status"] == "ok"]
         assert ok["trial_id"].is_unique
-        return ok.set_index("trial_id")[["x", "seed", "loss"]].sort_index()
+        steps = metrics.merge(ok[["trial_id", "attempt"]])[["trial_id", "step", "loss"]]
+        return (
+            ok.set_index("trial_id")[["x", "seed", "loss"]].sort_index(),
+            steps.sort_values(["trial_id", "step"], ignore_index=True),
+        )
 
-    pd.testing.assert_frame_equal(final(tmp_path), final(clean))
+    for mine, theirs in zip(successful(trials, metrics), successful(*undisturbed), strict=True):
+        pd.testing.assert_frame_equal(mine, theirs)
 
 
 def test_two_sweeps_into_one_results_folder_at_once_keep_to_their_own(tmp_path: Path):
