@@ -6,12 +6,14 @@ Bad input exits with code 2 and a message saying what, where and what to do.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from analysis.errors import AnalysisError
+from analysis.tables import UnreadableFileWarning
 from orchestrator.errors import InputError
 from orchestrator.registry import available
 from orchestrator.runner import Plan, run_sweep
@@ -31,9 +33,20 @@ class _Group(click.Group):
             ctx.exit(EXIT_BAD_INPUT)
 
 
+_python_warning = warnings.formatwarning
+
+
+def _warning_text(message: Warning | str, category: type[Warning], *where: object) -> str:
+    """Unreadable files as `warning: ...` lines on stderr; other warnings as Python shows them."""
+    if issubclass(category, UnreadableFileWarning):
+        return f"warning: {message}\n"
+    return _python_warning(message, category, *where)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Run ML experiment sweeps on Ray Tune; results land in Parquet."""
+    warnings.formatwarning = _warning_text
 
 
 @main.command()

@@ -244,6 +244,7 @@ def _execute(
     steps = store.read("metrics", ["trial_id", "attempt", "time"])  # only when trials run
     sink = ParquetSink(store, index, run, next_attempts(the_plan.attempts, steps))
     remove_temporary(store)
+    store.set_aside_unreadable()
     sink.record_left_behind(left_behind(the_plan.attempts, steps), the_plan.configs)
     callbacks: list[Any] = [sink]
     if progress is not None:

@@ -4,12 +4,16 @@
     <storage>/<sweep>/metrics/*.parquet   one row per reported step
     <storage>/<sweep>/artifacts/<trial_id>/<name>
     <storage>/<sweep>/sweep.json          spec snapshot and the runs so far
+    <storage>/<sweep>/corrupt/<table>/    files a run found unreadable, moved out of the way
 
 Tables are append-only: each flush adds one file, written under a temporary name
 and renamed, so a crash never leaves a half file. Files are named so the newest
 sorts first, and each new file carries the union of all columns so far: readers
 that take the schema from the first file (pandas, pyarrow) see every column,
 with nulls where older files lack one.
+
+A file that cannot be read (cut short by a copy or a disk error) is left out with a
+warning (analysis/tables.py).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from analysis.tables import UNREADABLE, UnreadableFileWarning, read_parquet, warn_unreadable
 from orchestrator.errors import InputError
 
 TABLES = ("trials", "metrics")
@@ -41,6 +47,7 @@ class SweepStore:
         self.fs, self.path = pafs.FileSystem.from_uri(self.uri)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self._schemas: dict[str, pa.Schema | None] = {}
+        self.unreadable: set[str] = set()  # table files reads left out; see set_aside_unreadable
 
     def table_dir(self, table: str) -> str:
         return _join(self.path, table)
@@ -98,11 +105,19 @@ class SweepStore:
         self._schemas[table] = new.schema
 
     def schema(self, table: str) -> pa.Schema | None:
-        """The union schema so far: that of the newest file."""
+        """The union schema so far: that of the newest readable file."""
         if table not in self._schemas:
-            files = self._files(table)
-            self._schemas[table] = pq.read_schema(files[0], filesystem=self.fs) if files else None
+            self._schemas[table] = self._newest_schema(table)
         return self._schemas[table]
+
+    def _newest_schema(self, table: str) -> pa.Schema | None:
+        for path in self._files(table):
+            try:
+                return pq.read_schema(path, filesystem=self.fs)
+            except UNREADABLE as exc:
+                warn_unreadable(path, exc)
+                self.unreadable.add(path)
+        return None
 
     def read(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
         """A whole table as a DataFrame (empty when nothing was written yet)."""
@@ -110,9 +125,26 @@ class SweepStore:
 
     def read_arrow(self, table: str, columns: list[str] | None = None) -> pa.Table:
         """A whole table as Arrow, which keeps null (not reported) apart from NaN."""
-        if not self._files(table):
-            return pa.table({c: pa.array([], pa.null()) for c in columns or []})
-        return pq.read_table(self.table_dir(table), filesystem=self.fs, columns=columns)
+        data, bad = read_parquet(self.fs, self._files(table), columns)
+        self.unreadable.update(bad)
+        return data
+
+    def set_aside_unreadable(self) -> None:
+        """Move the table files that reads found unreadable to corrupt/<table>/, with a
+        warning: kept for the user, no longer read; rows written later carry the columns
+        of the readable files."""
+        for path in sorted(self.unreadable):
+            folder, name = path.rsplit("/", 1)
+            target = _join(self.path, "corrupt", folder.rsplit("/", 1)[-1], name)
+            self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            self.fs.move(path, target)
+            warnings.warn(
+                f"moved {path}, which cannot be read, to {target}; the trials whose only "
+                "successful row it held run again",
+                UnreadableFileWarning,
+                stacklevel=2,
+            )
+        self.unreadable.clear()
 
     def read_meta(self) -> dict[str, Any] | None:
         path = _join(self.path, "sweep.json")
@@ -129,7 +161,11 @@ class SweepStore:
         selector = pafs.FileSelector(self.table_dir(table), allow_not_found=True)
         infos = self.fs.get_file_info(selector)
         return sorted(
-            i.path for i in infos if i.base_name.endswith(".parquet") and i.base_name[0] != "."
+            i.path
+            for i in infos
+            if i.base_name.endswith(".parquet")
+            and i.base_name[0] != "."
+            and i.path not in self.unreadable
         )
 
 
