@@ -17,11 +17,12 @@ from analysis.tables import UnreadableFileWarning
 from orchestrator.errors import InputError
 from orchestrator.registry import available
 from orchestrator.runner import Plan, run_sweep
-from orchestrator.store import store_at
+from orchestrator.store import StorageFull, store_at
 from orchestrator.summary import ls_table, status_text
 
 EXIT_TRIALS_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_STORAGE_FULL = 3
 
 
 class _Group(click.Group):
@@ -31,6 +32,9 @@ class _Group(click.Group):
         except (InputError, AnalysisError) as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
+        except StorageFull as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_STORAGE_FULL)
 
 
 _python_warning = warnings.formatwarning
@@ -74,7 +78,8 @@ def run(
     Run it again to resume after a crash or retry failed trials; add seeds or
     grid values to the spec to extend the sweep. Exit code: 0 when every trial
     succeeded, 1 when some failed (they are recorded; run again to retry them),
-    2 for bad input (nothing was written).
+    2 for bad input (nothing was written), 3 when the storage's disk is full (free
+    space, then run again: finished trials are kept).
     """
     outcome = run_sweep(
         spec,

@@ -24,13 +24,14 @@ from typing import Any, TextIO
 
 import pandas as pd
 
+from orchestrator.abort import Abort
 from orchestrator.errors import InputError
 from orchestrator.inputs import SweepInput, resolve_inputs
 from orchestrator.leftovers import left_behind, next_attempts, remove_temporary
 from orchestrator.provenance import git_state
 from orchestrator.registry import Experiment, resolve
 from orchestrator.spec import SweepSpec, load_spec
-from orchestrator.store import SweepStore, store_at
+from orchestrator.store import StorageFull, SweepStore, store_at
 from orchestrator.trials import CELL_KEY, TrialIndex, expand, search_space, trial_id
 
 # Tune's own JSON/CSV/TensorBoard loggers are replaced by our Parquet sink; they
@@ -242,7 +243,8 @@ def _execute(
     node = ray.get_runtime_context().get_node_id()
     ctx = RunContext(index, storage_root, spec.name, node, inputs)
     steps = store.read("metrics", ["trial_id", "attempt", "time"])  # only when trials run
-    sink = ParquetSink(store, index, run, next_attempts(the_plan.attempts, steps))
+    abort = Abort()  # stops the sweep when the storage is full
+    sink = ParquetSink(store, index, run, next_attempts(the_plan.attempts, steps), abort=abort)
     remove_temporary(store)
     store.set_aside_unreadable()
     sink.record_left_behind(left_behind(the_plan.attempts, steps), the_plan.configs)
@@ -261,6 +263,7 @@ def _execute(
             name=f"{spec.name}-{run['run_id']}",
             storage_path=scratch,
             callbacks=callbacks,
+            stop=abort,
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.retries),
         ),
@@ -277,9 +280,11 @@ def _execute(
         sink.flush()
         result.rows = sink.finished
         result.interrupted |= sink.ended < the_plan.to_run  # Tune may return after Ctrl-C
-        _record_run_end(store, run, result)
+        with abort.on(StorageFull):
+            _record_run_end(store, run, result)
         shutil.rmtree(scratch, ignore_errors=True)
         _stop_artifact_writer(writer_name(storage_root, spec.name))
+    abort.raise_reason()
     if not result.interrupted and result.count("ok"):
         _after_sweep(fn, store.uri, result, progress)
     return result

@@ -18,8 +18,9 @@ import pyarrow as pa
 from ray import tune
 
 from analysis.columns import DEVICE_COLUMNS
+from orchestrator.abort import Abort
 from orchestrator.leftovers import LEFT_BEHIND
-from orchestrator.store import SweepStore
+from orchestrator.store import StorageFull, SweepStore
 from orchestrator.trainable import META_KEY
 from orchestrator.trials import TrialIndex
 
@@ -69,13 +70,15 @@ class ParquetSink(tune.Callback):
         run_info: dict[str, Any],
         next_attempt: dict[str, int],
         flush_s: float = 1.0,
+        abort: Abort | None = None,
     ) -> None:
         self.store = store
         self.index = index
         self.run_info = run_info  # sweep, run_id, git state: the same on every row
         self.next_attempt = dict(next_attempt)
         self.flush_s = flush_s
-        self.finished: list[dict[str, Any]] = []  # every trial row of this run, for the summary
+        self.abort = abort or Abort()  # stops the sweep when the storage is full
+        self.finished: list[dict[str, Any]] = []  # trial rows this run wrote, for the summary
         self.ended = 0  # trials done for good: complete, or failed after their retries
         self._live: dict[str, _Attempt] = {}
         self._buffers: dict[str, list[dict[str, Any]]] = {"trials": [], "metrics": []}
@@ -91,7 +94,7 @@ class ParquetSink(tune.Callback):
         meta = result.get(META_KEY, {})
         values = {name: result[name] for name in meta.get("names", ())}
         live.meta.update(
-            {k: v for k, v in meta.items() if k not in ("kind", "names", "error", "time")}
+            {k: v for k, v in meta.items() if k not in ("kind", "names", "error", "full", "time")}
         )
         if meta.get("kind") == "step":
             stamp = _utc(meta["time"])
@@ -102,6 +105,8 @@ class ParquetSink(tune.Callback):
             live.final = values
         elif meta.get("kind") == "error":
             live.error = meta["error"]
+            if meta.get("full"):  # an artifact write found the storage full
+                self.abort.stop(StorageFull(meta["full"]))
         self._maybe_flush()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -123,10 +128,16 @@ class ParquetSink(tune.Callback):
         self.flush()
 
     def flush(self) -> None:
-        """Write what is buffered: metrics first, so a trial row never precedes its steps."""
+        """Write what is buffered: metrics first, so a trial row never precedes its steps.
+        Once the storage was full, nothing more is written (the sweep is stopping): the
+        attempts whose rows are missing run again in the next run."""
         for table in ("metrics", "trials"):
             rows, self._buffers[table] = self._buffers[table], []
-            self.store.append(table, rows, COLUMN_TYPES[table])
+            if not isinstance(self.abort.reason, StorageFull):
+                with self.abort.on(StorageFull):
+                    self.store.append(table, rows, COLUMN_TYPES[table])
+                    if table == "trials":
+                        self.finished += rows
         self._last_flush = time.monotonic()
 
     def _maybe_flush(self) -> None:
@@ -150,7 +161,6 @@ class ParquetSink(tune.Callback):
             error = _error_text(trial)
         row = self._row(live, status, error, finished=time.time())
         self._buffers["trials"].append(row)
-        self.finished.append(row)
         self._maybe_flush()
 
     def record_left_behind(self, attempts: Any, configs: dict[str, dict[str, Any]]) -> None:

@@ -13,11 +13,13 @@ that take the schema from the first file (pandas, pyarrow) see every column,
 with nulls where older files lack one.
 
 A file that cannot be read (cut short by a copy or a disk error) is left out with a
-warning (analysis/tables.py).
+warning (analysis/tables.py). A full disk raises StorageFull and leaves no partial file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -37,6 +39,11 @@ from orchestrator.errors import InputError
 
 TABLES = ("trials", "metrics")
 _NAME_SPAN = 10**16  # microseconds; inverted timestamps keep 16 digits until year 2286
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class StorageFull(OSError):
+    """The disk holding a sweep's folder is full: a write failed and left nothing behind."""
 
 
 class SweepStore:
@@ -74,18 +81,23 @@ class SweepStore:
             ) from None
 
     def write_bytes(self, path: str, data: bytes) -> None:
-        """Write a file atomically: readers see the old file or the whole new one."""
-        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        if not self.local:  # an object store's PUT is atomic by itself
-            with self.fs.open_output_stream(path) as out:
-                out.write(data)
-            return
-        tmp = f"{path.rsplit('/', 1)[0]}/.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+        """Write a file atomically: readers see the old file or the whole new one.
+        StorageFull when the disk is full."""
+        try:
+            self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            if self.local:
+                _write_local(path, data)
+            else:  # an object store's PUT is atomic by itself
+                with self.fs.open_output_stream(path) as out:
+                    out.write(data)
+        except OSError as exc:
+            if exc.errno not in _FULL:
+                raise
+            raise StorageFull(
+                f"no space left on the disk holding the sweep folder {self.uri} (writing "
+                f"{path.rsplit('/', 1)[-1]}): free some space there, then run the same "
+                "`sweep run` again: the trials that finished are kept, the others run again",
+            ) from exc
 
     def append(
         self, table: str, rows: list[dict[str, Any]], types: dict[str, pa.DataType] | None = None
@@ -167,6 +179,21 @@ class SweepStore:
             and i.base_name[0] != "."
             and i.path not in self.unreadable
         )
+
+
+def _write_local(path: str, data: bytes) -> None:
+    """Write under a temporary name, then rename; a failed write removes its temporary file."""
+    tmp = f"{path.rsplit('/', 1)[0]}/.tmp-{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
 
 
 def _join(*parts: str) -> str:
