@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from analysis.aggregates import aggregate
 from analysis.document import Section, fmt, markdown_table
 from analysis.settings import ReportSettings
 from analysis.sweep import Folder, Sweep, load
+from analysis.tables import read_parquet
 
 PAIR_METRICS = ["pd", "relative_pd", "top1_mismatch_pct"]
 # What `sweep report` knows about this family (the spec's report: section overrides it).
@@ -64,7 +64,7 @@ def compute_pairs(
     folder may be a local path or a URI (s3://...)."""
     folder = Folder.at(sweep_dir)  # only sweep.json and trials/: the metrics are not needed
     meta = json.loads(folder.read("sweep.json"))
-    trials = pq.read_table(folder.parquet_files("trials"), filesystem=folder.fs).to_pandas()
+    trials = read_parquet(folder.fs, folder.parquet_files("trials"))[0].to_pandas()
     trials = trials[trials["status"] == "ok"].drop_duplicates("trial_id").sort_values("seed")
     group_cols = [c for c in meta["config_columns"] if c != "seed"]
     arrays = functools.cache(lambda trial_id: _arrays(folder, trial_id, probs, labels))

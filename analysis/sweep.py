@@ -26,11 +26,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from analysis.columns import BOOKKEEPING, PAIR_COLUMNS, STEP_COLUMNS
 from analysis.errors import AnalysisError
 from analysis.settings import ReportSettings
+from analysis.tables import read_parquet
 
 SUCCEEDED = ("ok", "stopped")
 
@@ -172,9 +172,9 @@ def load(paths: str | Path | Sequence[str | Path]) -> Sweep:
             raise AnalysisError(f"{folder}: a second sweep named {name!r}; load one of them")
         metas[name] = meta
         for table in frames:
-            files = folder.parquet_files(table)
-            if files:
-                frame, bad = _read(folder.fs, files, name)
+            data, _ = read_parquet(folder.fs, folder.parquet_files(table))
+            if data.num_columns:  # some file was read
+                frame, bad = _frame(data, name)
                 frames[table].append(frame)
                 non_finite.append(bad.assign(table=table))
     if not frames["trials"]:
@@ -267,10 +267,9 @@ def _sweep_folders(paths: list[str | Path]) -> list[Folder]:
     return list({(f.kind, f.path): f for f in found}.values())
 
 
-def _read(fs: pafs.FileSystem, files: list[str], sweep: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A table's files in one read (the first file carries every column, see store.py),
-    and its NaN/Inf values, found while Arrow still tells them from nulls."""
-    table = pq.read_table(files, filesystem=fs)
+def _frame(table: pa.Table, sweep: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A table as pandas with its sweep's name, and its NaN/Inf values, found while Arrow
+    still tells them from nulls."""
     frame = table.to_pandas()
     frame["sweep"] = pd.Categorical.from_codes(np.zeros(len(frame), dtype=np.int8), [sweep])
     return frame, _find_non_finite(table).assign(sweep=sweep)

@@ -1,14 +1,22 @@
-"""Stopping a whole sweep from the driver, with one message saying why.
+"""Stopping a whole sweep from the driver, and saying why afterwards.
 
-A sweep whose trials cannot start at all (nodes that cannot import the experiment or its
-packages, a cluster and a driver that disagree on token authentication) would otherwise
-spend every retry of every trial, each failing in seconds, and end with a table of
-failures and no explanation. `StartWatch` sees the first attempts of a run die before
-the experiment reported anything and stops the sweep through `Abort`, a Tune stopper.
+An exception raised in a Tune callback reaches `Tuner.fit()` as a TuneError wrapping a
+traceback, and cuts short the bookkeeping after it. A callback (or anything the runner
+wraps) calls `abort.stop(reason)` instead: Tune asks this stopper after every event,
+stops every trial, and returns; the runner records the run, then `raise_reason()`.
+
+Two reasons stop a sweep: the storage is full (store.StorageFull), or its trials cannot
+start at all (nodes that cannot import the experiment or its packages, a cluster and a
+driver that disagree on token authentication), which would otherwise spend every retry
+of every trial, each failing in seconds, and end with a table of failures and no
+explanation: `StartWatch` sees the first attempts of a run die before the experiment
+reported anything.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from ray import tune
@@ -20,20 +28,37 @@ CHECKS = (
 )
 
 
+class TrialsCannotStart(Exception):
+    """The sweep stopped because its first attempts all died before the experiment ran."""
+
+
 class Abort(tune.Stopper):
-    """A Tune stopper that ends the whole sweep once `trigger` gave it a reason."""
+    """A Tune stopper that ends the sweep once `stop` was called; the first reason wins."""
 
     def __init__(self) -> None:
-        self.reason: str | None = None
+        self.reason: Exception | None = None
 
-    def trigger(self, reason: str) -> None:
-        self.reason = self.reason or reason
+    def stop(self, reason: Exception) -> None:
+        if self.reason is None:
+            self.reason = reason
+
+    @contextlib.contextmanager
+    def on(self, *errors: type[Exception]) -> Iterator[None]:
+        """Stop the sweep, with it as the reason, when the block raises one of `errors`."""
+        try:
+            yield
+        except errors as exc:
+            self.stop(exc)
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        return False
+        return False  # single trials are not stopped here
 
     def stop_all(self) -> bool:
         return self.reason is not None
+
+    def raise_reason(self) -> None:
+        if self.reason is not None:
+            raise self.reason
 
 
 class StartWatch:
@@ -55,10 +80,12 @@ class StartWatch:
         self.deaths += 1
         if self.deaths >= self.limit:
             self.watching = False
-            self.abort.trigger(
-                f"the first {self.deaths} attempts of this run all died before the experiment "
-                f"ran (none reported anything), so the sweep stopped instead of retrying "
-                f"every trial. The last error:\n{_last_lines(error)}\n{CHECKS}"
+            self.abort.stop(
+                TrialsCannotStart(
+                    f"the first {self.deaths} attempts of this run all died before the experiment "
+                    f"ran (none reported anything), so the sweep stopped instead of retrying "
+                    f"every trial. The last error:\n{_last_lines(error)}\n{CHECKS}"
+                )
             )
 
 

@@ -6,20 +6,24 @@ Bad input exits with code 2 and a message saying what, where and what to do.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from analysis.errors import AnalysisError
+from analysis.tables import UnreadableFileWarning
+from orchestrator.abort import TrialsCannotStart
 from orchestrator.errors import InputError
 from orchestrator.registry import available
 from orchestrator.runner import Plan, run_sweep
-from orchestrator.store import store_at
+from orchestrator.store import StorageFull, store_at
 from orchestrator.summary import ls_table, status_text
 
 EXIT_TRIALS_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_STORAGE_FULL = 3
 
 
 class _Group(click.Group):
@@ -29,11 +33,28 @@ class _Group(click.Group):
         except (InputError, AnalysisError) as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
+        except StorageFull as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_STORAGE_FULL)
+        except TrialsCannotStart as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_TRIALS_FAILED)
+
+
+_python_warning = warnings.formatwarning
+
+
+def _warning_text(message: Warning | str, category: type[Warning], *where: object) -> str:
+    """Unreadable files as `warning: ...` lines on stderr; other warnings as Python shows them."""
+    if issubclass(category, UnreadableFileWarning):
+        return f"warning: {message}\n"
+    return _python_warning(message, category, *where)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Run ML experiment sweeps on Ray Tune; results land in Parquet."""
+    warnings.formatwarning = _warning_text
 
 
 @main.command()
@@ -61,7 +82,9 @@ def run(
     Run it again to resume after a crash or retry failed trials; add seeds or
     grid values to the spec to extend the sweep. Exit code: 0 when every trial
     succeeded, 1 when some failed (they are recorded; run again to retry them) or the
-    sweep stopped because its trials could not start, 2 for bad input (nothing was written).
+    sweep stopped because its trials could not start, 2 for bad input (nothing was
+    written), 3 when the storage's disk is full (free space, then run again: finished
+    trials are kept).
 
     Limits per attempt go in the spec, `limits: {trial_time: 2h, report_gap: 10m}`: an
     attempt past either is stopped, recorded as `timeout` and retried per `retries`.
@@ -86,9 +109,6 @@ def run(
         + (" - interrupted; run again to finish" if outcome.interrupted else "")
     )
     click.echo(f"results: {outcome.path}   (sweep status {outcome.path})")
-    if outcome.aborted:
-        click.echo(f"error: {outcome.aborted}", err=True)
-        sys.exit(EXIT_TRIALS_FAILED)
     if outcome.after_sweep:
         click.echo(f"after the trials: {outcome.after_sweep}")
     if outcome.after_sweep_error:

@@ -17,7 +17,7 @@ import pyarrow.fs as pafs
 from orchestrator.store import SweepStore
 
 LEFT_BEHIND = (
-    "the driver stopped (killed or crashed) while this attempt ran; "
+    "the driver stopped (killed, crashed, or its storage was full) while this attempt ran; "
     "its steps up to then are in metrics/, its result was never recorded"
 )
 

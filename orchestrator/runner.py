@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
+from orchestrator.abort import Abort
 from orchestrator.connection import connect
 from orchestrator.errors import InputError
 from orchestrator.inputs import SweepInput, resolve_inputs
@@ -32,7 +33,7 @@ from orchestrator.outcomes import FAILED, SUCCEEDED
 from orchestrator.provenance import git_state
 from orchestrator.registry import Experiment, resolve
 from orchestrator.spec import SweepSpec, load_spec
-from orchestrator.store import SweepStore, store_at
+from orchestrator.store import StorageFull, SweepStore, store_at
 from orchestrator.trials import CELL_KEY, TrialIndex, expand, search_space, trial_id
 
 # Tune's own JSON/CSV/TensorBoard loggers are replaced by our Parquet sink; they
@@ -188,7 +189,6 @@ def _execute(
     import ray
     from ray import tune
 
-    from orchestrator.abort import Abort, StartWatch
     from orchestrator.artifacts import writer_name
     from orchestrator.limits import TrialLimits
     from orchestrator.progress import ProgressLine
@@ -205,10 +205,10 @@ def _execute(
     steps = store.read("metrics", ["trial_id", "attempt", "time"])  # only when trials run
     abort, limits = Abort(), TrialLimits(spec.limits)
     sink = ParquetSink(
-        store, index, run, next_attempts(the_plan.attempts, steps), limits=limits,
-        watch=StartWatch(abort),
-    )  # fmt: skip
+        store, index, run, next_attempts(the_plan.attempts, steps), abort=abort, limits=limits
+    )
     remove_temporary(store)
+    store.set_aside_unreadable()
     sink.record_left_behind(left_behind(the_plan.attempts, steps), the_plan.configs)
     callbacks: list[Any] = [sink, limits]
     if progress is not None:
@@ -241,11 +241,13 @@ def _execute(
         tune_logger.setLevel(level)
         sink.flush()
         result.rows = sink.finished
-        result.aborted = abort.reason
+        result.aborted = abort.reason and str(abort.reason)
         result.interrupted |= sink.ended < the_plan.to_run  # Tune may return after Ctrl-C
-        _record_run_end(store, run, result)
+        with abort.on(StorageFull):
+            _record_run_end(store, run, result)
         shutil.rmtree(scratch, ignore_errors=True)
         _stop_artifact_writer(writer_name(storage_root, spec.name))
+    abort.raise_reason()
     if not result.interrupted and result.count("ok"):
         _after_sweep(fn, store.uri, result, progress)
     return result

@@ -18,11 +18,11 @@ import pyarrow as pa
 from ray import tune
 
 from analysis.columns import DEVICE_COLUMNS
-from orchestrator.abort import StartWatch
+from orchestrator.abort import Abort, StartWatch
 from orchestrator.leftovers import LEFT_BEHIND
 from orchestrator.limits import TrialLimits
 from orchestrator.outcomes import failure_status
-from orchestrator.store import SweepStore
+from orchestrator.store import StorageFull, SweepStore
 from orchestrator.trainable import META_KEY
 from orchestrator.trials import TrialIndex
 
@@ -72,17 +72,18 @@ class ParquetSink(tune.Callback):
         run_info: dict[str, Any],
         next_attempt: dict[str, int],
         flush_s: float = 1.0,
+        abort: Abort | None = None,
         limits: TrialLimits | None = None,
-        watch: StartWatch | None = None,
     ) -> None:
         self.store = store
         self.index = index
         self.run_info = run_info  # sweep, run_id, git state: the same on every row
         self.next_attempt = dict(next_attempt)
         self.flush_s = flush_s
+        self.abort = abort or Abort()  # stops the sweep when the storage is full
+        self.watch = StartWatch(self.abort)  # ... or when its trials cannot start
         self.limits = limits  # says which failed attempts it stopped for a timeout
-        self.watch = watch  # told how each attempt ended, to stop a sweep that cannot start
-        self.finished: list[dict[str, Any]] = []  # every trial row of this run, for the summary
+        self.finished: list[dict[str, Any]] = []  # trial rows this run wrote, for the summary
         self.ended = 0  # trials done for good: complete, or failed after their retries
         self._live: dict[str, _Attempt] = {}
         self._buffers: dict[str, list[dict[str, Any]]] = {"trials": [], "metrics": []}
@@ -98,7 +99,7 @@ class ParquetSink(tune.Callback):
         meta = result.get(META_KEY, {})
         values = {name: result[name] for name in meta.get("names", ())}
         live.meta.update(
-            {k: v for k, v in meta.items() if k not in ("kind", "names", "error", "time")}
+            {k: v for k, v in meta.items() if k not in ("kind", "names", "error", "full", "time")}
         )
         if meta.get("kind") == "step":
             stamp = _utc(meta["time"])
@@ -109,6 +110,8 @@ class ParquetSink(tune.Callback):
             live.final = values
         elif meta.get("kind") == "error":
             live.error = meta["error"]
+            if meta.get("full"):  # an artifact write found the storage full
+                self.abort.stop(StorageFull(meta["full"]))
         self._maybe_flush()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -130,10 +133,16 @@ class ParquetSink(tune.Callback):
         self.flush()
 
     def flush(self) -> None:
-        """Write what is buffered: metrics first, so a trial row never precedes its steps."""
+        """Write what is buffered: metrics first, so a trial row never precedes its steps.
+        Once the storage was full, nothing more is written (the sweep is stopping): the
+        attempts whose rows are missing run again in the next run."""
         for table in ("metrics", "trials"):
             rows, self._buffers[table] = self._buffers[table], []
-            self.store.append(table, rows, COLUMN_TYPES[table])
+            if not isinstance(self.abort.reason, StorageFull):
+                with self.abort.on(StorageFull):
+                    self.store.append(table, rows, COLUMN_TYPES[table])
+                    if table == "trials":
+                        self.finished += rows
         self._last_flush = time.monotonic()
 
     def _maybe_flush(self) -> None:
@@ -157,11 +166,9 @@ class ParquetSink(tune.Callback):
             timeout = self.limits.reason(trial) if self.limits else None
             error = timeout or live.error or _error_text(trial)
             status = "timeout" if timeout else failure_status(error)
-        if self.watch:
-            self.watch.attempt_ended(status, reported=bool(live.meta), error=error)
+        self.watch.attempt_ended(status, reported=bool(live.meta), error=error)
         row = self._row(live, status, error, finished=time.time())
         self._buffers["trials"].append(row)
-        self.finished.append(row)
         self._maybe_flush()
 
     def record_left_behind(self, attempts: Any, configs: dict[str, dict[str, Any]]) -> None:

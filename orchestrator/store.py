@@ -4,21 +4,28 @@
     <storage>/<sweep>/metrics/*.parquet   one row per reported step
     <storage>/<sweep>/artifacts/<trial_id>/<name>
     <storage>/<sweep>/sweep.json          spec snapshot and the runs so far
+    <storage>/<sweep>/corrupt/<table>/    files a run found unreadable, moved out of the way
 
 Tables are append-only: each flush adds one file, written under a temporary name
 and renamed, so a crash never leaves a half file. Files are named so the newest
 sorts first, and each new file carries the union of all columns so far: readers
 that take the schema from the first file (pandas, pyarrow) see every column,
 with nulls where older files lack one.
+
+A file that cannot be read (cut short by a copy or a disk error) is left out with a
+warning (analysis/tables.py). A full disk raises StorageFull and leaves no partial file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +34,16 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from analysis.tables import UNREADABLE, UnreadableFileWarning, read_parquet, warn_unreadable
 from orchestrator.errors import InputError
 
 TABLES = ("trials", "metrics")
 _NAME_SPAN = 10**16  # microseconds; inverted timestamps keep 16 digits until year 2286
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class StorageFull(OSError):
+    """The disk holding a sweep's folder is full: a write failed and left nothing behind."""
 
 
 class SweepStore:
@@ -41,6 +54,7 @@ class SweepStore:
         self.fs, self.path = pafs.FileSystem.from_uri(self.uri)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self._schemas: dict[str, pa.Schema | None] = {}
+        self.unreadable: set[str] = set()  # table files reads left out; see set_aside_unreadable
 
     def table_dir(self, table: str) -> str:
         return _join(self.path, table)
@@ -67,18 +81,23 @@ class SweepStore:
             ) from None
 
     def write_bytes(self, path: str, data: bytes) -> None:
-        """Write a file atomically: readers see the old file or the whole new one."""
-        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        if not self.local:  # an object store's PUT is atomic by itself
-            with self.fs.open_output_stream(path) as out:
-                out.write(data)
-            return
-        tmp = f"{path.rsplit('/', 1)[0]}/.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+        """Write a file atomically: readers see the old file or the whole new one.
+        StorageFull when the disk is full."""
+        try:
+            self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            if self.local:
+                _write_local(path, data)
+            else:  # an object store's PUT is atomic by itself
+                with self.fs.open_output_stream(path) as out:
+                    out.write(data)
+        except OSError as exc:
+            if exc.errno not in _FULL:
+                raise
+            raise StorageFull(
+                f"no space left on the disk holding the sweep folder {self.uri} (writing "
+                f"{path.rsplit('/', 1)[-1]}): free some space there, then run the same "
+                "`sweep run` again: the trials that finished are kept, the others run again",
+            ) from exc
 
     def append(
         self, table: str, rows: list[dict[str, Any]], types: dict[str, pa.DataType] | None = None
@@ -98,11 +117,19 @@ class SweepStore:
         self._schemas[table] = new.schema
 
     def schema(self, table: str) -> pa.Schema | None:
-        """The union schema so far: that of the newest file."""
+        """The union schema so far: that of the newest readable file."""
         if table not in self._schemas:
-            files = self._files(table)
-            self._schemas[table] = pq.read_schema(files[0], filesystem=self.fs) if files else None
+            self._schemas[table] = self._newest_schema(table)
         return self._schemas[table]
+
+    def _newest_schema(self, table: str) -> pa.Schema | None:
+        for path in self._files(table):
+            try:
+                return pq.read_schema(path, filesystem=self.fs)
+            except UNREADABLE as exc:
+                warn_unreadable(path, exc)
+                self.unreadable.add(path)
+        return None
 
     def read(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
         """A whole table as a DataFrame (empty when nothing was written yet)."""
@@ -110,9 +137,26 @@ class SweepStore:
 
     def read_arrow(self, table: str, columns: list[str] | None = None) -> pa.Table:
         """A whole table as Arrow, which keeps null (not reported) apart from NaN."""
-        if not self._files(table):
-            return pa.table({c: pa.array([], pa.null()) for c in columns or []})
-        return pq.read_table(self.table_dir(table), filesystem=self.fs, columns=columns)
+        data, bad = read_parquet(self.fs, self._files(table), columns)
+        self.unreadable.update(bad)
+        return data
+
+    def set_aside_unreadable(self) -> None:
+        """Move the table files that reads found unreadable to corrupt/<table>/, with a
+        warning: kept for the user, no longer read; rows written later carry the columns
+        of the readable files."""
+        for path in sorted(self.unreadable):
+            folder, name = path.rsplit("/", 1)
+            target = _join(self.path, "corrupt", folder.rsplit("/", 1)[-1], name)
+            self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            self.fs.move(path, target)
+            warnings.warn(
+                f"moved {path}, which cannot be read, to {target}; the trials whose only "
+                "successful row it held run again",
+                UnreadableFileWarning,
+                stacklevel=2,
+            )
+        self.unreadable.clear()
 
     def read_meta(self) -> dict[str, Any] | None:
         path = _join(self.path, "sweep.json")
@@ -129,8 +173,27 @@ class SweepStore:
         selector = pafs.FileSelector(self.table_dir(table), allow_not_found=True)
         infos = self.fs.get_file_info(selector)
         return sorted(
-            i.path for i in infos if i.base_name.endswith(".parquet") and i.base_name[0] != "."
+            i.path
+            for i in infos
+            if i.base_name.endswith(".parquet")
+            and i.base_name[0] != "."
+            and i.path not in self.unreadable
         )
+
+
+def _write_local(path: str, data: bytes) -> None:
+    """Write under a temporary name, then rename; a failed write removes its temporary file."""
+    tmp = f"{path.rsplit('/', 1)[0]}/.tmp-{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
 
 
 def _join(*parts: str) -> str:

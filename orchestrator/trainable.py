@@ -21,6 +21,7 @@ from orchestrator.artifacts import ArtifactWriter, encode, remote_writer
 from orchestrator.context import Trial, check_metrics, seed_everything
 from orchestrator.inputs import SweepInput
 from orchestrator.provenance import package_versions
+from orchestrator.store import StorageFull
 from orchestrator.trials import TrialIndex
 
 META_KEY = "__raysweep__"
@@ -71,8 +72,10 @@ def run_trial(fn: Callable[..., Any], ctx: RunContext, tid: str, config: dict[st
                 f"the experiment returned {type(final).__name__}; return a dict of metrics"
             )
         final = {**latest, **check_metrics(final, config)}
-    except Exception:
+    except Exception as exc:
         error = {"kind": "error", "error": traceback.format_exc()}
+        if isinstance(exc, StorageFull):  # the driver stops the sweep
+            error["full"] = str(exc)
         tune.report({META_KEY: {**meta, **devices.usage(device), **error}})
         raise
     end = {"kind": "final", "names": list(final)}

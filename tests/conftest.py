@@ -140,3 +140,11 @@ def overlapping(trials) -> list[tuple]:
         and a.started_at < b.finished_at
         and b.started_at < a.finished_at
     ]
+
+
+def assert_exactly_once(trials, metrics) -> None:
+    """No key twice in either table, and every attempt with steps has its row."""
+    assert not trials.duplicated(["trial_id", "attempt"]).any()
+    assert not metrics.duplicated(["trial_id", "attempt", "step"]).any()
+    rows = set(zip(trials["trial_id"], trials["attempt"], strict=True))
+    assert set(zip(metrics["trial_id"], metrics["attempt"], strict=True)) <= rows

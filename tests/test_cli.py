@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import SWEEP, cli_env, sweep, write_sweep
+from conftest import SWEEP, assert_exactly_once, cli_env, sweep, write_sweep
 
 from orchestrator.leftovers import LEFT_BEHIND
 
@@ -175,14 +175,6 @@ def test_an_interrupted_driver_loses_nothing_and_duplicates_nothing(tmp_path: Pa
     metrics = pd.read_parquet(tmp_path / "results" / "cli" / "metrics")
     assert set(metrics["trial_id"]) == set(final["trial_id"])
     assert_exactly_once(final, metrics)
-
-
-def assert_exactly_once(trials: pd.DataFrame, metrics: pd.DataFrame) -> None:
-    """No key twice in either table, and every attempt with steps has its row."""
-    assert not trials.duplicated(["trial_id", "attempt"]).any()
-    assert not metrics.duplicated(["trial_id", "attempt", "step"]).any()
-    rows = set(zip(trials["trial_id"], trials["attempt"], strict=True))
-    assert set(zip(metrics["trial_id"], metrics["attempt"], strict=True)) <= rows
 
 
 def cut_off(folder: Path) -> set[tuple[str, int]]:
