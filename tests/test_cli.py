@@ -107,6 +107,7 @@ def test_run_then_ls_and_status(tmp_path: Path):
     assert "6 trials: 0 already done, ran 6 attempts (4 ok, 2 failed" in out.stdout
     assert "2 trials failed; see sweep status" in out.stderr
     assert "[cli] 6/6 done" in out.stderr  # the progress line
+    assert "Token authentication is" not in out.stderr  # Ray's warning at an embedded start
 
     listing = sweep("ls", cwd=tmp_path)
     assert listing.returncode == 0
