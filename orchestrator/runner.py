@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
+from orchestrator.compaction import compact_after_run, recover
 from orchestrator.errors import InputError
 from orchestrator.inputs import SweepInput, resolve_inputs
 from orchestrator.leftovers import left_behind, next_attempts, remove_temporary
@@ -236,6 +237,7 @@ def _execute(
 
     spec, store = the_plan.spec, the_plan.store
     run = _record_run_start(the_plan, address)
+    recover(store)  # after the run is recorded, so no compaction starts while it writes
     storage_root = store.uri.rsplit("/", 1)[0]
     pending = {tid: the_plan.configs[tid] for tid in the_plan.pending}
     index = TrialIndex(spec.experiment, pending)
@@ -279,6 +281,8 @@ def _execute(
         _record_run_end(store, run, result)
         shutil.rmtree(scratch, ignore_errors=True)
         _stop_artifact_writer(writer_name(storage_root, spec.name))
+    if not result.interrupted:
+        compact_after_run(store, progress)
     if not result.interrupted and result.count("ok"):
         _after_sweep(fn, store.uri, result, progress)
     return result
