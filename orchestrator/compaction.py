@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TextIO
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from orchestrator.errors import InputError
@@ -158,18 +159,21 @@ def _name(first: str) -> str:
 
 
 def _write(files: list[str], schema: pa.Schema, path: str) -> None:
-    """One file of `files`' rows in their order, each file read with the union schema as
-    a reader of the whole folder reads it (columns it lacks null, narrower types cast)."""
+    """One file of `files`' rows in their order, read with the union schema as a reader of
+    the whole folder reads them (columns a file lacks null, narrower types cast)."""
+    batches = ds.dataset(files, schema=schema, format="parquet").to_batches()
     with open(path, "wb") as out:
         with pq.ParquetWriter(out, schema) as writer:
-            held: list[pa.Table] = []
+            held: list[pa.RecordBatch] = []
             size = 0
-            for number, file in enumerate(files, 1):
-                held.append(pq.read_table(file, schema=schema))
-                size += held[-1].nbytes
-                if number == len(files) or size >= ROW_GROUP_BYTES:
-                    writer.write_table(pa.concat_tables(held))
+            for batch in batches:
+                held.append(batch)
+                size += batch.nbytes
+                if size >= ROW_GROUP_BYTES:
+                    writer.write_table(pa.Table.from_batches(held, schema))
                     held, size = [], 0
+            if held:
+                writer.write_table(pa.Table.from_batches(held, schema))
         out.flush()
         os.fsync(out.fileno())
 

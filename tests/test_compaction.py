@@ -96,6 +96,9 @@ def test_compaction_keeps_every_row_value_and_type(tmp_path: Path):
     compact(SweepStore(str(tmp_path), "s"), target_bytes=60_000)  # a few files per table
     few = files(folder)
     assert all(1 < few[t] < 150 for t in TABLES), few
+    for table in TABLES:  # each file has every column: any of them may be the one sorted first
+        schemas = [pq.read_schema(f) for f in (folder / table).glob("*.parquet")]
+        assert all(schema == before[table].schema for schema in schemas)
     out = sweep("compact", str(folder), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [f"trials: {few['trials']} files -> 1",
@@ -248,20 +251,23 @@ def test_bad_target_sizes(text: str):
 
 def test_a_run_ends_with_one_file_per_table(tmp_path: Path):
     spec = tmp_path / "spec.yaml"
-    spec.write_text("name: toy\nexperiment: trivial\ngrid: {x: [1, 2]}\nparams: {sleep: 0.5}\n")
-    first = subprocess.run(
-        [SWEEP, "run", str(spec), "--set", "seeds=1", "-q"], cwd=tmp_path,
-        env={**cli_env(), "RAYSWEEP_COMPACT": "0"}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert first.returncode == 0, first.stderr
-    folder = tmp_path / "results" / "toy"
-    written = files(folder)
-    out = sweep("run", str(spec), "--set", "seeds=2", "-q", cwd=tmp_path)  # adds 2 trials
+    spec.write_text("name: toy\nexperiment: trivial\ngrid: {x: [1, 2]}\nseeds: 2\n")
+    # A trial that failed in an earlier run, as the sink wrote it: one file per table.
+    store = SweepStore(str(tmp_path / "results"), "toy")
+    store.write_meta({"name": "toy", "experiment": "trivial", "runs": []})
+    tid = trial_id("trivial", expand(load_spec(spec))[0])
+    store.append("trials", [{"trial_id": tid, "status": "failed", "attempt": 1, "error": "E"}])
+    step = {"trial_id": tid, "attempt": 1, "time": START, "step": 0, "value": 0.0}
+    store.append("metrics", [step], COLUMN_TYPES["metrics"])
+
+    out = sweep("run", str(spec), "-q", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "not compacted" not in out.stderr
-    assert files(folder) == {"trials": 1, "metrics": 1}, written  # its files joined the first's
+    folder = tmp_path / "results" / "toy"
+    assert files(folder) == {"trials": 1, "metrics": 1}  # the earlier files and this run's
     trials = pd.read_parquet(folder / "trials")
-    assert len(trials) == 4 and trials["trial_id"].is_unique
-    assert len(pd.read_parquet(folder / "metrics")) == 4 * 5
-    again = sweep("run", str(spec), "--set", "seeds=2", "--dry-run", cwd=tmp_path)
+    attempts = sorted(zip(trials["status"], trials["attempt"], strict=True))
+    assert attempts == [("failed", 1), ("ok", 1), ("ok", 1), ("ok", 1), ("ok", 2)]
+    assert len(pd.read_parquet(folder / "metrics")) == 1 + 4 * 5
+    again = sweep("run", str(spec), "--dry-run", cwd=tmp_path)
     assert "4 in all, 4 already done, 0 to run" in again.stdout
