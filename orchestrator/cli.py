@@ -15,6 +15,7 @@ import click
 from analysis.errors import AnalysisError
 from analysis.tables import UnreadableFileWarning
 from orchestrator.abort import TrialsCannotStart
+from orchestrator.compaction import TARGET_BYTES, compact, parse_size
 from orchestrator.errors import InputError
 from orchestrator.registry import available
 from orchestrator.runner import Plan, run_sweep
@@ -158,6 +159,31 @@ def status(sweep_dir: str) -> None:
     if not store.exists():
         raise InputError(f"{sweep_dir}: not a sweep folder (no sweep.json); see `sweep ls`")
     click.echo(status_text(store))
+
+
+@main.command(name="compact")
+@click.argument("sweep_dir", metavar="SWEEP_DIR")
+@click.option(
+    "--target-size",
+    default=f"{TARGET_BYTES // 2**20}MB",
+    show_default=True,
+    metavar="SIZE",
+    help="Size of the files to write (KB, MB, GB: powers of 1024); smaller tables: one file.",
+)
+def compact_(sweep_dir: str, target_size: str) -> None:
+    """Rewrite a sweep's tables into few large files, for faster reading; rows, values and
+    types stay as they were.
+
+    `sweep run` does this at the end of every run that finishes (set RAYSWEEP_COMPACT=0 to
+    leave the tables as written). Readers see the old files or the new ones, never both;
+    a compaction killed midway leaves the tables as they were, or compacted. Local storage
+    on Linux only; refused while a run of the sweep is writing it.
+    """
+    store = store_at(sweep_dir)
+    if not store.exists():
+        raise InputError(f"{sweep_dir}: not a sweep folder (no sweep.json); see `sweep ls`")
+    for table, (before, after) in compact(store, parse_size(target_size)).items():
+        click.echo(f"{table}: {before} files -> {after}")
 
 
 @main.command()

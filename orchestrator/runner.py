@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import pandas as pd
 
 from orchestrator.abort import Abort
+from orchestrator.compaction import compact_after_run, recover
 from orchestrator.connection import connect
 from orchestrator.errors import InputError
 from orchestrator.inputs import SweepInput, resolve_inputs
@@ -194,9 +195,13 @@ def _execute(
     from orchestrator.progress import ProgressLine
     from orchestrator.sink import ParquetSink
     from orchestrator.trainable import RunContext, make_trainable
+    from orchestrator.tune_fixes import treat_out_of_memory_as_actor_death
+
+    treat_out_of_memory_as_actor_death()
 
     spec, store = the_plan.spec, the_plan.store
     run = _record_run_start(the_plan, address)
+    recover(store)  # after the run is recorded, so no compaction starts while it writes
     storage_root = store.uri.rsplit("/", 1)[0]
     pending = {tid: the_plan.configs[tid] for tid in the_plan.pending}
     index = TrialIndex(spec.experiment, pending)
@@ -247,6 +252,8 @@ def _execute(
             _record_run_end(store, run, result)
         shutil.rmtree(scratch, ignore_errors=True)
         _stop_artifact_writer(writer_name(storage_root, spec.name))
+    if not result.interrupted and abort.reason is None:
+        compact_after_run(store, progress)
     abort.raise_reason()
     if not result.interrupted and result.count("ok"):
         _after_sweep(fn, store.uri, result, progress)

@@ -130,7 +130,7 @@ def test_status_of_a_folder_that_is_no_sweep(tmp_path: Path):
 
 
 def test_every_command_has_help(tmp_path: Path):
-    for command in ([], ["run"], ["ls"], ["status"], ["experiments"]):
+    for command in ([], ["run"], ["ls"], ["status"], ["compact"], ["experiments"]):
         out = sweep(*command, "--help", cwd=tmp_path)
         assert out.returncode == 0 and "Usage:" in out.stdout
 
