@@ -197,7 +197,7 @@ def test_a_driver_killed_mid_trial_again_and_again_ends_like_an_undisturbed_run(
     write's temporary file is removed; and the successful rows and their steps equal those
     of a run never interrupted."""
     rng = random.Random(7)
-    fields = {"grid": {"x": [1, 4, 5, 6]}, "seeds": 2, "params": {"sleep": 1.0}}  # 2 s trials
+    fields = {"grid": {"x": [1, 4, 5, 6]}, "seeds": 1, "params": {"sleep": 1.0}}  # 2 s trials
     spec = write_spec(tmp_path, **fields)
     folder = tmp_path / "results" / "cli"
     killed: set[tuple[str, int]] = set()
