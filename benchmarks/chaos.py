@@ -15,10 +15,11 @@ process, twice, each into a fresh folder:
                  - one worker node with a trial on it is removed (Cluster.remove_node,
                    not graceful);
                then `sweep run` again until it exits 0 (every rerun counted).
-The worker kills and the node removal come at random moments of trial time (the clock
-runs only while a driver's trials run), spread over the first 70% of the baseline's
-trial time (the node: 17-35%), so they land whatever the restarts cost. Every delay
-and choice comes from a seeded RNG (--seed). A worker killed shortly before a driver
+The worker kills and the node removal (in the middle third of them) come one after
+another, each a random gap of trial time after the one before (the clock runs only
+while a driver's trials run; a gap is 0.5-1.5x the mean), so that they spread over
+about the first 70% of the baseline's trial time whatever the restarts cost. Every
+delay and choice comes from a seeded RNG (--seed). A worker killed shortly before a driver
 kill is recorded as that driver's cut-off attempt, not as a failure of its own.
 
 The audit of the chaos sweep's tables (all must be 0 or yes):
@@ -76,6 +77,7 @@ STEPS = 3
 SLEEP_S = 0.4
 RETRIES = 3
 MAX_RERUNS = 5  # after the last driver kill
+SPREAD = 0.7  # worker kills and the node removal: over this share of the baseline's trial time
 WORKER_TITLE = "ray::ImplicitFunc.train"  # a Tune trial actor running a trial
 SOURCE = """
     import time
@@ -213,12 +215,13 @@ class Runs:
 
 @dataclass
 class Saboteur:
-    """Kills trial workers and removes one worker node at set moments of trial-running
-    time, in a thread: its clock runs only while `running` is set (a driver's trials run)."""
+    """Kills trial workers and removes one worker node, one after another, in a thread:
+    each strike comes a set gap of trial time after the one before (its clock runs only
+    while `running` is set: a driver's trials run), as soon as a trial runs to strike."""
 
     cluster: Cluster
     running: threading.Event
-    schedule: list[tuple[float, str]]  # (seconds of trial-running time, "worker" | "node")
+    schedule: list[tuple[float, str]]  # (gap in seconds of trial time, "worker" | "node")
     rng: random.Random
     runs: Runs  # counts and notes each kill
     stop: threading.Event = field(default_factory=threading.Event)
@@ -229,13 +232,13 @@ class Saboteur:
         return thread
 
     def _run(self) -> None:
-        clock, last = 0.0, time.monotonic()
-        for at, action in sorted(self.schedule):
+        for gap, action in self.schedule:
+            clock, last = 0.0, time.monotonic()
             while not self.stop.is_set():
                 now = time.monotonic()
                 clock += now - last if self.running.is_set() else 0.0
                 last = now
-                if clock >= at and self.running.is_set() and self._strike(action):
+                if clock >= gap and self.running.is_set() and self._strike(action):
                     break
                 time.sleep(0.05)
 
@@ -311,6 +314,16 @@ def undisturbed(spec: Path, address: str, limit_s: float) -> Runs:
     return runs
 
 
+def strikes(workers: int, spread_s: float, rng: random.Random) -> list[tuple[float, str]]:
+    """`workers` worker kills and one node removal (in the middle third), each a random
+    gap (0.5 to 1.5 times the mean) after the one before; the gaps add up to about
+    `spread_s`."""
+    actions = ["worker"] * workers
+    actions.insert(rng.randint(workers // 3, 2 * workers // 3), "node")
+    mean = spread_s / len(actions)
+    return [(rng.uniform(0.5, 1.5) * mean, action) for action in actions]
+
+
 def chaos(
     spec: Path, cluster: Cluster, args: argparse.Namespace, baseline_s: float, limit_s: float
 ) -> Runs:
@@ -319,10 +332,8 @@ def chaos(
     run's trials ran (from its first metrics file to its end)."""
     rng = random.Random(args.seed)
     running = threading.Event()
-    spread = 0.7 * baseline_s
-    schedule = [(rng.uniform(0, spread), "worker") for _ in range(args.worker_kills)]
-    schedule.append((rng.uniform(0.25, 0.5) * spread, "node"))
     runs = Runs(limit_s=limit_s)
+    schedule = strikes(args.worker_kills, SPREAD * baseline_s, rng)
     saboteur = Saboteur(cluster, running, schedule, random.Random(args.seed + 1), runs)
     thread = saboteur.start()
     for _ in range(args.driver_kills):
