@@ -74,7 +74,7 @@ class StartWatch:
     def attempt_ended(self, status: str, reported: bool, error: str | None) -> None:
         if not self.watching:
             return
-        if reported or status in ("ok", "stopped", "timeout", "oom"):
+        if reported or status != "failed":  # it ran: succeeded, or timed out, or ran out of memory
             self.watching = False
             return
         self.deaths += 1

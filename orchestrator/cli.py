@@ -17,6 +17,7 @@ from analysis.tables import UnreadableFileWarning
 from orchestrator.abort import TrialsCannotStart
 from orchestrator.compaction import TARGET_BYTES, compact, parse_size
 from orchestrator.errors import InputError
+from orchestrator.outcomes import FAILED
 from orchestrator.registry import available
 from orchestrator.runner import Plan, run_sweep
 from orchestrator.store import StorageFull, store_at
@@ -101,7 +102,9 @@ def run(
         click.echo(_describe_plan(outcome))
         return
     unsuccessful = "".join(
-        f", {n} {status}" for status in ("timeout", "oom") if (n := outcome.count(status))
+        f", {n} {status}"
+        for status in FAILED[1:]
+        if (n := outcome.count(status))  # timeout, oom
     )
     click.echo(
         f"{outcome.total} trials: {outcome.skipped} already done, ran {len(outcome.rows)} attempts "

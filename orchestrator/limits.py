@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import ray
 from ray import tune
 
 from orchestrator.spec import Limits
@@ -43,8 +44,6 @@ class TrialLimits(tune.Callback):
                 continue
             reason = self._over(now - self._started[key], now - self._heard[key])
             if reason and trial.temporary_state.ray_actor is not None:
-                import ray
-
                 del self._started[key]
                 self._reasons[key] = reason
                 ray.kill(trial.temporary_state.ray_actor, no_restart=True)

@@ -246,7 +246,7 @@ def _execute(
         tune_logger.setLevel(level)
         sink.flush()
         result.rows = sink.finished
-        result.aborted = abort.reason and str(abort.reason)
+        result.aborted = str(abort.reason) if abort.reason else None
         result.interrupted |= sink.ended < the_plan.to_run  # Tune may return after Ctrl-C
         with abort.on(StorageFull):
             _record_run_end(store, run, result)
