@@ -18,6 +18,7 @@ import pyarrow as pa
 from ray import tune
 
 from analysis.columns import DEVICE_COLUMNS
+from orchestrator import oomkill
 from orchestrator.abort import Abort, StartWatch
 from orchestrator.leftovers import LEFT_BEHIND
 from orchestrator.limits import TrialLimits
@@ -165,7 +166,9 @@ class ParquetSink(tune.Callback):
         if status == "failed":
             timeout = self.limits.reason(trial) if self.limits else None
             error = timeout or live.error or _error_text(trial)
-            status = "timeout" if timeout else failure_status(error)
+            killed = None if timeout or live.error else oomkill.explain(error)
+            error = f"{killed}\n{error}" if killed else error
+            status = "timeout" if timeout else "oom" if killed else failure_status(error)
         self.watch.attempt_ended(status, reported=bool(live.meta), error=error)
         row = self._row(live, status, error, finished=time.time())
         self._buffers["trials"].append(row)

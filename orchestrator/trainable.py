@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator import devices
+from orchestrator import devices, oomkill
 from orchestrator.artifacts import ArtifactWriter, encode, remote_writer
 from orchestrator.context import Trial, check_metrics, seed_everything
 from orchestrator.inputs import SweepInput
@@ -64,22 +64,23 @@ def run_trial(fn: Callable[..., Any], ctx: RunContext, tid: str, config: dict[st
     latest: dict[str, Any] = {}  # last reported value of each metric
     trial = Trial(tid, config, device, _reporter(meta, latest), saver, ctx.inputs)
     seed_everything(trial.seed)
-    try:
-        devices.start(device)
-        final = fn(config, trial) or {}
-        if not isinstance(final, dict):
-            raise TypeError(
-                f"the experiment returned {type(final).__name__}; return a dict of metrics"
-            )
-        final = {**latest, **check_metrics(final, config)}
-    except Exception as exc:
-        error = {"kind": "error", "error": traceback.format_exc()}
-        if isinstance(exc, StorageFull):  # the driver stops the sweep
-            error["full"] = str(exc)
-        tune.report({META_KEY: {**meta, **devices.usage(device), **error}})
-        raise
-    end = {"kind": "final", "names": list(final)}
-    tune.report({**final, META_KEY: {**meta, **devices.usage(device), **end}})
+    with oomkill.watched():
+        try:
+            devices.start(device)
+            final = fn(config, trial) or {}
+            if not isinstance(final, dict):
+                raise TypeError(
+                    f"the experiment returned {type(final).__name__}; return a dict of metrics"
+                )
+            final = {**latest, **check_metrics(final, config)}
+        except Exception as exc:
+            error = {"kind": "error", "error": traceback.format_exc()}
+            if isinstance(exc, StorageFull):  # the driver stops the sweep
+                error["full"] = str(exc)
+            tune.report({META_KEY: {**meta, **devices.usage(device), **error}})
+            raise
+        end = {"kind": "final", "names": list(final)}
+        tune.report({**final, META_KEY: {**meta, **devices.usage(device), **end}})
 
 
 def _reporter(meta: dict[str, Any], latest: dict[str, Any]) -> Callable[[dict[str, Any]], None]:

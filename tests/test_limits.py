@@ -3,11 +3,17 @@ subprocesses: each is stopped for real and recorded with its own status and reas
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import ray._private.utils as ray_utils
-from conftest import sweep, write_sweep
+from conftest import SWEEP, cli_env, sweep, write_sweep
+
+from orchestrator import oomkill
 
 HANGS = """
     import os
@@ -45,6 +51,45 @@ HOARDS = """
             time.sleep(0.05)
         return {"held_mib": 256 * len(hoard)}
 """
+
+
+# The first trial kills its own worker (a death that is not for memory), the second
+# allocates until the kernel kills it.
+DIES = """
+    import os
+    import signal
+    import numpy as np
+
+    def experiment(config, trial):
+        trial.report(step=0)
+        if config["kind"] == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        hoard = []
+        for chunk in range(32):
+            hoard.append(np.ones(2**25))  # 256 MiB, every page written
+        return {"held_mib": 256 * len(hoard)}
+"""
+
+
+@pytest.fixture
+def memory_cgroup():
+    """A memory cgroup limited to 2.5 GiB, under this process's own; a skip where none can
+    be made (not root, or a cgroup v2 without the memory controller delegated)."""
+    counter = oomkill.counter_file(Path("/proc/self/cgroup").read_text())
+    if counter is None:
+        pytest.skip("no memory cgroup with an OOM-kill count here")
+    group = counter.parent / f"raysweep-test-{os.getpid()}"
+    limit = "memory.limit_in_bytes" if counter.name == "memory.oom_control" else "memory.max"
+    try:
+        group.mkdir()
+        (group / limit).write_text(str(5 * 2**29))
+    except OSError as exc:
+        pytest.skip(f"cannot make a memory cgroup here: {exc}")
+    yield group
+    deadline = time.monotonic() + 30
+    while (group / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.5)  # the run's Ray processes are still exiting
+    group.rmdir()
 
 
 def test_attempts_past_their_limits_end_as_timeout_and_free_their_worker(tmp_path: Path):
@@ -89,3 +134,25 @@ def test_an_attempt_killed_for_memory_ends_as_oom(tmp_path: Path):
     assert trials["status"].tolist() == ["oom"], trials[["status", "error"]]
     assert "memory" in trials["error"].iloc[0]
     assert "1 oom" in out.stdout
+
+
+def test_an_attempt_the_kernel_kills_for_memory_ends_as_oom(tmp_path: Path, memory_cgroup: Path):
+    """The whole run (driver, embedded Ray, workers) in a 2.5 GiB memory cgroup with Ray's
+    memory monitor off: the kernel's OOM killer ends the hoarding trial, which is `oom`
+    with the kernel named; the worker that killed itself before it is plainly `failed`."""
+    spec = write_sweep(
+        tmp_path, "dies", DIES, name="kernel", experiment="dies:experiment",
+        grid={"kind": ["sigkill", "hoard"]}, retries=0, max_concurrent=1,
+    )  # fmt: skip
+    env = {**cli_env(), "RAY_memory_monitor_refresh_ms": "0"}
+    enter = str(memory_cgroup / "cgroup.procs")
+    out = subprocess.run(
+        [SWEEP, "run", str(spec), "-q"], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=300, preexec_fn=lambda: Path(enter).write_text(str(os.getpid())),
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert "1 oom" in out.stdout
+    trials = pd.read_parquet(tmp_path / "results" / "kernel" / "trials").set_index("kind")
+    assert trials["status"].to_dict() == {"sigkill": "failed", "hoard": "oom"}
+    assert "the kernel's OOM killer killed" in trials.loc["hoard", "error"]
+    assert "OOM killer killed" not in trials.loc["sigkill", "error"]
