@@ -90,6 +90,8 @@ def run(
 
     Limits per attempt go in the spec, `limits: {trial_time: 2h, report_gap: 10m}`: an
     attempt past either is stopped, recorded as `timeout` and retried per `retries`.
+    `limits.start_time` (default 5m): how long trials may hold resources with no Ray worker
+    started for them (nodes whose Python cannot start one) before the sweep stops.
     """
     outcome = run_sweep(
         spec,

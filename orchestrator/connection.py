@@ -12,9 +12,13 @@ always respected.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import subprocess
+import sys
+from collections.abc import Iterator
 
 from orchestrator.errors import InputError
 
@@ -22,8 +26,10 @@ _MODE = "RAY_AUTH_MODE"
 _ours: list[str] = []  # the modes this process set itself, which a later call may change
 
 
-def connect(address: str | None) -> bool:
-    """Start or join Ray; True when this call started it (and so must stop it)."""
+def connect(address: str | None, wait: float | None = None) -> bool:
+    """Start or join Ray; True when this call started it (and so must stop it). With
+    `wait`, a Ray that has not let this driver in after that many seconds ends the process
+    (see `_no_answer`)."""
     import ray
 
     if ray.is_initialized():
@@ -35,14 +41,58 @@ def connect(address: str | None) -> bool:
     elif not _user_set_mode():
         _set_auth_mode("token")  # Ray's default for a local cluster, without its warning
     try:
-        # "local": a new embedded Ray, never a stale one that `ray start` left behind.
-        ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING)
+        with _deadline(wait, address):
+            # "local": a new embedded Ray, never a stale one that `ray start` left behind.
+            ray.init(address or "local", include_dashboard=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise InputError(
             f"--address {address}: no Ray cluster there ({exc}). Start one with "
             "`ray start --head`, or leave out --address to run on this machine"
         ) from None
     return True
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None, address: str | None) -> Iterator[None]:
+    """Ends this process with SIGKILL, after saying why, when the block still runs after
+    `seconds`. The guard is another process: `ray.init` waits in C++ code that holds
+    Python's lock, so no thread or signal handler here would run. Nothing was written
+    yet when it acts."""
+    if seconds is None:
+        yield
+        return
+    args = [str(os.getpid()), str(seconds), _no_answer(address, seconds)]
+    guard = subprocess.Popen([sys.executable, "-c", _GUARD, *args])
+    try:
+        yield
+    finally:
+        guard.kill()
+        guard.wait()
+
+
+_GUARD = """
+import os, sys, time
+pid, seconds, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+time.sleep(seconds)
+if os.getppid() == pid:
+    sys.stderr.write(message)
+    sys.stderr.flush()
+    os.kill(pid, 9)
+"""
+
+
+def _no_answer(address: str | None, wait: float) -> str:
+    """Ray keeps the first driver of a fresh cluster waiting until its node has started
+    worker processes: for ever where they cannot start."""
+    where = f"the cluster at {address}" if address else "the Ray this run started"
+    return (
+        f"error: {where} has not let this driver in after {wait:g} s (limits.start_time), "
+        "so the run was ended. Ray admits the first driver of a cluster only once its node "
+        "has started worker processes: check that the nodes' Python starts (a sitecustomize, "
+        "a broken environment), that this machine can reach every port of the nodes (not "
+        "only the GCS port), and the Ray logs on the nodes (/tmp/ray/session_latest/logs: "
+        "raylet.out).\n"
+    )
 
 
 def _user_set_mode() -> bool:

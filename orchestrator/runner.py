@@ -155,7 +155,7 @@ def run_sweep(
     result = SweepResult(the_plan.store.uri, the_plan.total, the_plan.total - the_plan.to_run)
     if the_plan.to_run == 0:
         return result
-    started_ray = connect(address)
+    started_ray = connect(address, wait=spec.limits.start_time)
     try:
         _check_resources(spec)
         return _execute(the_plan, fn, inputs, address, progress, result)
@@ -194,6 +194,7 @@ def _execute(
     from orchestrator.limits import TrialLimits
     from orchestrator.progress import ProgressLine
     from orchestrator.sink import ParquetSink
+    from orchestrator.stuck import StuckWorkers
     from orchestrator.trainable import RunContext, make_trainable
     from orchestrator.tune_fixes import treat_out_of_memory_as_actor_death
 
@@ -215,7 +216,7 @@ def _execute(
     remove_temporary(store)
     store.set_aside_unreadable()
     sink.record_left_behind(left_behind(the_plan.attempts, steps), the_plan.configs)
-    callbacks: list[Any] = [sink, limits]
+    callbacks: list[Any] = [sink, limits, StuckWorkers(abort, spec.limits.start_time)]
     if progress is not None:
         callbacks.append(ProgressLine(spec.name, index, the_plan.to_run, progress))
     trainable = tune.with_resources(

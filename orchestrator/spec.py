@@ -99,12 +99,15 @@ def seconds(value: Any) -> float:
 
 class Limits(_Strict):
     """How long one attempt may take, and may stay silent (no `trial.report`), before it is
-    stopped and recorded as `timeout`. None: no limit."""
+    stopped and recorded as `timeout`; how long trials may hold their resources with no
+    worker started to run them before the sweep stops (orchestrator/stuck.py). None: no
+    limit."""
 
     trial_time: float | None = None
     report_gap: float | None = None
+    start_time: float | None = 300.0
 
-    @field_validator("trial_time", "report_gap", mode="before")
+    @field_validator("trial_time", "report_gap", "start_time", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float | None:
         return None if value is None else seconds(value)

@@ -4,11 +4,13 @@ sweep whose trials cannot start on the cluster, which stops within seconds, sayi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +23,14 @@ MODULE = """
     def experiment(config, trial):
         trial.report(step=0, loss=config["x"])
         return {"loss": config["x"] / 2}
+"""
+# Every Ray worker process of a node with this on its path exits before it runs anything.
+BROKEN_WORKERS = """
+import os
+import sys
+
+if any("default_worker" in arg for arg in sys.argv):
+    os._exit(1)
 """
 # An experiment that needs a package this machine has and the cluster's nodes lack.
 NEEDS_PACKAGE = """
@@ -46,17 +56,11 @@ def home(tmp_path_factory) -> Path:
     return home
 
 
-@pytest.fixture(scope="module", params=["token", "disabled"])
-def cluster(request, home, tmp_path_factory):
-    """A one-node cluster by `ray start --head`, with (its own token) or without token auth."""
-    mode = request.param
-    cluster_home = tmp_path_factory.mktemp("cluster-home")
-    env = {**cli_env(), "RAY_AUTH_MODE": mode, "HOME": str(cluster_home)}
-    if mode == "token":
-        (cluster_home / ".ray").mkdir()
-        (cluster_home / ".ray" / "auth_token").write_text("c1" * 32)
+@contextlib.contextmanager
+def head(env: dict[str, str]) -> Iterator[str]:
+    """A one-node cluster by `ray start --head` in `env`; yields its address."""
     port = free_port()
-    head = subprocess.Popen(
+    process = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2",
          "--include-dashboard=false", "--block"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -68,18 +72,34 @@ def cluster(request, home, tmp_path_factory):
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
-                assert time.monotonic() < deadline and head.poll() is None, "ray start failed"
+                assert time.monotonic() < deadline and process.poll() is None, "ray start failed"
                 time.sleep(0.5)
-        yield {"address": f"127.0.0.1:{port}", "mode": mode, "home": cluster_home}
+        yield f"127.0.0.1:{port}"
     finally:
-        os.killpg(head.pid, signal.SIGKILL)  # the head and every Ray process it started
-        head.wait(timeout=60)
+        os.killpg(process.pid, signal.SIGKILL)  # the head and every Ray process it started
+        process.wait(timeout=60)
 
 
-def run_on(cluster: dict, folder: Path, home: Path, module: str = MODULE, **env: str):
+@pytest.fixture(scope="module", params=["token", "disabled"])
+def cluster(request, home, tmp_path_factory):
+    """A cluster with token auth (its own token) or without."""
+    mode = request.param
+    cluster_home = tmp_path_factory.mktemp("cluster-home")
+    env = {**cli_env(), "RAY_AUTH_MODE": mode, "HOME": str(cluster_home)}
+    if mode == "token":
+        (cluster_home / ".ray").mkdir()
+        (cluster_home / ".ray" / "auth_token").write_text("c1" * 32)
+    with head(env) as address:
+        yield {"address": address, "mode": mode, "home": cluster_home}
+
+
+def run_on(
+    cluster: dict, folder: Path, home: Path, module: str = MODULE, limits: dict | None = None,
+    **env: str,
+):  # fmt: skip
     spec = write_sweep(
-        folder, "exp", module,
-        name="joined", experiment="exp:experiment", grid={"x": [1, 2, 3, 4]}, retries=3,
+        folder, "exp", module, name="joined", experiment="exp:experiment",
+        grid={"x": [1, 2, 3, 4]}, retries=3, limits=limits or {},
     )  # fmt: skip
     env = {"HOME": str(home), "RAY_AUTH_MODE": None, **env}  # by default the user set no mode
     return sweep("run", str(spec), "--address", cluster["address"], cwd=folder, env=env)
@@ -119,3 +139,22 @@ def test_trials_that_cannot_start_stop_the_sweep_at_once_saying_why(cluster, hom
     assert cause in out.stderr
     trials = pd.read_parquet(tmp_path / "results" / "joined" / "trials")
     assert (trials["status"] == "failed").all() and len(trials) < 8
+
+
+def test_a_cluster_whose_workers_never_start_stops_the_sweep_saying_why(home, tmp_path):
+    """The nodes' Python exits at once in every worker process (a sitecustomize). Ray keeps
+    the first driver of a fresh cluster waiting for its first workers for ever: the run
+    is killed after limits.start_time, saying why. A driver after it gets in, and its
+    trials get their resources but no worker: that run stops after limits.start_time."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BROKEN_WORKERS)
+    path = os.pathsep.join([str(tmp_path / "site"), cli_env()["PYTHONPATH"]])
+    env = {**cli_env(), "PYTHONPATH": path, "RAY_AUTH_MODE": "disabled", "HOME": str(home)}
+    with head(env) as address:
+        for says, code in (("has not let this driver in after 5 s", -9), ("no worker came", 1)):
+            began = time.monotonic()
+            out = run_on({"address": address}, tmp_path, home, limits={"start_time": 5})
+            assert out.returncode == code, out.stderr
+            assert says in out.stderr and "limits.start_time" in out.stderr
+            assert time.monotonic() - began < 30
+    assert not (tmp_path / "results" / "joined" / "trials").exists()  # no attempt ever began

@@ -43,12 +43,24 @@ def spec(**fields):
         ({"grid": {"a": [1]}, "params": {"a": 2}}, "keys in both grid and params"),
         ({"name": "a b"}, "the name is the sweep's folder"),
         ({"scheduler": "asha"}, "needs a metric"),
+        ({"limits": {"trial_time": "soon"}}, "limits.trial_time: 'soon' is no duration"),
+        ({"limits": {"report_gap": 0}}, "limits.report_gap: 0: a duration is more than zero"),
+        ({"limits": {"start_time": "5 days"}}, "give seconds (90) or 90s, 10m, 2h"),
+        ({"limits": {"trial_tme": 5}}, 'did you mean "trial_time"'),
     ],
 )
 def test_bad_specs_say_what_and_where(fields, message):
     with pytest.raises(InputError) as err:
         spec(**fields)
     assert message in str(err.value)
+
+
+def test_limits_are_seconds_or_text_with_a_unit():
+    limits = spec(limits={"trial_time": "2h", "report_gap": "1.5m", "start_time": 90}).limits
+    assert (limits.trial_time, limits.report_gap, limits.start_time) == (7200, 90, 90)
+    default = spec().limits
+    assert (default.trial_time, default.report_gap, default.start_time) == (None, None, 300)
+    assert spec(limits={"start_time": None}).limits.start_time is None  # never stop waiting
 
 
 def test_missing_keys_are_named():
