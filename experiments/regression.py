@@ -9,9 +9,22 @@ device once.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel, Field
+
+from orchestrator.params import parameters
+
+
+class RegressionParams(BaseModel):
+    lr: float = Field(gt=0, description="learning rate")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="optimizer")
+    steps: int = Field(100, ge=1, description="optimizer steps")
+    batch_size: int = Field(32, ge=1, description="examples per step")
+    features: int = Field(16, ge=1, description="input dimensions of the synthetic data")
+    samples: int = Field(512, ge=5, description="examples drawn; 80% train, 20% validation")
+    noise: float = Field(0.5, ge=0, description="standard deviation of the label noise")
 
 
 def make_data(n: int, features: int, noise: float, seed: int) -> tuple[torch.Tensor, ...]:
@@ -23,16 +36,14 @@ def make_data(n: int, features: int, noise: float, seed: int) -> tuple[torch.Ten
     return x[:split], y[:split], x[split:], y[split:]
 
 
+@parameters(RegressionParams)
 def regression(config: dict[str, Any], trial: Any) -> dict[str, float]:
-    """Config: lr, optimizer (sgd|adam), steps, batch_size, features, samples, noise."""
-    data = make_data(
-        config.get("samples", 512), config.get("features", 16), config.get("noise", 0.5), trial.seed
-    )
+    data = make_data(config["samples"], config["features"], config["noise"], trial.seed)
     x_train, y_train, x_val, y_val = (part.to(trial.device) for part in data)
     model = torch.nn.Linear(x_train.shape[1], 1).to(trial.device)
     optimizers = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
-    optimizer = optimizers[config.get("optimizer", "sgd")](model.parameters(), lr=config["lr"])
-    steps, batch = config.get("steps", 100), config.get("batch_size", 32)
+    optimizer = optimizers[config["optimizer"]](model.parameters(), lr=config["lr"])
+    steps, batch = config["steps"], config["batch_size"]
     batches = torch.randint(0, len(x_train), (steps, batch)).to(trial.device)
     loss_fn = torch.nn.MSELoss()
     for step, idx in enumerate(batches):

@@ -7,6 +7,7 @@ result.trials()          # pandas DataFrame, one row per trial attempt
 
 from orchestrator.context import Trial
 from orchestrator.errors import InputError
+from orchestrator.params import parameters
 from orchestrator.registry import available, register
 from orchestrator.runner import Plan, SweepResult, run_sweep
 from orchestrator.spec import SweepSpec, load_spec
@@ -21,6 +22,7 @@ __all__ = [
     "available",
     "expand",
     "load_spec",
+    "parameters",
     "register",
     "run_sweep",
     "trial_id",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
+from pydantic import BaseModel
 
 from orchestrator.abort import Abort
 from orchestrator.compaction import compact_after_run, recover
@@ -31,6 +32,7 @@ from orchestrator.errors import InputError
 from orchestrator.inputs import SweepInput, resolve_inputs
 from orchestrator.leftovers import left_behind, next_attempts, remove_temporary
 from orchestrator.outcomes import FAILED, SUCCEEDED
+from orchestrator.params import check_spec, declared, effective
 from orchestrator.provenance import git_state
 from orchestrator.registry import Experiment, resolve
 from orchestrator.spec import SweepSpec, load_spec
@@ -56,6 +58,7 @@ class Plan:
     done: set[str]  # trial ids with a successful row
     attempts: pd.DataFrame  # the trials table so far: trial_id, status, attempt
     source_dir: Path
+    params: type[BaseModel] | None = None  # the experiment's declared parameters, if any
 
     @property
     def total(self) -> int:
@@ -109,7 +112,11 @@ class SweepResult:
         return pd.read_parquet(f"{self.path}/trials")
 
 
-def plan(spec: SweepSpec, source_dir: Path) -> Plan:
+def plan(spec: SweepSpec, source_dir: Path, params: type[BaseModel] | None = None) -> Plan:
+    """What a run of `spec` would do. With the experiment's declared `params`, the spec is
+    checked against them first and every config holds the effective values."""
+    if params is not None:
+        check_spec(params, spec)
     store = SweepStore(spec.storage, spec.name)
     meta = store.read_meta()
     if meta and meta.get("experiment") != spec.experiment:
@@ -119,9 +126,9 @@ def plan(spec: SweepSpec, source_dir: Path) -> Plan:
         )
     previous = store.read("trials", ["trial_id", "status", "attempt"])
     done = set(previous.loc[previous["status"].isin(DONE), "trial_id"]) if len(previous) else set()
-    grid = expand(spec) if spec.search.algorithm == "grid" else []
+    grid = [effective(params, c) for c in expand(spec)] if spec.search.algorithm == "grid" else []
     configs = {trial_id(spec.experiment, c): c for c in grid}
-    return Plan(spec, store, configs, done, previous, source_dir)
+    return Plan(spec, store, configs, done, previous, source_dir, params)
 
 
 def run_sweep(
@@ -147,7 +154,7 @@ def run_sweep(
     fn = resolve(spec.experiment, [source_dir, Path.cwd()])
     if spec.search.algorithm == "optuna" and importlib.util.find_spec("optuna") is None:
         raise InputError("search optuna needs optuna: pip install 'raysweep[optuna]'")
-    the_plan = plan(spec, source_dir)
+    the_plan = plan(spec, source_dir, declared(fn))
     the_plan.store.check_writable()
     inputs = resolve_inputs(spec.inputs)
     if dry_run:
@@ -205,7 +212,7 @@ def _execute(
     recover(store)  # after the run is recorded, so no compaction starts while it writes
     storage_root = store.uri.rsplit("/", 1)[0]
     pending = {tid: the_plan.configs[tid] for tid in the_plan.pending}
-    index = TrialIndex(spec.experiment, pending)
+    index = TrialIndex(spec.experiment, pending, the_plan.params)
     node = ray.get_runtime_context().get_node_id()
     ctx = RunContext(index, storage_root, spec.name, node, inputs)
     steps = store.read("metrics", ["trial_id", "attempt", "time"])  # only when trials run

@@ -48,12 +48,15 @@ class TrialIndex:
 
     experiment: str
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # grid mode: by id
+    params: Any = None  # the experiment's declared parameters (orchestrator/params.py)
 
     def lookup(self, tune_config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if CELL_KEY in tune_config:
             tid = tune_config[CELL_KEY]
             return tid, dict(self.configs[tid])
-        config = dict(tune_config)  # search mode: Tune sampled the config itself
+        from orchestrator.params import effective
+
+        config = effective(self.params, tune_config)  # search mode: Tune sampled it
         return trial_id(self.experiment, config), config
 
 

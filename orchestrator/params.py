@@ -1,0 +1,163 @@
+"""Typed experiment parameters: what an experiment accepts, checked before a sweep runs.
+
+An experiment declares its parameters with a pydantic model beside its function,
+
+    class Params(BaseModel):
+        lr: float = Field(gt=0, description="learning rate")
+        steps: int = Field(100, ge=1, description="optimizer steps")
+
+    @parameters(Params)
+    def train(config, trial): ...
+
+and then every key of the spec's `params:` and `grid:` (and every search distribution)
+is checked against it before anything is written: an unknown key, a value of the wrong
+type (strictly: "0.1" is no float) or out of range stops the sweep with exit 2. Each
+trial's config holds the effective values, defaults included, so the trials table says
+what every trial ran with, and a changed default changes the trial ids. An experiment
+that declares nothing gets its configs as written, unchecked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from orchestrator.errors import InputError, did_you_mean
+from orchestrator.spec import SweepSpec, linked
+from orchestrator.trials import expand
+
+F = TypeVar("F", bound=Callable[..., Any])
+_ATTRIBUTE = "__raysweep_params__"
+OWNED = ("seed",)  # keys the orchestrator sets itself
+
+
+def parameters(model: type[BaseModel]) -> Callable[[F], F]:
+    """Declare an experiment's parameters: `@parameters(Params)` above its function."""
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError("@parameters takes a pydantic model class (class P(BaseModel): ...)")
+    clash = [name for name in model.model_fields if name in OWNED]
+    if clash:
+        raise TypeError(f"{model.__name__}: {clash[0]} is set by raysweep; leave it out")
+
+    def attach(fn: F) -> F:
+        setattr(fn, _ATTRIBUTE, model)
+        return fn
+
+    return attach
+
+
+def declared(fn: Callable[..., Any]) -> type[BaseModel] | None:
+    """The parameters model an experiment declared, or None."""
+    return getattr(fn, _ATTRIBUTE, None)
+
+
+def effective(model: type[BaseModel] | None, config: dict[str, Any]) -> dict[str, Any]:
+    """The config a trial runs with: declared defaults filled in, the seed kept."""
+    if model is None:
+        return dict(config)
+    owned = {k: config[k] for k in OWNED if k in config}
+    values = {k: v for k, v in config.items() if k not in OWNED}
+    return {**model.model_validate(values, strict=True).model_dump(), **owned}
+
+
+def check_spec(model: type[BaseModel], spec: SweepSpec) -> None:
+    """Raise InputError, naming the spec key, the value and what is allowed, unless every
+    key the spec sets is a parameter and every value it can give one is valid: every
+    trial's config of a grid sweep; each choice and each end of each range of a search."""
+    configs = expand(spec) if spec.search.algorithm == "grid" else _corners(spec)
+    _check(model, spec.experiment, _locations(spec), configs)
+
+
+def _locations(spec: SweepSpec) -> dict[str, str]:
+    """Each config key the spec sets, with where: `params.steps`, `grid.activation`."""
+    where = {key: f"params.{key}" for key in spec.params}
+    for label, values in spec.grid.items():
+        keys = {k for item in values for k in item} if linked(values) else {label}
+        where.update((key, f"grid.{label}") for key in keys)
+    return where
+
+
+def _corners(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Configs of a search space that, all valid, make every sample valid: each key's
+    choices and range ends in turn, the other keys at their first candidate."""
+    candidates = {key: _candidates(values) for key, values in spec.grid.items()}
+    base = {**spec.params, **{key: found[0] for key, found in candidates.items()}}
+    return [{**base, key: value} for key, found in candidates.items() for value in found]
+
+
+def _candidates(values: Any) -> list[Any]:
+    if isinstance(values, list):
+        return values
+    kind, args = next(iter(values.items()))
+    if kind == "choice":
+        return args
+    if kind == "randint":  # Tune's randint excludes the upper end
+        return [int(args[0]), int(args[1]) - 1]
+    return [float(args[0]), float(args[1])]  # uniform and loguniform sample floats
+
+
+def _check(
+    model: type[BaseModel],
+    experiment: str,
+    where: dict[str, str],
+    configs: Iterable[dict[str, Any]],
+) -> None:
+    """Raise InputError naming the first unknown key or bad value. `where` maps each key
+    to the spec location that sets it; `configs` are the configs to validate."""
+    fields = model.model_fields
+    for key, location in where.items():
+        if key not in fields and key not in OWNED:
+            raise InputError(
+                f"{location}: experiment {experiment} has no parameter {key!r}"
+                f"{did_you_mean(key, fields)}; its parameters: {', '.join(fields)} "
+                f"(sweep experiments {experiment} describes them)"
+            )
+    for config in configs:
+        values = {k: v for k, v in config.items() if k not in OWNED}
+        try:
+            model.model_validate(values, strict=True)
+        except ValidationError as exc:
+            raise InputError(_bad_value(exc, experiment, where, values, fields)) from None
+
+
+def describe(model: type[BaseModel]) -> list[dict[str, str]]:
+    """One row per parameter: name, type, default, help (for `sweep experiments NAME`)."""
+    rows = []
+    for name, info in model.model_fields.items():
+        default = "(required)" if info.is_required() else repr(info.get_default())
+        kind = getattr(info.annotation, "__name__", None) or str(info.annotation)
+        limits = " ".join(str(m) for m in info.metadata)
+        rows.append(
+            {
+                "name": name,
+                "type": f"{kind} {limits}".strip().replace("typing.", ""),
+                "default": default,
+                "help": info.description or "",
+            }
+        )
+    return rows
+
+
+def _bad_value(
+    exc: ValidationError,
+    experiment: str,
+    where: dict[str, str],
+    values: dict[str, Any],
+    fields: dict[str, Any],
+) -> str:
+    errors = exc.errors()  # a value the spec gave first, then a parameter it left out
+    error = next((e for e in errors if e["type"] != "missing"), errors[0])
+    key = str(error["loc"][0]) if error["loc"] else ""
+    if error["type"] == "missing":
+        return (
+            f"experiment {experiment} needs parameter {key!r} and the spec does not set it: "
+            f"add it under params: or grid: ({fields[key].description or 'no description'})"
+        )
+    shown = values.get(key)
+    return (
+        f"{where.get(key, key)}: {shown!r} is not allowed for parameter {key!r} of "
+        f"experiment {experiment}: {error['msg']}"
+        + (f" ({fields[key].description})" if key in fields and fields[key].description else "")
+    )
