@@ -6,9 +6,7 @@ distributions on a fixed set of validation positions that every trial shares.
 After the sweep, `analysis.reproducibility` compares every pair of seeds of the
 same config on those positions and writes `pairs/`.
 
-Config: activation (relu|gelu|swish|smelu), beta (smelu), corpus ("pydoc" or a
-text file), steps, batch_size, block_size, n_layer, n_head, n_embd, lr,
-eval_every, eval_windows.
+Parameters: `ReproducibilityParams` below (`sweep experiments reproducibility`).
 """
 
 from __future__ import annotations
@@ -16,26 +14,56 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, Field, model_validator
 
 from analysis.reproducibility import REPORT, report_section, write_pairs
 from experiments.lm.data import DEFAULT_CORPUS, batches, eval_windows, load_corpus
 from experiments.lm.model import CharLM, ModelConfig
+from orchestrator.params import parameters
+
+
+class ReproducibilityParams(BaseModel):
+    activation: Literal["relu", "gelu", "swish", "smelu"] = Field(description="MLP activation")
+    beta: float | None = Field(
+        None, gt=0, description="SmeLU's half-width (smelu only; 1.0 when not given)"
+    )
+    corpus: str = Field(DEFAULT_CORPUS, description='"pydoc" (no download) or a text file')
+    steps: int = Field(300, ge=1, description="optimizer steps")
+    eval_every: int = Field(50, ge=1, description="steps between validation losses")
+    batch_size: int = Field(32, ge=1, description="windows per step")
+    block_size: int = Field(64, ge=1, description="context length, characters")
+    n_layer: int = Field(2, ge=1, description="transformer blocks")
+    n_head: int = Field(2, ge=1, description="attention heads per block")
+    n_embd: int = Field(64, ge=1, description="embedding width; a multiple of n_head")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate")
+    eval_windows: int = Field(32, ge=1, description="validation windows every trial shares")
+    size: str | None = Field(None, description="a label only (little/draft/target in lm-sizes)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReproducibilityParams:
+        if self.activation != "smelu" and self.beta is not None:
+            raise ValueError(f"beta applies to smelu only; {self.activation} would ignore it")
+        if self.activation == "smelu" and self.beta is None:
+            self.beta = 1.0
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) is not a multiple of n_head ({self.n_head})")
+        return self
 
 
 def build_model(config: dict[str, Any], vocab_size: int) -> CharLM:
     return CharLM(
         ModelConfig(
             vocab_size=vocab_size,
-            block_size=config.get("block_size", 64),
-            n_layer=config.get("n_layer", 2),
-            n_head=config.get("n_head", 2),
-            n_embd=config.get("n_embd", 64),
+            block_size=config["block_size"],
+            n_layer=config["n_layer"],
+            n_head=config["n_head"],
+            n_embd=config["n_embd"],
             activation=config["activation"],
-            beta=config.get("beta", 1.0),
+            beta=config["beta"] or 1.0,  # unused but by smelu
         )
     )
 
@@ -55,19 +83,18 @@ def nll(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -torch.log(probs[rows, targets].clamp_min(1e-12)).mean()
 
 
+@parameters(ReproducibilityParams)
 def train_lm(config: dict[str, Any], trial: Any) -> dict[str, Any]:
     """Train on `trial.device`. Initial weights and batch order come from CPU generators,
     so a seed trains on the same batches from the same weights on any device."""
-    corpus = load_corpus(config.get("corpus", DEFAULT_CORPUS))
+    corpus = load_corpus(config["corpus"])
     torch.manual_seed(trial.seed)
     model = build_model(config, corpus.vocab_size).to(trial.device)
-    block, batch = model.cfg.block_size, config.get("batch_size", 32)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.get("lr", 3e-3))
-    eval_x, eval_y = eval_windows(
-        corpus.val.to(trial.device), block, config.get("eval_windows", 32)
-    )
+    block, batch = model.cfg.block_size, config["batch_size"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"])
+    eval_x, eval_y = eval_windows(corpus.val.to(trial.device), block, config["eval_windows"])
     targets = eval_y.reshape(-1)
-    steps, every = config.get("steps", 300), config.get("eval_every", 50)
+    steps, every = config["steps"], config["eval_every"]
     order = torch.Generator().manual_seed(trial.seed)
     train = batches(corpus.train.to(trial.device), block, batch, steps, order)
     started = time.perf_counter()

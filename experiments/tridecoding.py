@@ -14,8 +14,7 @@ each, the measured speedups, the speedup SCIENCE.md's formula predicts from the
 measured acceptance and cost ratio, and (greedy) whether the output equals the
 target's own.
 
-Config: small_draft_threshold, draft_target_threshold, max_little, max_draft,
-two_level_draft (fixed length), n_prompts, prompt_len, n_tokens, greedy, corpus.
+Parameters: `TriDecodingParams` below (`sweep experiments tridecoding`).
 """
 
 from __future__ import annotations
@@ -24,13 +23,32 @@ import time
 from typing import Any
 
 import torch
+from pydantic import BaseModel, Field
 
 from analysis.tridecoding import REPORT, report_section
 from experiments.lm.data import DEFAULT_CORPUS, eval_windows, load_corpus
 from experiments.lm.model import CharLM
 from experiments.lm.speculative import Cascade, Counters, Drafter, Scorer, generate
+from orchestrator.params import parameters
 
 SIZES = ("little", "draft", "target")
+
+
+class TriDecodingParams(BaseModel):
+    small_draft_threshold: float = Field(
+        ge=0, le=1, description="little drafts while its confidence stays at least this"
+    )
+    draft_target_threshold: float = Field(
+        ge=0, le=1, description="draft proposes to target while its confidence stays at least this"
+    )
+    max_little: int = Field(4, ge=1, description="longest little -> draft block")
+    max_draft: int = Field(8, ge=1, description="longest draft -> target block")
+    two_level_draft: int = Field(4, ge=1, description="fixed block of the two-level baseline")
+    n_prompts: int = Field(8, ge=1, description="held-out prompts decoded")
+    prompt_len: int = Field(32, ge=1, description="characters per prompt")
+    n_tokens: int = Field(64, ge=1, description="characters generated per prompt")
+    greedy: bool = Field(True, description="argmax decoding (else sampling)")
+    corpus: str = Field(DEFAULT_CORPUS, description='"pydoc" (no download) or a text file')
 
 
 def load_models(trial: Any) -> dict[str, CharLM]:
@@ -43,18 +61,19 @@ def load_models(trial: Any) -> dict[str, CharLM]:
     return loaded
 
 
+@parameters(TriDecodingParams)
 def decode(config: dict[str, Any], trial: Any) -> dict[str, Any]:
     models = load_models(trial)
-    prompt_len, n_tokens = config.get("prompt_len", 32), config.get("n_tokens", 64)
+    prompt_len, n_tokens = config["prompt_len"], config["n_tokens"]
     context = min(m.cfg.block_size for m in models.values())
     if prompt_len + n_tokens > context:
         raise ValueError(
             f"prompt_len + n_tokens = {prompt_len + n_tokens} exceeds the models' context "
             f"({context}); every position must be scored with its whole prefix"
         )
-    corpus = load_corpus(config.get("corpus", DEFAULT_CORPUS))
-    prompts = eval_windows(corpus.val, prompt_len, config.get("n_prompts", 8))[0].tolist()
-    greedy = config.get("greedy", True)
+    corpus = load_corpus(config["corpus"])
+    prompts = eval_windows(corpus.val, prompt_len, config["n_prompts"])[0].tolist()
+    greedy = config["greedy"]
     generator = torch.Generator().manual_seed(trial.seed)
     counters = {name: Counters() for name in ("target", "two_level", "tri")}
     decoders = {name: _decoder(name, models, config, counters[name]) for name in counters}
@@ -88,9 +107,9 @@ def _decoder(
     if name == "target":
         return target, None
     if name == "two_level":
-        return target, Drafter(draft, threshold=0.0, max_len=config.get("two_level_draft", 4))
-    inner = Drafter(little, config["small_draft_threshold"], config.get("max_little", 4))
-    outer = Cascade(draft, inner, config["draft_target_threshold"], config.get("max_draft", 8))
+        return target, Drafter(draft, threshold=0.0, max_len=config["two_level_draft"])
+    inner = Drafter(little, config["small_draft_threshold"], config["max_little"])
+    outer = Cascade(draft, inner, config["draft_target_threshold"], config["max_draft"])
     return target, outer
 
 

@@ -18,7 +18,8 @@ from orchestrator.abort import TrialsCannotStart
 from orchestrator.compaction import TARGET_BYTES, compact, parse_size
 from orchestrator.errors import InputError
 from orchestrator.outcomes import FAILED
-from orchestrator.registry import available
+from orchestrator.params import declared, describe
+from orchestrator.registry import available, resolve
 from orchestrator.runner import Plan, run_sweep
 from orchestrator.store import StorageFull, store_at
 from orchestrator.summary import ls_table, status_text
@@ -136,6 +137,11 @@ def _describe_plan(plan: Plan) -> str:
         f"  (all at once: {res.cpu * plan.to_run:g} CPU, {res.gpu * plan.to_run:g} GPU)",
         f"retries: {spec.retries}   max concurrent: {spec.max_concurrent or 'as resources allow'}",
     ]
+    if plan.params is None:
+        lines.append(
+            f"parameters: unchecked (experiment {spec.experiment} declares none; see "
+            "@parameters in the README): trials get params and grid values as written"
+        )
     if spec.search.algorithm != "grid":
         lines.append(f"search: {spec.search.algorithm}, sampling from: {dict(spec.grid)}")
         lines.append(f"params: {dict(spec.params)}   seeds drawn from: {spec.seed_list}")
@@ -192,10 +198,22 @@ def compact_(sweep_dir: str, target_size: str) -> None:
 
 
 @main.command()
-def experiments() -> None:
-    """List the experiments `experiment:` can name."""
-    for name, where in available().items():
-        click.echo(f"{name:<24} {where}")
+@click.argument("name", required=False)
+def experiments(name: str | None) -> None:
+    """List the experiments `experiment:` can name; with NAME, that one's parameters."""
+    if name is None:
+        for known, where in available().items():
+            click.echo(f"{known:<24} {where}")
+        return
+    params = declared(resolve(name, [Path.cwd()]))
+    if params is None:
+        click.echo(f"{name} declares no parameters: its params and grid values are unchecked")
+        return
+    rows = [{"name": "name", "type": "type", "default": "default", "help": ""}, *describe(params)]
+    widths = {key: max(len(row[key]) for row in rows) for key in ("name", "type", "default")}
+    for row in rows:
+        cells = [row[key].ljust(width) for key, width in widths.items()]
+        click.echo("  ".join([*cells, row["help"]]).rstrip())
 
 
 _SETTINGS_OPTIONS = [

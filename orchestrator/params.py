@@ -20,7 +20,7 @@ that declares nothing gets its configs as written, unchecked.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -124,20 +124,31 @@ def _check(
 
 def describe(model: type[BaseModel]) -> list[dict[str, str]]:
     """One row per parameter: name, type, default, help (for `sweep experiments NAME`)."""
-    rows = []
-    for name, info in model.model_fields.items():
-        default = "(required)" if info.is_required() else repr(info.get_default())
-        kind = getattr(info.annotation, "__name__", None) or str(info.annotation)
-        limits = " ".join(str(m) for m in info.metadata)
-        rows.append(
-            {
-                "name": name,
-                "type": f"{kind} {limits}".strip().replace("typing.", ""),
-                "default": default,
-                "help": info.description or "",
-            }
-        )
-    return rows
+    return [
+        {
+            "name": name,
+            "type": " ".join([_type_name(info.annotation), *map(_bound, info.metadata)]),
+            "default": "(required)" if info.is_required() else repr(info.get_default()),
+            "help": info.description or "",
+        }
+        for name, info in model.model_fields.items()
+    ]
+
+
+def _type_name(annotation: Any) -> str:
+    if get_origin(annotation) is Literal:
+        return "|".join(map(str, get_args(annotation)))
+    args = get_args(annotation)
+    if args:  # a union such as `float | None`
+        return " or ".join(_type_name(arg) for arg in args)
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
+
+
+def _bound(constraint: Any) -> str:
+    for attribute, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+        if getattr(constraint, attribute, None) is not None:
+            return f"{sign} {getattr(constraint, attribute)}"
+    return str(constraint)
 
 
 def _bad_value(
@@ -155,6 +166,9 @@ def _bad_value(
             f"experiment {experiment} needs parameter {key!r} and the spec does not set it: "
             f"add it under params: or grid: ({fields[key].description or 'no description'})"
         )
+    if not key:  # the model's own check of several parameters together
+        given = {k: v for k, v in values.items() if k in where}
+        return f"experiment {experiment} refuses the config {given}: {error['msg']}"
     shown = values.get(key)
     return (
         f"{where.get(key, key)}: {shown!r} is not allowed for parameter {key!r} of "

@@ -70,6 +70,13 @@ class Plan:
         return [tid for tid in self.configs if tid not in self.done]
 
     @property
+    def config_columns(self) -> list[str]:
+        """Every key of a trial's config: the spec's, then declared defaults, then seed."""
+        keys = self.spec.config_keys[:-1]  # seed comes last
+        declared = list(self.params.model_fields) if self.params is not None else []
+        return list(dict.fromkeys([*keys, *declared, "seed"]))
+
+    @property
     def to_run(self) -> int:
         if self.spec.search.algorithm == "grid":
             return len(self.pending)
@@ -340,7 +347,7 @@ def _record_run_start(the_plan: Plan, address: str | None) -> dict[str, Any]:
     meta.update(
         experiment=spec.experiment,
         spec=spec.model_dump(),
-        config_columns=spec.config_keys,
+        config_columns=the_plan.config_columns,
         inputs={name: store_at(where).uri for name, where in spec.inputs.items()},
         source_dir=str(the_plan.source_dir),  # where `sweep report` finds a user's module
         updated_at=_now(),

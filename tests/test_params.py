@@ -1,0 +1,140 @@
+"""Typed experiment parameters: every shipped experiment declares its own; a spec's keys
+and values are checked before anything is written; trials record the values they ran
+with, defaults included; a user's experiment may declare them too, or not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, sweep, write_sweep
+
+from orchestrator import InputError, load_spec
+from orchestrator.params import check_spec, declared, effective
+from orchestrator.registry import available, resolve
+
+SWEEPS = REPO / "experiments" / "sweeps"
+QUICK = ["quickstart", "regression", "lm-sizes-quick", "tridecoding-quick", "unlearning-quick",
+         "lmeval-quick"]  # fmt: skip
+
+
+def test_every_shipped_experiment_declares_its_parameters():
+    undeclared = [name for name in available() if declared(resolve(name)) is None]
+    assert undeclared == []
+
+
+@pytest.mark.parametrize("name", QUICK)
+def test_quick_specs_validate_and_a_misspelt_key_gets_a_suggestion(name: str):
+    spec = load_spec(SWEEPS / f"{name}.yaml")
+    params = declared(resolve(spec.experiment))
+    check_spec(params, spec)
+    key = next(iter(spec.params))
+    misspelt = key[:-1] + ("x" if key[-1] != "x" else "y")
+    raw = yaml.safe_load((SWEEPS / f"{name}.yaml").read_text())
+    raw["params"][misspelt] = raw["params"].pop(key)
+    with pytest.raises(InputError) as err:
+        check_spec(params, load_spec(raw))
+    assert f"params.{misspelt}: experiment {spec.experiment} has no parameter" in str(err.value)
+    assert f'did you mean "{key}"' in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "entry", "says"),
+    [
+        ("regression", {"params": {"lr": "0.1"}}, "params.lr: '0.1' is not allowed"),
+        ("regression", {"grid": {"lr": [0.1]}, "params": {"steps": -5}}, "params.steps: -5"),
+        ("reproducibility", {"grid": {"activation": ["relu", "tanh"]}}, "grid.activation: 'tanh'"),
+        ("reproducibility", {"params": {"activation": "relu", "beta": 0.5}}, "smelu only"),
+        ("regression", {"grid": {"lr": {"uniform": [0, 1]}}, "search": "random"}, "grid.lr: 0.0"),
+        ("regression", {"params": {"steps": 10}}, "needs parameter 'lr'"),
+    ],
+)  # fmt: skip
+def test_bad_values_are_refused_before_any_file_exists(tmp_path, experiment, entry, says):
+    spec = {"name": "bad", "experiment": experiment, **entry}
+    if spec.get("search") == "random":
+        spec["search"] = {"algorithm": "random", "num_samples": 2}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    out = sweep("run", "spec.yaml", cwd=tmp_path)
+    assert out.returncode == 2 and says in out.stderr, out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # nothing written
+
+
+def test_effective_configs_hold_defaults_and_changed_defaults_change_ids():
+    spec = load_spec({"name": "s", "experiment": "regression", "grid": {"lr": [0.1]}})
+    params = declared(resolve("regression"))
+    config = effective(params, {"lr": 0.1, "seed": 0})
+    assert config == {"lr": 0.1, "optimizer": "sgd", "steps": 100, "batch_size": 32,
+                      "features": 16, "samples": 512, "noise": 0.5, "seed": 0}  # fmt: skip
+    assert effective(None, {"lr": 0.1, "seed": 0}) == {"lr": 0.1, "seed": 0}
+
+    class Older(params):  # the same experiment as it was, with another default
+        steps: int = 50
+
+    from orchestrator.runner import plan
+
+    now, before = plan(spec, Path.cwd(), params), plan(spec, Path.cwd(), Older)
+    assert set(now.configs).isdisjoint(before.configs)
+
+
+MODULE = """
+    from pydantic import BaseModel, Field
+
+    from orchestrator import parameters
+
+
+    class Params(BaseModel):
+        width: int = Field(4, ge=1, description="layer width")
+        rate: float = Field(gt=0, description="a rate")
+
+
+    @parameters(Params)
+    def declared(config, trial):
+        trial.report(step=0, loss=config["rate"] * config["width"])
+        return {"loss": config["rate"] * config["width"]}
+
+
+    def undeclared(config, trial):
+        return {"loss": float(config["rate"])}
+"""
+
+
+def test_a_user_experiment_that_declares_parameters_is_checked_and_records_defaults(tmp_path):
+    write_sweep(tmp_path, "mine", MODULE, name="u", experiment="mine:declared",
+                params={"widht": 8}, grid={"rate": [0.5]})  # fmt: skip
+    out = sweep("run", "spec.yaml", cwd=tmp_path)
+    assert out.returncode == 2 and "params.widht: experiment mine:declared has no parameter" in (
+        out.stderr
+    )
+    assert 'did you mean "width"' in out.stderr and not (tmp_path / "results").exists()
+    write_sweep(tmp_path, "mine", MODULE, name="u", experiment="mine:declared",
+                grid={"rate": [0.5, 1.0]})  # fmt: skip
+    out = sweep("run", "spec.yaml", "-q", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    trials = pd.read_parquet(tmp_path / "results" / "u" / "trials").sort_values("rate")
+    assert trials["width"].tolist() == [4, 4] and trials["loss"].tolist() == [2.0, 4.0]
+
+
+def test_an_undeclared_experiment_runs_as_before_and_dry_run_says_unchecked(tmp_path):
+    write_sweep(tmp_path, "mine", MODULE, name="u", experiment="mine:undeclared",
+                grid={"rate": [1, 2]}, params={"anything": "goes"})  # fmt: skip
+    out = sweep("run", "spec.yaml", "--dry-run", cwd=tmp_path)
+    assert out.returncode == 0 and "parameters: unchecked" in out.stdout
+    out = sweep("run", "spec.yaml", "-q", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    trials = pd.read_parquet(tmp_path / "results" / "u" / "trials")
+    assert sorted(trials.columns.intersection(["rate", "anything", "width"])) == [
+        "anything",
+        "rate",
+    ]
+
+
+def test_sweep_experiments_name_lists_the_parameters(tmp_path):
+    out = sweep("experiments", "regression", cwd=tmp_path)
+    assert out.returncode == 0
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["name", "type", "default"]
+    assert any(line.split()[:4] == ["lr", "float", ">", "0"] and "(required)" in line
+               for line in lines)  # fmt: skip
+    assert any(line.startswith("optimizer") and "sgd|adam" in line for line in lines)
