@@ -112,18 +112,12 @@ def summary(sweep_dir: str | Path) -> pd.DataFrame:
     independent: the interval over pairs is narrower than it should be.
     """
     sweep = load(sweep_dir)
-    varying = _varying(next(iter(sweep.meta.values())))
+    varying = [key for keys in sweep.grid_factors.values() for key in keys if key != "sweep"]
     pairs = sweep.pairs if sweep.pairs is not None else pd.DataFrame(columns=varying)
     return pd.concat(
         [aggregate(pairs, varying, PAIR_METRICS), aggregate(sweep.ok, varying, ["val_loss"])],
         ignore_index=True,
     )
-
-
-def _varying(meta: dict) -> list[str]:
-    """The config columns a sweep's grid varies (params are the same for every trial)."""
-    params = set(meta["spec"].get("params", {}))
-    return [c for c in meta["config_columns"] if c not in params and c != "seed"]
 
 
 def main(argv: list[str] | None = None) -> None:

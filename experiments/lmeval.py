@@ -2,10 +2,12 @@
 
 Evaluates a character LM trained by another sweep, named in the spec's
 `inputs: {models: ...}`: the trial of seed s evaluates that sweep's model of
-seed s, picked further by every `model_<key>` param (`model_size: target` finds
-the trial whose `size` is target). `variant` is `baseline` (the model as
-trained) or `ttt` (test-time training: `ttt_steps` steps of SGD at `ttt_lr` on
-the text already read, reset for each pair and each document).
+seed s, picked further by every `model_<key>` param that is set (`model_size:
+target` finds the trial whose `size` is target; `model_activation` and
+`model_beta` pick among the models of an activations sweep). `variant` is
+`baseline` (the model as trained) or `ttt` (test-time training: `ttt_steps`
+steps of SGD at `ttt_lr` on the text already read, reset for each pair and
+each document).
 
 Minimal pairs (`experiments/lm/pairs.py`, built from the validation text, the
 same for every trial): lexical, syntactic and story accuracy, summed and
@@ -16,39 +18,63 @@ position loss, binned every `loss_bin` positions into the metrics table
 `slope_from` on (default: the model's block size, where the baseline's context
 stops growing), with a bootstrap interval over documents.
 
-Config: variant, ttt_lr, ttt_steps, model_<key>, corpus, n_pairs, pair_context,
-n_documents, document_len, loss_bin, slope_from, data_seed.
+Parameters: `LMEvalParams` below (`sweep experiments lmeval`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
+from pydantic import BaseModel, Field
 
 from analysis.lmeval import REPORT, report_section
 from experiments.lm import metrics, pairs
 from experiments.lm.data import DEFAULT_CORPUS, load_corpus
 from experiments.lm.model import CharLM
 from experiments.lm.scoring import Adapter, document_losses, score_pairs
+from orchestrator.params import parameters
 
-VARIANTS = ("baseline", "ttt")
+Variant = Literal["baseline", "ttt"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
+MODEL_PREFIX = "model_"  # a param model_<key> picks the input's trial whose <key> matches
 
 
-def evaluate(config: dict[str, Any], trial: Any) -> dict[str, Any]:
-    variant = config.get("variant", "baseline")
-    if variant not in VARIANTS:
-        raise ValueError(f"variant {variant!r}: use one of {', '.join(VARIANTS)}")
-    adapter = (
-        Adapter(config.get("ttt_lr", 0.01), config.get("ttt_steps", 1))
-        if variant == "ttt"
-        else None
+class LMEvalParams(BaseModel):
+    variant: Variant = Field(
+        "baseline", description="baseline (as trained) or ttt (test-time training)"
     )
+    ttt_lr: float = Field(0.01, gt=0, description="SGD learning rate of test-time training")
+    ttt_steps: int = Field(1, ge=1, description="SGD steps of test-time training per window")
+    model_size: str | None = Field(
+        None, description="evaluate the input's model whose `size` is this (little/draft/target)"
+    )
+    model_activation: Literal["relu", "gelu", "swish", "smelu"] | None = Field(
+        None, description="evaluate the input's model whose `activation` is this"
+    )
+    model_beta: float | None = Field(
+        None, gt=0, description="evaluate the input's model whose `beta` is this (smelu)"
+    )
+    corpus: str = Field(DEFAULT_CORPUS, description='"pydoc" (no download) or a text file')
+    n_pairs: int = Field(200, ge=1, description="most minimal pairs per task")
+    pair_context: int = Field(64, ge=1, description="characters of context before each pair")
+    n_documents: int = Field(16, ge=1, description="long validation documents scored")
+    document_len: int = Field(2048, ge=1, description="characters per document")
+    loss_bin: int = Field(64, ge=1, description="positions per bin of the loss-by-position curve")
+    slope_from: int | None = Field(
+        None, ge=1, description="first position of the slope fit (default: the block size)"
+    )
+    data_seed: int = Field(0, ge=0, description="draws the minimal pairs (not the seed)")
+
+
+@parameters(LMEvalParams)
+def evaluate(config: dict[str, Any], trial: Any) -> dict[str, Any]:
+    adapter = Adapter(config["ttt_lr"], config["ttt_steps"]) if config["variant"] == "ttt" else None
     model = load_model(trial, config)
-    corpus = load_corpus(config.get("corpus", DEFAULT_CORPUS))
+    corpus = load_corpus(config["corpus"])
     text = "".join(corpus.chars[i] for i in corpus.val.tolist())
     index = {c: i for i, c in enumerate(corpus.chars)}
 
@@ -61,30 +87,29 @@ def evaluate(config: dict[str, Any], trial: Any) -> dict[str, Any]:
         items = pairs.build(
             task,
             text,
-            config.get("n_pairs", 200),
-            config.get("pair_context", 64),
-            config.get("data_seed", 0),
+            config["n_pairs"],
+            config["pair_context"],
+            config["data_seed"],
         )
         result.update(pair_metrics(task, score_pairs(model, items, encode, adapter)))
-    documents = long_documents(
-        corpus.val, config.get("n_documents", 16), config.get("document_len", 2048)
-    )
+    documents = long_documents(corpus.val, config["n_documents"], config["document_len"])
     losses = document_losses(model, [d.to(trial.device) for d in documents], adapter)
     result.update(position_metrics(losses, config, model.cfg.block_size, trial))
     return {**result, "eval_time_s": time.perf_counter() - started, "eval_text_sha1": _sha1(text)}
 
 
 def load_model(trial: Any, config: dict[str, Any]) -> CharLM:
-    """The `models` input's model of this trial's seed and `model_<key>` values."""
+    """The `models` input's model of this trial's seed and `model_<key>` values (those
+    left at None pick nothing)."""
     models = trial.inputs.get("models")
     if models is None:
         raise ValueError(
             "lmeval needs the trained models: inputs: {models: results/<training sweep>}"
         )
     match = {
-        key.removeprefix("model_"): value
+        key.removeprefix(MODEL_PREFIX): value
         for key, value in config.items()
-        if key.startswith("model_")
+        if key.startswith(MODEL_PREFIX) and value is not None
     }
     path = models.artifact(models.find(seed=trial.seed, **match), "model.pt")
     return CharLM.read(path, trial.device)
@@ -122,11 +147,11 @@ def position_metrics(
 ) -> dict[str, float]:
     """Per-bin mean loss into the metrics table (step = the bin's first position); the
     slope from `slope_from` on, its bootstrap interval; early and long-context loss."""
-    width = config.get("loss_bin", 64)
+    width = config["loss_bin"]
     starts, per_document = metrics.binned(losses, width)
     for start, value in zip(starts, per_document.mean(axis=0), strict=True):
         trial.report(step=int(start) + 1, position_loss=float(value))  # loss[0] is position 1
-    begin = config.get("slope_from", block)
+    begin = block if config["slope_from"] is None else config["slope_from"]
     late = starts + 1 >= begin
     if late.sum() < 2:
         raise ValueError(

@@ -20,27 +20,67 @@ accuracy on that class in the test set), ||theta - theta_0||_2 and its ratio to
 ||theta_0||, unlearning steps and time. theta_0 is the trained model; for retrain,
 the change is that of the retrained model from it.
 
-Config: dataset ("digits" or an MNIST folder), arch, width, depth, channels,
-forget_class | forget_fraction, test_fraction, data_seed, epochs, lr, batch_size,
-algorithm, targets, temperature, smoothing, unlearn_steps, unlearn_lr, stop_at_forget_acc,
-eval_every.
+Parameters: `UnlearningParams` below (`sweep experiments unlearning`).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, Field, model_validator
 from torch import nn
 
 from analysis.unlearning import REPORT, report_section
 from experiments.vision.data import DIGITS, Images, Split, load_images, split
 from experiments.vision.models import accuracy, build, flat_parameters
+from orchestrator.params import parameters
 
-ALGORITHMS = ("gradasc", "graddiff", "retrain")
-TARGETS = ("hard", "soft", "smooth")
+Algorithm = Literal["gradasc", "graddiff", "retrain"]
+Targets = Literal["hard", "soft", "smooth"]
+ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
+TARGETS: tuple[str, ...] = get_args(Targets)
+
+
+class UnlearningParams(BaseModel):
+    dataset: str = Field(DIGITS, description='"digits" (bundled) or a folder of MNIST IDX files')
+    arch: Literal["mlp", "cnn"] = Field("mlp", description="classifier")
+    width: int = Field(64, ge=1, description="units per hidden layer (mlp)")
+    depth: int = Field(2, ge=0, description="hidden layers (mlp)")
+    channels: int = Field(16, ge=1, description="channels of the first convolution (cnn)")
+    forget_class: int | None = Field(
+        None, ge=0, description="forget every training example of this class"
+    )
+    forget_fraction: float | None = Field(
+        None, gt=0, lt=1, description="or forget this random share of the training set"
+    )
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share of the data held out")
+    data_seed: int = Field(0, ge=0, description="draws the test and forget sets (not the seed)")
+    epochs: int = Field(30, ge=1, description="training epochs (and retraining epochs)")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate of training")
+    batch_size: int = Field(64, ge=1, description="examples per step, training and unlearning")
+    algorithm: Algorithm = Field(
+        "gradasc", description="gradasc, graddiff, or retrain (the reference)"
+    )
+    targets: Targets = Field("hard", description="targets on the forget set")
+    temperature: float = Field(
+        2.0, gt=0, description="softmax temperature of soft targets (> 1: at 1 nothing moves)"
+    )
+    smoothing: float = Field(0.1, gt=0, lt=1, description="label smoothing of smooth targets")
+    unlearn_steps: int = Field(100, ge=0, description="most SGD steps of unlearning")
+    unlearn_lr: float = Field(0.002, gt=0, description="SGD learning rate of unlearning")
+    stop_at_forget_acc: float | None = Field(
+        None, ge=0, le=1, description="stop once the forget accuracy is at most this"
+    )
+    eval_every: int = Field(5, ge=1, description="unlearning steps between reported accuracies")
+
+    @model_validator(mode="after")
+    def _one_forget_set(self) -> UnlearningParams:
+        if (self.forget_class is None) == (self.forget_fraction is None):
+            raise ValueError("set exactly one of forget_class and forget_fraction")
+        return self
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -75,16 +115,15 @@ def make_targets(
     raise ValueError(f"targets {kind!r}: use one of {', '.join(TARGETS)}")
 
 
+@parameters(UnlearningParams)
 def unlearn(config: dict[str, Any], trial: Any) -> dict[str, Any]:
-    algorithm = config.get("algorithm", "gradasc")
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm {algorithm!r}: use one of {', '.join(ALGORITHMS)}")
+    algorithm = config["algorithm"]
     data = split(
-        load_images(config.get("dataset", DIGITS)),
-        config.get("forget_class"),
-        config.get("forget_fraction"),
-        config.get("test_fraction", 0.2),
-        config.get("data_seed", 0),
+        load_images(config["dataset"]),
+        config["forget_class"],
+        config["forget_fraction"],
+        config["test_fraction"],
+        config["data_seed"],
     )
     data = Split(*(_to(part, trial.device) for part in (data.forget, data.retain, data.test)))
     torch.manual_seed(trial.seed)
@@ -116,9 +155,9 @@ def unlearn(config: dict[str, Any], trial: Any) -> dict[str, Any]:
 
 def train(model: nn.Module, data: Images, config: dict[str, Any], seed: int) -> float:
     """`epochs` of Adam over shuffled minibatches; the seed fixes the order. Seconds taken."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.get("lr", 1e-3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
     order = torch.Generator().manual_seed(seed)
-    batch, epochs = config.get("batch_size", 64), config.get("epochs", 30)
+    batch, epochs = config["batch_size"], config["epochs"]
     shuffles = on_device([torch.randperm(len(data), generator=order) for _ in range(epochs)], data)
     started = time.perf_counter()
     for shuffle in shuffles:
@@ -144,16 +183,16 @@ def forget(
     with torch.no_grad():
         logits = model(data.forget.x)
     targets = make_targets(
-        config.get("targets", "hard"),
+        config["targets"],
         data.forget.y,
         logits,
-        config.get("temperature", 2.0),
-        config.get("smoothing", 0.1),
+        config["temperature"],
+        config["smoothing"],
     )
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.get("unlearn_lr", 0.002))
+    optimizer = torch.optim.SGD(model.parameters(), lr=config["unlearn_lr"])
     order = torch.Generator().manual_seed(trial.seed)
-    batch, steps = config.get("batch_size", 64), config.get("unlearn_steps", 100)
-    every, stop = config.get("eval_every", 5), config.get("stop_at_forget_acc")
+    batch, steps = config["batch_size"], config["unlearn_steps"]
+    every, stop = config["eval_every"], config["stop_at_forget_acc"]
     draws = []  # per step a forget batch, then (graddiff) a retain batch, from one generator
     for _ in range(steps):
         draws.append(torch.randint(0, len(data.forget), (batch,), generator=order))
@@ -194,7 +233,7 @@ def evaluation_sets(data: Split, config: dict[str, Any]) -> dict[str, Images]:
     """The sets accuracy is measured on, by metric name: forget, retain and test (and,
     forgetting a class, that class in the test set)."""
     sets = {"forget_acc": data.forget, "retain_acc": data.retain, "test_acc": data.test}
-    if config.get("forget_class") is not None:
+    if config["forget_class"] is not None:
         sets["test_forget_class_acc"] = data.test[data.test.y == config["forget_class"]]
     return sets
 

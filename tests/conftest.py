@@ -64,7 +64,9 @@ def run_directly(
     """An experiment function with the real Trial context, outside Ray, seeded as the
     trainable seeds it: (final metrics as numbers, reported steps, saved artifacts)."""
     from orchestrator.context import Trial, check_metrics, seed_everything
+    from orchestrator.params import declared, effective
 
+    config = effective(declared(fn), config)  # defaults filled in, as the runner does
     reports: list[dict] = []
     artifacts: dict = {}
     save = lambda name, obj: artifacts.setdefault(name, obj)  # noqa: E731

@@ -16,7 +16,7 @@ from conftest import run_directly
 from analysis.reproducibility import prediction_difference, summary
 from experiments.lm.activations import SmeLU, make_activation
 from experiments.lm.data import eval_windows, load_corpus
-from experiments.reproducibility import build_model, load_model, train_lm
+from experiments.reproducibility import ReproducibilityParams, build_model, load_model, train_lm
 from orchestrator import reporting, run_sweep
 
 TINY = {"steps": 6, "eval_every": 3, "batch_size": 4, "block_size": 16, "n_layer": 1,
@@ -134,7 +134,9 @@ def test_a_sweep_writes_pairs_and_reloadable_checkpoints(tmp_path: Path):
     trials = pd.read_parquet(tmp_path / "repro" / "trials")
     assert trials["eval_inputs_sha1"].nunique() == 1
     meta = json.loads((tmp_path / "repro" / "sweep.json").read_text())
-    assert meta["config_columns"][-3:] == ["activation", "beta", "seed"]
+    columns = meta["config_columns"]  # the spec's keys, then the defaults filled in, then seed
+    assert columns[-1] == "seed" and set(columns) == {*ReproducibilityParams.model_fields, "seed"}
+    assert columns.index("beta") < columns.index("size")  # beta: set by the grid
     row = trials.iloc[0]
     model = load_model(tmp_path / "repro", row["trial_id"])
     assert model.cfg.activation == row["activation"]
