@@ -138,3 +138,33 @@ def test_sweep_experiments_name_lists_the_parameters(tmp_path):
     assert any(line.split()[:4] == ["lr", "float", ">", "0"] and "(required)" in line
                for line in lines)  # fmt: skip
     assert any(line.startswith("optimizer") and "sgd|adam" in line for line in lines)
+
+
+LEGACY = """
+    def declared(config, trial):  # as it was before it declared its parameters
+        width = config.get("width", 4)
+        return {"loss": config["rate"] * width}
+"""
+
+
+def test_a_folder_from_before_typed_parameters_opens_reports_and_resumes(tmp_path):
+    """Written while the experiment declared nothing (as every sweep before typed
+    parameters was), then run again once it declares them: the trial whose spec set every
+    parameter keeps its id and stays done; the one that relied on a default runs again
+    under an id that includes it; the old row stays; status and report read them all."""
+    spec = {"name": "u", "experiment": "mine:declared", "grid": {"cell": [
+        {"rate": 0.5, "width": 4}, {"rate": 1.0}]}}  # fmt: skip
+    write_sweep(tmp_path, "mine", LEGACY, **spec)
+    assert sweep("run", "spec.yaml", "-q", cwd=tmp_path).returncode == 0
+    folder = tmp_path / "results" / "u"
+    before = pd.read_parquet(folder / "trials")
+    write_sweep(tmp_path, "mine", MODULE, **spec)
+    out = sweep("run", "spec.yaml", "-q", cwd=tmp_path)
+    assert out.returncode == 0 and "2 trials: 1 already done, ran 1 attempts" in out.stdout
+    trials = pd.read_parquet(folder / "trials")
+    assert len(trials) == 3 and set(before["trial_id"]) < set(trials["trial_id"])
+    rerun = trials[~trials["trial_id"].isin(before["trial_id"])]
+    assert rerun[["rate", "width"]].values.tolist() == [[1.0, 4]]  # the default, recorded
+    assert sweep("status", "results/u", cwd=tmp_path).returncode == 0
+    assert sweep("report", "results/u", cwd=tmp_path).returncode == 0
+    assert sweep("run", "spec.yaml", "-q", cwd=tmp_path).stdout.startswith("2 trials: 2 already")
