@@ -431,11 +431,20 @@ def _about_section(a: Analysis) -> Section:
         f"- Generated {when} from the Parquet tables of {', '.join(a.sweep.names)}; "
         "regenerate any time with `sweep report` (or `sweep compare`).\n"
         f"- Code versions of the runs (git): {', '.join(commits) or '-'}.\n"
+        f"- Parameters the same in every successful trial, defaults included: "
+        f"{_fixed_parameters(a.sweep)}.\n"
         "- Intervals are 95% t-intervals over seeds; n is the number of successful seeds "
         "(or pairs of seeds) behind each number.\n"
         "- Files: `summary.csv` (one row per group and metric), `significance.csv` (every "
         "comparison), `factors.csv`, `ranking-*.csv`, and the PNG figures."
     )
+
+
+def _fixed_parameters(sweep: Sweep) -> str:
+    ok = sweep.ok
+    columns = [c for c in sweep.config_columns if c != "seed" and c in ok]
+    fixed = [c for c in columns if len(ok) and ok[c].nunique(dropna=False) == 1]
+    return ", ".join(f"{c}={ok[c].iloc[0]}" for c in fixed) or "none"
 
 
 def compare_section(sweep: Sweep, settings: ReportSettings) -> list[Section]:

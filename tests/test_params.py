@@ -114,6 +114,9 @@ def test_a_user_experiment_that_declares_parameters_is_checked_and_records_defau
     assert out.returncode == 0, out.stderr
     trials = pd.read_parquet(tmp_path / "results" / "u" / "trials").sort_values("rate")
     assert trials["width"].tolist() == [4, 4] and trials["loss"].tolist() == [2.0, 4.0]
+    assert sweep("report", "results/u", "--out", "report", cwd=tmp_path).returncode == 0
+    about = (tmp_path / "report" / "report.md").read_text().split("## About this report")[1]
+    assert "Parameters the same in every successful trial, defaults included: width=4." in about
 
 
 def test_an_undeclared_experiment_runs_as_before_and_dry_run_says_unchecked(tmp_path):
