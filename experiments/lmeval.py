@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from analysis.lmeval import REPORT, report_section
 from experiments.lm import metrics, pairs
@@ -44,6 +44,9 @@ MODEL_PREFIX = "model_"  # a param model_<key> picks the input's trial whose <ke
 
 
 class LMEvalParams(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    extra_prefixes: ClassVar[tuple[str, ...]] = (MODEL_PREFIX,)  # any model_<key> filter
+
     variant: Variant = Field(
         "baseline", description="baseline (as trained) or ttt (test-time training)"
     )

@@ -11,10 +11,12 @@ An experiment declares its parameters with a pydantic model beside its function,
 
 and then every key of the spec's `params:` and `grid:` (and every search distribution)
 is checked against it before anything is written: an unknown key, a value of the wrong
-type (strictly: "0.1" is no float) or out of range stops the sweep with exit 2. Each
-trial's config holds the effective values, defaults included, so the trials table says
-what every trial ran with, and a changed default changes the trial ids. An experiment
-that declares nothing gets its configs as written, unchecked.
+type (strictly: "0.1" is no float) or out of range stops the sweep with exit 2. (A model
+with `extra="allow"` also takes the keys that start with one of its `extra_prefixes`, a
+ClassVar: lmeval's `model_<key>` filters.) Each trial's config holds the effective
+values, defaults included, so the trials table says what every trial ran with, and a
+changed default changes the trial ids. An experiment that declares nothing gets its
+configs as written, unchecked.
 """
 
 from __future__ import annotations
@@ -107,11 +109,14 @@ def _check(
     """Raise InputError naming the first unknown key or bad value. `where` maps each key
     to the spec location that sets it; `configs` are the configs to validate."""
     fields = model.model_fields
+    prefixes = getattr(model, "extra_prefixes", ())  # keys a model takes beyond its fields
     for key, location in where.items():
-        if key not in fields and key not in OWNED:
+        if key not in fields and key not in OWNED and not key.startswith(tuple(prefixes)):
             raise InputError(
                 f"{location}: experiment {experiment} has no parameter {key!r}"
-                f"{did_you_mean(key, fields)}; its parameters: {', '.join(fields)} "
+                f"{did_you_mean(key, fields)}; its parameters: {', '.join(fields)}"
+                + "".join(f", {prefix}<anything>" for prefix in prefixes)
+                + " "
                 f"(sweep experiments {experiment} describes them)"
             )
     for config in configs:

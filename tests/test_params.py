@@ -30,7 +30,8 @@ def test_quick_specs_validate_and_a_misspelt_key_gets_a_suggestion(name: str):
     spec = load_spec(SWEEPS / f"{name}.yaml")
     params = declared(resolve(spec.experiment))
     check_spec(params, spec)
-    key = next(iter(spec.params))
+    open_ended = tuple(getattr(params, "extra_prefixes", ()))  # lmeval: any model_<key>
+    key = next(k for k in spec.params if not k.startswith(open_ended))
     misspelt = key[:-1] + ("x" if key[-1] != "x" else "y")
     raw = yaml.safe_load((SWEEPS / f"{name}.yaml").read_text())
     raw["params"][misspelt] = raw["params"].pop(key)
@@ -38,6 +39,15 @@ def test_quick_specs_validate_and_a_misspelt_key_gets_a_suggestion(name: str):
         check_spec(params, load_spec(raw))
     assert f"params.{misspelt}: experiment {spec.experiment} has no parameter" in str(err.value)
     assert f'did you mean "{key}"' in str(err.value)
+
+
+def test_lmeval_takes_any_model_filter_and_nothing_else():
+    params, base = declared(resolve("lmeval")), {"name": "e", "experiment": "lmeval"}
+    check_spec(params, load_spec({**base, "params": {"model_n_layer": 4, "model_size": "x"}}))
+    with pytest.raises(InputError, match='params.n_pair: .*did you mean "n_pairs".*model_<'):
+        check_spec(params, load_spec({**base, "params": {"n_pair": 4}}))
+    config = effective(params, {"model_n_layer": 4, "seed": 1})
+    assert config["model_n_layer"] == 4 and config["n_pairs"] == 200
 
 
 @pytest.mark.parametrize(
