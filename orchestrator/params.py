@@ -22,7 +22,8 @@ configs as written, unchecked.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from types import UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -141,11 +142,13 @@ def describe(model: type[BaseModel]) -> list[dict[str, str]]:
 
 
 def _type_name(annotation: Any) -> str:
-    if get_origin(annotation) is Literal:
+    origin = get_origin(annotation)
+    if origin is Literal:
         return "|".join(map(str, get_args(annotation)))
-    args = get_args(annotation)
-    if args:  # a union such as `float | None`
-        return " or ".join(_type_name(arg) for arg in args)
+    if origin in (Union, UnionType):  # `float | None`
+        return " or ".join(_type_name(arg) for arg in get_args(annotation))
+    if origin is not None:  # list[int], dict[str, float]
+        return str(annotation).replace("typing.", "")
     return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 

@@ -143,6 +143,39 @@ def test_an_undeclared_experiment_runs_as_before_and_dry_run_says_unchecked(tmp_
     ]
 
 
+def test_a_declaration_is_a_pydantic_model_that_leaves_the_seed_to_raysweep():
+    from pydantic import BaseModel
+
+    from orchestrator import parameters
+
+    class WithSeed(BaseModel):
+        seed: int = 0
+
+    with pytest.raises(TypeError, match="seed is set by raysweep"):
+        parameters(WithSeed)
+    with pytest.raises(TypeError, match="pydantic model class"):
+        parameters({"lr": float})
+
+
+def test_parameters_are_described_with_their_types_bounds_and_defaults():
+    from typing import Literal, Optional
+
+    from pydantic import BaseModel, Field
+
+    from orchestrator.params import describe
+
+    class P(BaseModel):
+        sizes: list[int] = Field([1, 2], description="widths")
+        kind: Literal["a", "b"] = "a"
+        rate: Optional[float] = Field(None, gt=0, le=1)  # noqa: UP045 - the old spelling too
+        steps: int = Field(ge=1)
+
+    rows = {row["name"]: (row["type"], row["default"], row["help"]) for row in describe(P)}
+    assert rows == {"sizes": ("list[int]", "[1, 2]", "widths"), "kind": ("a|b", "'a'", ""),
+                    "rate": ("float or None > 0 <= 1", "None", ""),
+                    "steps": ("int >= 1", "(required)", "")}  # fmt: skip
+
+
 def test_sweep_experiments_name_lists_the_parameters(tmp_path):
     out = sweep("experiments", "regression", cwd=tmp_path)
     assert out.returncode == 0
