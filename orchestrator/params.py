@@ -111,13 +111,12 @@ def _check(
     to the spec location that sets it; `configs` are the configs to validate."""
     fields = model.model_fields
     prefixes = getattr(model, "extra_prefixes", ())  # keys a model takes beyond its fields
+    known = [*fields, *(f"{prefix}<anything>" for prefix in prefixes)]
     for key, location in where.items():
         if key not in fields and key not in OWNED and not key.startswith(tuple(prefixes)):
             raise InputError(
                 f"{location}: experiment {experiment} has no parameter {key!r}"
-                f"{did_you_mean(key, fields)}; its parameters: {', '.join(fields)}"
-                + "".join(f", {prefix}<anything>" for prefix in prefixes)
-                + " "
+                f"{did_you_mean(key, fields)}; its parameters: {', '.join(known)} "
                 f"(sweep experiments {experiment} describes them)"
             )
     for config in configs:
