@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
+import pandas as pd
 
 from analysis.errors import AnalysisError
 from analysis.tables import UnreadableFileWarning
@@ -146,8 +147,22 @@ def _describe_plan(plan: Plan) -> str:
         lines.append(f"search: {spec.search.algorithm}, sampling from: {dict(spec.grid)}")
         lines.append(f"params: {dict(spec.params)}   seeds drawn from: {spec.seed_list}")
     else:
-        lines.append(plan.table().to_string(index=False, max_colwidth=30))
+        lines += _trials_table(plan.table())
     return "\n".join(lines)
+
+
+def _shown(value: object) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _trials_table(table: pd.DataFrame) -> list[str]:
+    """The values every trial shares on one line, then a row per trial of the rest."""
+    config = [c for c in table.columns if c not in ("trial_id", "state")]
+    fixed = [c for c in config if len(table) > 1 and table[c].nunique(dropna=False) == 1]
+    shared = ", ".join(f"{c}={_shown(table[c].iloc[0])}" for c in fixed)
+    return ([f"every trial: {shared}"] if shared else []) + [
+        table.drop(columns=fixed).to_string(index=False, max_colwidth=30)
+    ]
 
 
 @main.command(name="ls")

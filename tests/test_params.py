@@ -4,6 +4,7 @@ with, defaults included; a user's experiment may declare them too, or not."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -56,19 +57,34 @@ def test_lmeval_takes_any_model_filter_and_nothing_else():
         ("regression", {"params": {"lr": "0.1"}}, "params.lr: '0.1' is not allowed"),
         ("regression", {"grid": {"lr": [0.1]}, "params": {"steps": -5}}, "params.steps: -5"),
         ("reproducibility", {"grid": {"activation": ["relu", "tanh"]}}, "grid.activation: 'tanh'"),
-        ("reproducibility", {"params": {"activation": "relu", "beta": 0.5}}, "smelu only"),
-        ("regression", {"grid": {"lr": {"uniform": [0, 1]}}, "search": "random"}, "grid.lr: 0.0"),
-        ("regression", {"params": {"steps": 10}}, "needs parameter 'lr'"),
     ],
 )  # fmt: skip
 def test_bad_values_are_refused_before_any_file_exists(tmp_path, experiment, entry, says):
-    spec = {"name": "bad", "experiment": experiment, **entry}
-    if spec.get("search") == "random":
-        spec["search"] = {"algorithm": "random", "num_samples": 2}
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"name": "b", "experiment": experiment,
+                                                        **entry}))  # fmt: skip
     out = sweep("run", "spec.yaml", cwd=tmp_path)
     assert out.returncode == 2 and says in out.stderr, out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("experiment", "entry", "says"),
+    [
+        ("reproducibility", {"params": {"activation": "relu", "beta": 0.5}}, "smelu only"),
+        ("reproducibility", {"params": {"activation": "relu", "n_embd": 30, "n_head": 4}},
+         "n_embd (30) is not a multiple of n_head (4)"),
+        ("regression", {"grid": {"lr": {"uniform": [0, 1]}},
+                        "search": {"algorithm": "random", "num_samples": 2}}, "grid.lr: 0.0"),
+        ("regression", {"params": {"lr": 0.1}, "grid": {"steps": {"randint": [0, 3]}},
+                        "search": {"algorithm": "random", "num_samples": 2}}, "grid.steps: 0 "),
+        ("regression", {"params": {"steps": 10}}, "needs parameter 'lr'"),
+        ("unlearning", {"params": {"forget_class": 3, "forget_fraction": 0.1}}, "exactly one"),
+    ],
+)  # fmt: skip
+def test_every_value_a_spec_can_give_is_checked(experiment, entry, says):
+    spec = load_spec({"name": "b", "experiment": experiment, **entry})
+    with pytest.raises(InputError, match=re.escape(says)):
+        check_spec(declared(resolve(experiment)), spec)
 
 
 def test_effective_configs_hold_defaults_and_changed_defaults_change_ids():
@@ -120,6 +136,8 @@ def test_a_user_experiment_that_declares_parameters_is_checked_and_records_defau
     assert 'did you mean "width"' in out.stderr and not (tmp_path / "results").exists()
     write_sweep(tmp_path, "mine", MODULE, name="u", experiment="mine:declared",
                 grid={"rate": [0.5, 1.0]})  # fmt: skip
+    plan = sweep("run", "spec.yaml", "--dry-run", cwd=tmp_path).stdout
+    assert "every trial: width=4" in plan and "parameters: unchecked" not in plan
     out = sweep("run", "spec.yaml", "-q", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     trials = pd.read_parquet(tmp_path / "results" / "u" / "trials").sort_values("rate")
@@ -213,4 +231,5 @@ def test_a_folder_from_before_typed_parameters_opens_reports_and_resumes(tmp_pat
     assert rerun[["rate", "width"]].values.tolist() == [[1.0, 4]]  # the default, recorded
     assert sweep("status", "results/u", cwd=tmp_path).returncode == 0
     assert sweep("report", "results/u", cwd=tmp_path).returncode == 0
-    assert sweep("run", "spec.yaml", "-q", cwd=tmp_path).stdout.startswith("2 trials: 2 already")
+    again = sweep("run", "spec.yaml", "--dry-run", cwd=tmp_path).stdout
+    assert "2 in all, 2 already done, 0 to run" in again
