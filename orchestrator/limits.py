@@ -24,29 +24,39 @@ class TrialLimits(tune.Callback):
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
+        self._running: dict[str, Any] = {}  # Tune trial id -> trial, while its attempt runs
         self._started: dict[str, float] = {}  # Tune trial id -> when this attempt started
         self._heard: dict[str, float] = {}  # ... and when it last reported
         self._reasons: dict[str, str] = {}
 
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._started[trial.trial_id] = self._heard[trial.trial_id] = time.monotonic()
-
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        self._heard[trial.trial_id] = time.monotonic()
+        if trial.trial_id in self._running:
+            self._heard[trial.trial_id] = time.monotonic()
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.limits.trial_time is not None or self.limits.report_gap is not None:
+            self._running[trial.trial_id] = trial
+            self._started[trial.trial_id] = self._heard[trial.trial_id] = time.monotonic()
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        """Looks at the attempts this callback saw start, not at every trial of the sweep:
+        Tune calls this thousands of times in a sweep of thousands of trials."""
         now = time.monotonic()
-        for trial in trials:
-            key = trial.trial_id
-            if key not in self._started or trial.status != "RUNNING":
+        for key, trial in list(self._running.items()):
+            if trial.status != "RUNNING":
+                self._forget(key)  # ended; a retry starts again through on_trial_start
                 continue
             reason = self._over(now - self._started[key], now - self._heard[key])
             if reason and trial.temporary_state.ray_actor is not None:
-                del self._started[key]
+                self._forget(key)
                 self._reasons[key] = reason
                 ray.kill(trial.temporary_state.ray_actor, no_restart=True)
+
+    def _forget(self, key: str) -> None:
+        for table in (self._running, self._started, self._heard):
+            table.pop(key, None)
 
     def reason(self, trial: Any) -> str | None:
         """Why this callback stopped the trial's attempt that just ended, if it did."""

@@ -22,7 +22,8 @@ from ray.util import placement_group_table
 
 from orchestrator.abort import Abort, TrialsCannotStart
 
-POLL_S = 2.0  # the placement group table is asked at most this often
+POLL_S = 2.0  # the placement group table is asked at most this often, and only after
+# this long without a trial starting (it lists every group, removed ones too)
 
 ADVICE = (
     "Ray reserved their resources and keeps trying to start a worker process there: check "
@@ -46,6 +47,7 @@ class StuckWorkers(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._since = None
+        self._asked = time.monotonic()  # trials start: nothing to ask for a while
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.monotonic()
