@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from analysis.lmeval import REPORT, report_section
 from experiments.lm import metrics, pairs
-from experiments.lm.data import DEFAULT_CORPUS, load_corpus
+from experiments.lm.activations import Activation
+from experiments.lm.data import DEFAULT_CORPUS, CorpusSource, load_corpus
 from experiments.lm.model import CharLM
 from experiments.lm.scoring import Adapter, document_losses, score_pairs
 from orchestrator.params import parameters
@@ -55,13 +56,13 @@ class LMEvalParams(BaseModel):
     model_size: str | None = Field(
         None, description="evaluate the input's model whose `size` is this (little/draft/target)"
     )
-    model_activation: Literal["relu", "gelu", "swish", "smelu"] | None = Field(
+    model_activation: Activation | None = Field(
         None, description="evaluate the input's model whose `activation` is this"
     )
     model_beta: float | None = Field(
         None, gt=0, description="evaluate the input's model whose `beta` is this (smelu)"
     )
-    corpus: str = Field(DEFAULT_CORPUS, description='"pydoc" (no download) or a text file')
+    corpus: CorpusSource = DEFAULT_CORPUS
     n_pairs: int = Field(200, ge=1, description="most minimal pairs per task")
     pair_context: int = Field(64, ge=1, description="characters of context before each pair")
     n_documents: int = Field(16, ge=1, description="long validation documents scored")

@@ -14,24 +14,25 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from pydantic import BaseModel, Field, model_validator
 
 from analysis.reproducibility import REPORT, report_section, write_pairs
-from experiments.lm.data import DEFAULT_CORPUS, batches, eval_windows, load_corpus
+from experiments.lm.activations import Activation
+from experiments.lm.data import DEFAULT_CORPUS, CorpusSource, batches, eval_windows, load_corpus
 from experiments.lm.model import CharLM, ModelConfig
 from orchestrator.params import parameters
 
 
 class ReproducibilityParams(BaseModel):
-    activation: Literal["relu", "gelu", "swish", "smelu"] = Field(description="MLP activation")
+    activation: Activation = Field(description="MLP activation")
     beta: float | None = Field(
         None, gt=0, description="SmeLU's half-width (smelu only; 1.0 when not given)"
     )
-    corpus: str = Field(DEFAULT_CORPUS, description='"pydoc" (no download) or a text file')
+    corpus: CorpusSource = DEFAULT_CORPUS
     steps: int = Field(300, ge=1, description="optimizer steps")
     eval_every: int = Field(50, ge=1, description="steps between validation losses")
     batch_size: int = Field(32, ge=1, description="windows per step")

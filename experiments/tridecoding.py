@@ -26,7 +26,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from analysis.tridecoding import REPORT, report_section
-from experiments.lm.data import DEFAULT_CORPUS, eval_windows, load_corpus
+from experiments.lm.data import DEFAULT_CORPUS, CorpusSource, eval_windows, load_corpus
 from experiments.lm.model import CharLM
 from experiments.lm.speculative import Cascade, Counters, Drafter, Scorer, generate
 from orchestrator.params import parameters
@@ -48,7 +48,7 @@ class TriDecodingParams(BaseModel):
     prompt_len: int = Field(32, ge=1, description="characters per prompt")
     n_tokens: int = Field(64, ge=1, description="characters generated per prompt")
     greedy: bool = Field(True, description="argmax decoding (else sampling)")
-    corpus: str = Field(DEFAULT_CORPUS, description='"pydoc" (no download) or a text file')
+    corpus: CorpusSource = DEFAULT_CORPUS
 
 
 def load_models(trial: Any) -> dict[str, CharLM]:

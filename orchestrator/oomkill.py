@@ -14,6 +14,7 @@ compete for the same memory.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -50,6 +51,12 @@ def counter_file(proc_cgroup: str) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+@functools.cache
+def _own_counter_file() -> Path | None:
+    """This worker's counter file, looked up once: its cgroup stays while it lives."""
+    return counter_file(Path("/proc/self/cgroup").read_text())
+
+
 def kills(file: Path) -> int | None:
     """The `oom_kill` count in a memory.events or memory.oom_control file."""
     for line in file.read_text().splitlines():
@@ -74,7 +81,7 @@ def note_start() -> Path | None:
     """Note this worker's cgroup OOM-kill count, in a file named for its actor; None where
     the count cannot be read."""
     try:
-        file = counter_file(Path("/proc/self/cgroup").read_text())
+        file = _own_counter_file()
         count = None if file is None else kills(file)
         if count is None:
             return None

@@ -65,12 +65,17 @@ def effective(model: type[BaseModel] | None, config: dict[str, Any]) -> dict[str
     return {**model.model_validate(values, strict=True).model_dump(), **owned}
 
 
-def check_spec(model: type[BaseModel], spec: SweepSpec) -> None:
+def check_spec(model: type[BaseModel], spec: SweepSpec) -> list[dict[str, Any]]:
     """Raise InputError, naming the spec key, the value and what is allowed, unless every
     key the spec sets is a parameter and every value it can give one is valid: every
-    trial's config of a grid sweep; each choice and each end of each range of a search."""
-    configs = expand(spec) if spec.search.algorithm == "grid" else _corners(spec)
-    _check(model, spec.experiment, _locations(spec), configs)
+    trial's config of a grid sweep; each choice and each end of each range of a search.
+    Returns a grid sweep's configs as its trials run them, defaults filled in (none for a
+    search, whose configs Tune samples)."""
+    grid = spec.search.algorithm == "grid"
+    checked = _check(
+        model, spec.experiment, _locations(spec), expand(spec) if grid else _corners(spec)
+    )
+    return checked if grid else []
 
 
 def _locations(spec: SweepSpec) -> dict[str, str]:
@@ -106,9 +111,9 @@ def _check(
     experiment: str,
     where: dict[str, str],
     configs: Iterable[dict[str, Any]],
-) -> None:
-    """Raise InputError naming the first unknown key or bad value. `where` maps each key
-    to the spec location that sets it; `configs` are the configs to validate."""
+) -> list[dict[str, Any]]:
+    """The `configs` with defaults filled in; InputError naming the first unknown key or
+    bad value. `where` maps each key to the spec location that sets it."""
     fields = model.model_fields
     prefixes = getattr(model, "extra_prefixes", ())  # keys a model takes beyond its fields
     known = [*fields, *(f"{prefix}<anything>" for prefix in prefixes)]
@@ -119,12 +124,14 @@ def _check(
                 f"{did_you_mean(key, fields)}; its parameters: {', '.join(known)} "
                 f"(sweep experiments {experiment} describes them)"
             )
+    checked = []
     for config in configs:
-        values = {k: v for k, v in config.items() if k not in OWNED}
         try:
-            model.model_validate(values, strict=True)
+            checked.append(effective(model, config))
         except ValidationError as exc:
+            values = {k: v for k, v in config.items() if k not in OWNED}
             raise InputError(_bad_value(exc, experiment, where, values, fields)) from None
+    return checked
 
 
 def describe(model: type[BaseModel]) -> list[dict[str, str]]:

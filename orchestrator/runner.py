@@ -8,6 +8,7 @@ a file is written, so a bad spec leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
@@ -123,7 +124,9 @@ def plan(spec: SweepSpec, source_dir: Path, params: type[BaseModel] | None = Non
     """What a run of `spec` would do. With the experiment's declared `params`, the spec is
     checked against them first and every config holds the effective values."""
     if params is not None:
-        check_spec(params, spec)
+        grid = check_spec(params, spec)  # before anything is read or written
+    else:
+        grid = expand(spec) if spec.search.algorithm == "grid" else []
     store = SweepStore(spec.storage, spec.name)
     meta = store.read_meta()
     if meta and meta.get("experiment") != spec.experiment:
@@ -133,7 +136,6 @@ def plan(spec: SweepSpec, source_dir: Path, params: type[BaseModel] | None = Non
         )
     previous = store.read("trials", ["trial_id", "status", "attempt"])
     done = set(previous.loc[previous["status"].isin(DONE), "trial_id"]) if len(previous) else set()
-    grid = [effective(params, c) for c in expand(spec)] if spec.search.algorithm == "grid" else []
     configs = {trial_id(spec.experiment, c): c for c in grid}
     return Plan(spec, store, configs, done, previous, source_dir, params)
 
@@ -219,7 +221,7 @@ def _execute(
     recover(store)  # after the run is recorded, so no compaction starts while it writes
     storage_root = store.uri.rsplit("/", 1)[0]
     pending = {tid: the_plan.configs[tid] for tid in the_plan.pending}
-    index = TrialIndex(spec.experiment, pending, the_plan.params)
+    index = TrialIndex(spec.experiment, pending, functools.partial(effective, the_plan.params))
     node = ray.get_runtime_context().get_node_id()
     ctx = RunContext(index, storage_root, spec.name, node, inputs)
     steps = store.read("metrics", ["trial_id", "attempt", "time"])  # only when trials run

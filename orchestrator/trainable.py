@@ -47,7 +47,6 @@ def make_trainable(fn: Callable[..., Any], ctx: RunContext) -> Callable[[dict[st
 
 def run_trial(fn: Callable[..., Any], ctx: RunContext, tid: str, config: dict[str, Any]) -> None:
     import ray
-    from ray import tune
 
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
     node = ray.get_runtime_context().get_node_id()
@@ -65,22 +64,35 @@ def run_trial(fn: Callable[..., Any], ctx: RunContext, tid: str, config: dict[st
     trial = Trial(tid, config, device, _reporter(meta, latest), saver, ctx.inputs)
     seed_everything(trial.seed)
     with oomkill.watched():
-        try:
-            devices.start(device)
-            final = fn(config, trial) or {}
-            if not isinstance(final, dict):
-                raise TypeError(
-                    f"the experiment returned {type(final).__name__}; return a dict of metrics"
-                )
-            final = {**latest, **check_metrics(final, config)}
-        except Exception as exc:
-            error = {"kind": "error", "error": traceback.format_exc()}
-            if isinstance(exc, StorageFull):  # the driver stops the sweep
-                error["full"] = str(exc)
-            tune.report({META_KEY: {**meta, **devices.usage(device), **error}})
-            raise
-        end = {"kind": "final", "names": list(final)}
-        tune.report({**final, META_KEY: {**meta, **devices.usage(device), **end}})
+        _attempt(fn, config, trial, meta, latest)
+
+
+def _attempt(
+    fn: Callable[..., Any],
+    config: dict[str, Any],
+    trial: Trial,
+    meta: dict[str, Any],
+    latest: dict[str, Any],
+) -> None:
+    """Run the experiment once and report how it ended: its final metrics, or the error."""
+    from ray import tune
+
+    try:
+        devices.start(trial.device)
+        final = fn(config, trial) or {}
+        if not isinstance(final, dict):
+            raise TypeError(
+                f"the experiment returned {type(final).__name__}; return a dict of metrics"
+            )
+        final = {**latest, **check_metrics(final, config)}
+    except Exception as exc:
+        error = {"kind": "error", "error": traceback.format_exc()}
+        if isinstance(exc, StorageFull):  # the driver stops the sweep
+            error["full"] = str(exc)
+        tune.report({META_KEY: {**meta, **devices.usage(trial.device), **error}})
+        raise
+    end = {"kind": "final", "names": list(final)}
+    tune.report({**final, META_KEY: {**meta, **devices.usage(trial.device), **end}})
 
 
 def _reporter(meta: dict[str, Any], latest: dict[str, Any]) -> Callable[[dict[str, Any]], None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,15 +49,14 @@ class TrialIndex:
 
     experiment: str
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # grid mode: by id
-    params: Any = None  # the experiment's declared parameters (orchestrator/params.py)
+    # search mode: a sampled config as the trial runs it (orchestrator/params.effective)
+    complete: Callable[[dict[str, Any]], dict[str, Any]] = dict
 
     def lookup(self, tune_config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if CELL_KEY in tune_config:
             tid = tune_config[CELL_KEY]
             return tid, dict(self.configs[tid])
-        from orchestrator.params import effective
-
-        config = effective(self.params, tune_config)  # search mode: Tune sampled it
+        config = self.complete(tune_config)  # search mode: Tune sampled it
         return trial_id(self.experiment, config), config
 
 

@@ -9,12 +9,13 @@ piece, so its gradient is continuous:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
-ACTIVATIONS = ("relu", "gelu", "swish", "smelu")
+Activation = Literal["relu", "gelu", "swish", "smelu"]  # a parameter's type (params.py)
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 
 
 class _SmeLUFunction(torch.autograd.Function):

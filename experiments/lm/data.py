@@ -10,10 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
 DEFAULT_CORPUS = "pydoc"
+# The `corpus` parameter of the LM experiments (orchestrator/params.py).
+CorpusSource = Annotated[str, Field(description='"pydoc" (no download) or a text file')]
 
 
 def load_text(source: str = DEFAULT_CORPUS) -> str:
