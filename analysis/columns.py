@@ -26,6 +26,7 @@ BOOKKEEPING = frozenset(DEVICE_COLUMNS) | frozenset(
         "node",
         "host",
         "gpu_ids",
+        "bundle",
         "run_id",
         "git_commit",
         "git_dirty",

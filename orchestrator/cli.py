@@ -130,12 +130,14 @@ def run(
 def _describe_plan(plan: Plan) -> str:
     spec = plan.spec
     res = spec.resources
+    each, count = ("bundle", len(plan.bundles)) if spec.bundle else ("trial", plan.to_run)
     lines = [
         f"sweep {spec.name}: experiment {spec.experiment}, storage {plan.store.uri}",
         f"trials: {plan.total} in all, {plan.total - plan.to_run} already done, "
         f"{plan.to_run} to run",
-        f"resources per trial: {res.cpu:g} CPU, {res.gpu:g} GPU"
-        f"  (all at once: {res.cpu * plan.to_run:g} CPU, {res.gpu * plan.to_run:g} GPU)",
+        *_bundle_lines(plan),
+        f"resources per {each}: {res.cpu:g} CPU, {res.gpu:g} GPU"
+        f"  (all at once: {res.cpu * count:g} CPU, {res.gpu * count:g} GPU)",
         f"retries: {spec.retries}   max concurrent: {spec.max_concurrent or 'as resources allow'}",
     ]
     if plan.params is None:
@@ -149,6 +151,18 @@ def _describe_plan(plan: Plan) -> str:
     else:
         lines += _trials_table(plan.table())
     return "\n".join(lines)
+
+
+def _bundle_lines(plan: Plan) -> list[str]:
+    bundle = plan.spec.bundle
+    if bundle is None:
+        return []
+    by = "any key" if bundle.by == "*" else ", ".join(bundle.by)
+    how = "fused into one model" if plan.fused else "one after another"
+    return [
+        f"bundles: {len(plan.bundles)} (up to {bundle.size} trials differing only in {by}), "
+        f"each one Ray Tune trial; members run {how} (column `bundle` below)"
+    ]
 
 
 def _shown(value: object) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from orchestrator.bundles import member_ended
 from orchestrator.spec import Limits
 
 
@@ -33,7 +34,9 @@ class TrialLimits(tune.Callback):
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         if trial.trial_id in self._running:
-            self._heard[trial.trial_id] = time.monotonic()
+            self._heard[trial.trial_id] = now = time.monotonic()
+            if member_ended(result):  # a bundle's next member starts: the limit is per trial
+                self._started[trial.trial_id] = now
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if self.limits.trial_time is not None or self.limits.report_gap is not None:

@@ -11,58 +11,53 @@ from typing import Any, TextIO
 
 from ray import tune
 
-from orchestrator.trials import TrialIndex
+from orchestrator.sink import ParquetSink
 
 
 class ProgressLine(tune.Callback):
+    """Counts what the sink recorded (trials, not Tune's trials: a bundle holds several)."""
+
     def __init__(
         self,
         sweep: str,
-        index: TrialIndex,
+        sink: ParquetSink,
         total: int,
         out: TextIO = sys.stderr,
         every_s: float = 10.0,
     ) -> None:
         self.sweep = sweep
-        self.index = index
+        self.sink = sink
         self.total = total
         self.out = out
         self.tty = out.isatty()
         self.every_s = 0.5 if self.tty else every_s
-        self.done = self.failed = self.retried = 0
+        self.said = 0  # failed trials named so far
         self.started = time.monotonic()
         self._shown = 0.0
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.done += 1
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.failed += 1
-        tid, _ = self.index.lookup(trial.config)
-        self._say(f"trial {tid} failed; its traceback is in the trials table (sweep status)")
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.retried += 1
-
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        for tid in self.sink.failed[self.said :]:
+            self._say(f"trial {tid} failed; its traceback is in the trials table (sweep status)")
+        self.said = len(self.sink.failed)
         if time.monotonic() - self._shown >= self.every_s:
             self._show(sum(t.status == "RUNNING" for t in trials))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.on_step_end(0, [])
         self._show(0)
         if self.tty:
             self.out.write("\n")
 
     def line(self, running: int) -> str:
-        finished = self.done + self.failed
+        finished, failed = self.sink.ended, len(self.sink.failed)
         elapsed = time.monotonic() - self.started
         eta = "?"
         if finished:
             eta = _clock(elapsed / finished * max(self.total - finished, 0))
-        retried = f" | {self.retried} retried" if self.retried else ""
+        retried = f" | {self.sink.retried} retried" if self.sink.retried else ""
         return (
             f"[{self.sweep}] {finished}/{self.total} done | {running} running | "
-            f"{self.failed} failed{retried} | elapsed {_clock(elapsed)} | ETA {eta}"
+            f"{failed} failed{retried} | elapsed {_clock(elapsed)} | ETA {eta}"
         )
 
     def _show(self, running: int) -> None:

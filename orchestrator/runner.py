@@ -27,6 +27,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from orchestrator.abort import Abort
+from orchestrator.bundles import BUNDLE_KEY, encode, group, make_bundle_trainable
 from orchestrator.compaction import compact_after_run, recover
 from orchestrator.connection import connect
 from orchestrator.errors import InputError
@@ -60,6 +61,7 @@ class Plan:
     attempts: pd.DataFrame  # the trials table so far: trial_id, status, attempt
     source_dir: Path
     params: type[BaseModel] | None = None  # the experiment's declared parameters, if any
+    fused: bool = False  # the experiment trains a bundle's members at once (fn.fused)
 
     @property
     def total(self) -> int:
@@ -83,10 +85,24 @@ class Plan:
             return len(self.pending)
         return max(self.total - len(self.done), 0)
 
+    @property
+    def bundles(self) -> list[list[str]]:
+        """The pending trials in bundles (spec `bundle:`), or one bundle each without it."""
+        if self.spec.bundle is None:
+            return [[tid] for tid in self.pending]
+        return group({tid: self.configs[tid] for tid in self.pending}, self.spec.bundle)
+
     def table(self) -> pd.DataFrame:
-        """One row per trial of a grid sweep: its id, whether it still runs, its config."""
+        """One row per trial of a grid sweep: its id, whether it still runs, its bundle (a
+        number, in a bundled sweep), its config."""
+        bundle_of = {tid: n for n, ids in enumerate(self.bundles, 1) for tid in ids}
         rows = [
-            {"trial_id": tid, "state": "done" if tid in self.done else "pending", **config}
+            {
+                "trial_id": tid,
+                "state": "done" if tid in self.done else "pending",
+                **({"bundle": bundle_of.get(tid, "")} if self.spec.bundle else {}),
+                **config,
+            }
             for tid, config in self.configs.items()
         ]
         return pd.DataFrame(rows)
@@ -120,9 +136,15 @@ class SweepResult:
         return pd.read_parquet(f"{self.path}/trials")
 
 
-def plan(spec: SweepSpec, source_dir: Path, params: type[BaseModel] | None = None) -> Plan:
+def plan(
+    spec: SweepSpec,
+    source_dir: Path,
+    params: type[BaseModel] | None = None,
+    fused: bool = False,
+) -> Plan:
     """What a run of `spec` would do. With the experiment's declared `params`, the spec is
-    checked against them first and every config holds the effective values."""
+    checked against them first and every config holds the effective values. `fused`: the
+    experiment has a fused implementation, which bundles use."""
     if params is not None:
         grid = check_spec(params, spec)  # before anything is read or written
     else:
@@ -137,7 +159,7 @@ def plan(spec: SweepSpec, source_dir: Path, params: type[BaseModel] | None = Non
     previous = store.read("trials", ["trial_id", "status", "attempt"])
     done = set(previous.loc[previous["status"].isin(DONE), "trial_id"]) if len(previous) else set()
     configs = {trial_id(spec.experiment, c): c for c in grid}
-    return Plan(spec, store, configs, done, previous, source_dir, params)
+    return Plan(spec, store, configs, done, previous, source_dir, params, fused)
 
 
 def run_sweep(
@@ -163,7 +185,7 @@ def run_sweep(
     fn = resolve(spec.experiment, [source_dir, Path.cwd()])
     if spec.search.algorithm == "optuna" and importlib.util.find_spec("optuna") is None:
         raise InputError("search optuna needs optuna: pip install 'raysweep[optuna]'")
-    the_plan = plan(spec, source_dir, declared(fn))
+    the_plan = plan(spec, source_dir, declared(fn), callable(getattr(fn, "fused", None)))
     the_plan.store.check_writable()
     inputs = resolve_inputs(spec.inputs)
     if dry_run:
@@ -223,25 +245,33 @@ def _execute(
     pending = {tid: the_plan.configs[tid] for tid in the_plan.pending}
     index = TrialIndex(spec.experiment, pending, functools.partial(effective, the_plan.params))
     node = ray.get_runtime_context().get_node_id()
-    ctx = RunContext(index, storage_root, spec.name, node, inputs)
+    ctx = RunContext(index, storage_root, spec.name, node, inputs, spec.retries)
     steps = store.read("metrics", ["trial_id", "attempt", "time"])  # only when trials run
     abort, limits = Abort(), TrialLimits(spec.limits)
     sink = ParquetSink(
-        store, index, run, next_attempts(the_plan.attempts, steps), abort=abort, limits=limits
+        store,
+        index,
+        run,
+        next_attempts(the_plan.attempts, steps),
+        abort=abort,
+        limits=limits,
+        retries=spec.retries,
     )
     remove_temporary(store)
     store.set_aside_unreadable()
     sink.record_left_behind(left_behind(the_plan.attempts, steps), the_plan.configs)
     callbacks: list[Any] = [sink, limits, StuckWorkers(abort, spec.limits.start_time)]
     if progress is not None:
-        callbacks.append(ProgressLine(spec.name, index, the_plan.to_run, progress))
+        callbacks.append(ProgressLine(spec.name, sink, the_plan.to_run, progress))
+    bundled = spec.bundle is not None
     trainable = tune.with_resources(
-        make_trainable(fn, ctx), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+        (make_bundle_trainable if bundled else make_trainable)(fn, ctx),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
     scratch = tempfile.mkdtemp(prefix="raysweep-tune-")
     tuner = tune.Tuner(
         trainable,
-        param_space=_param_space(spec, list(pending)),
+        param_space=_param_space(the_plan),
         tune_config=_tune_config(spec, the_plan.to_run),
         run_config=tune.RunConfig(
             name=f"{spec.name}-{run['run_id']}",
@@ -249,7 +279,7 @@ def _execute(
             callbacks=callbacks,
             stop=abort,
             verbose=0,
-            failure_config=tune.FailureConfig(max_failures=spec.retries),
+            failure_config=tune.FailureConfig(max_failures=_max_failures(spec)),
         ),
     )
     tune_logger = logging.getLogger("ray.tune")
@@ -290,12 +320,24 @@ def _after_sweep(fn: Experiment, sweep_uri: str, result: SweepResult, out: TextI
             out.write(f"after_sweep {after.__qualname__} failed:\n{result.after_sweep_error}")
 
 
-def _param_space(spec: SweepSpec, pending_ids: list[str]) -> dict[str, Any]:
+def _param_space(the_plan: Plan) -> dict[str, Any]:
     from ray import tune
 
+    spec = the_plan.spec
+    if spec.bundle is not None:
+        return {BUNDLE_KEY: tune.grid_search([encode(ids) for ids in the_plan.bundles])}
     if spec.search.algorithm == "grid":
-        return {CELL_KEY: tune.grid_search(pending_ids)}
+        return {CELL_KEY: tune.grid_search(the_plan.pending)}
     return search_space(spec)
+
+
+def _max_failures(spec: SweepSpec) -> int:
+    """Tune's retries: per trial as the spec says; for a bundle, enough for each member's:
+    each failed attempt of a bundle charges at least one member, but for the first death of
+    its worker (orchestrator/sink.py)."""
+    if spec.bundle is None:
+        return spec.retries
+    return spec.bundle.size * (spec.retries + 1) + 1
 
 
 def _tune_config(spec: SweepSpec, to_run: int) -> Any:

@@ -20,9 +20,10 @@ from ray import tune
 from analysis.columns import DEVICE_COLUMNS
 from orchestrator import oomkill
 from orchestrator.abort import Abort, StartWatch
+from orchestrator.bundles import BUNDLE_KEY, ONE_AT_A_TIME, decode, encode
 from orchestrator.leftovers import LEFT_BEHIND
 from orchestrator.limits import TrialLimits
-from orchestrator.outcomes import failure_status
+from orchestrator.outcomes import SUCCEEDED, failure_status
 from orchestrator.store import StorageFull, SweepStore
 from orchestrator.trainable import META_KEY
 from orchestrator.trials import TrialIndex
@@ -39,6 +40,7 @@ COLUMN_TYPES = {
         "node": _TEXT,
         "host": _TEXT,
         "gpu_ids": _TEXT,
+        "bundle": _TEXT,
         "device": _TEXT,
         "gpu_name": _TEXT,
         "gpu_memory_total": pa.int64(),
@@ -53,6 +55,15 @@ COLUMN_TYPES = {
 }
 
 
+# META_KEY entries that are not columns of the trials table.
+_NOT_COLUMNS = ("kind", "names", "error", "full", "time", "member")
+STOPPED = "the sweep stopped while this trial ran in its bundle (see the run's reason)"
+UNCERTAIN = (
+    "the worker of this trial's bundle died while this trial or one after it ran; the bundle "
+    "runs again one trial at a time to find which (this attempt is not counted as a retry)"
+)
+
+
 @dataclass
 class _Attempt:
     trial_id: str
@@ -64,7 +75,13 @@ class _Attempt:
 
 
 class ParquetSink(tune.Callback):
-    """Writes `trials/` (one row per attempt) and `metrics/` (one row per step)."""
+    """Writes `trials/` (one row per attempt) and `metrics/` (one row per step).
+
+    A bundled Tune trial (orchestrator/bundles.py) holds several attempts, one per member,
+    each recorded as it ends. When the bundle's worker fails, the member it was running
+    fails (the first without an outcome, since members run in order), and the bundle runs
+    again with the members that have neither succeeded nor used up their retries.
+    """
 
     def __init__(
         self,
@@ -75,6 +92,7 @@ class ParquetSink(tune.Callback):
         flush_s: float = 1.0,
         abort: Abort | None = None,
         limits: TrialLimits | None = None,
+        retries: int = 0,
     ) -> None:
         self.store = store
         self.index = index
@@ -84,47 +102,55 @@ class ParquetSink(tune.Callback):
         self.abort = abort or Abort()  # stops the sweep when the storage is full
         self.watch = StartWatch(self.abort)  # ... or when its trials cannot start
         self.limits = limits  # says which failed attempts it stopped for a timeout
+        self.retries = retries
         self.finished: list[dict[str, Any]] = []  # trial rows this run wrote, for the summary
         self.ended = 0  # trials done for good: complete, or failed after their retries
-        self._live: dict[str, _Attempt] = {}
+        self.failed: list[str] = []  # ids of the trials failed for good, in order
+        self.retried = 0  # attempts that failed and run again
+        self._live: dict[tuple[str, str | None], _Attempt] = {}  # (Tune trial, member)
+        self._tries: dict[str, int] = {}  # bundle members: attempts in this run
+        self._outcome: dict[str, str] = {}  # ... and the status of the last one
+        self._ended_in_attempt: dict[str, set[str]] = {}  # Tune trial -> members that ended
         self._buffers: dict[str, list[dict[str, Any]]] = {"trials": [], "metrics": []}
         self._last_flush = time.monotonic()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._begin(trial)
+        if BUNDLE_KEY not in trial.config:  # members begin with their first report
+            self._begin(trial)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        live = self._live.get(trial.trial_id) or self._begin(trial)
         meta = result.get(META_KEY, {})
-        values = {name: result[name] for name in meta.get("names", ())}
-        live.meta.update(
-            {k: v for k, v in meta.items() if k not in ("kind", "names", "error", "full", "time")}
-        )
-        if meta.get("kind") == "step":
-            stamp = _utc(meta["time"])
-            self._buffers["metrics"].append(
-                {"trial_id": live.trial_id, "attempt": live.attempt, "time": stamp, **values}
-            )
-        elif meta.get("kind") == "final":
-            live.final = values
-        elif meta.get("kind") == "error":
-            live.error = meta["error"]
-            if meta.get("full"):  # an artifact write found the storage full
-                self.abort.stop(StorageFull(meta["full"]))
+        for report in meta["items"] if meta.get("kind") == "batch" else [result]:
+            self._report(trial, report)
         self._maybe_flush()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        live = self._live.get(trial.trial_id) or self._begin(trial)
+        if BUNDLE_KEY in trial.config:
+            for live in self._members_running(trial):  # the sweep stopped while they ran
+                self._member_ended(trial, live, "failed", STOPPED)
+            return
+        live = self._live.get((trial.trial_id, None)) or self._begin(trial)
         self.ended += 1
         self._end(trial, "ok" if live.final is not None else "stopped")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if BUNDLE_KEY in trial.config:
+            self._bundle_failed(trial)
+            trial.config[BUNDLE_KEY] = again = self._rerun(trial)  # read when Tune restarts it
+            self.retried += sum(self._tries.get(m, 0) > 0 for m in decode(again)[1])
+            self._ended_in_attempt.pop(trial.trial_id, None)
+            return
+        self.retried += 1
         self._end(trial, "failed")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if BUNDLE_KEY in trial.config:
+            self._bundle_failed(trial)
+            return
         self.ended += 1
+        self.failed.append(self.index.lookup(trial.config)[0])
         self._end(trial, "failed")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
@@ -150,29 +176,113 @@ class ParquetSink(tune.Callback):
         if time.monotonic() - self._last_flush >= self.flush_s:
             self.flush()
 
-    def _begin(self, trial: Any) -> _Attempt:
-        tid, config = self.index.lookup(trial.config)
+    def _report(self, trial: Any, result: dict[str, Any]) -> None:
+        """One report of an attempt (of a bundle's member, if it names one)."""
+        meta = result.get(META_KEY, {})
+        member = meta.get("member")
+        live = self._live.get((trial.trial_id, member)) or self._begin(trial, member)
+        values = {name: result[name] for name in meta.get("names", ())}
+        live.meta.update({k: v for k, v in meta.items() if k not in _NOT_COLUMNS})
+        if meta.get("kind") == "step":
+            stamp = _utc(meta["time"])
+            self._buffers["metrics"].append(
+                {"trial_id": live.trial_id, "attempt": live.attempt, "time": stamp, **values}
+            )
+        elif meta.get("kind") == "final":
+            live.final = values
+        elif meta.get("kind") == "error":
+            live.error = meta["error"]
+            if meta.get("full"):  # an artifact write found the storage full
+                self.abort.stop(StorageFull(meta["full"]))
+        if member is not None and meta.get("kind") in ("final", "error"):
+            status = "ok" if live.final is not None else failure_status(live.error)
+            self._member_ended(trial, live, status, live.error)
+
+    def _begin(self, trial: Any, member: str | None = None) -> _Attempt:
+        if member is None:
+            tid, config = self.index.lookup(trial.config)
+        else:
+            tid, config = member, dict(self.index.configs[member])
         attempt = self.next_attempt.get(tid, 1)
         self.next_attempt[tid] = attempt + 1
-        self._live[trial.trial_id] = live = _Attempt(tid, attempt, config)
+        self._live[(trial.trial_id, member)] = live = _Attempt(tid, attempt, config)
+        if member is not None:
+            live.meta["bundle"] = decode(trial.config[BUNDLE_KEY])[0]
         return live
 
     def _end(self, trial: Any, status: str) -> None:
-        live = self._live.pop(trial.trial_id, None)
+        live = self._live.pop((trial.trial_id, None), None)
         if live is None:  # ended before it started, e.g. it could not be scheduled
-            self._begin(trial)
-            live = self._live.pop(trial.trial_id)
+            live = self._begin(trial)
+            self._live.pop((trial.trial_id, None))
         error = None
         if status == "failed":
-            timeout = self.limits.reason(trial) if self.limits else None
-            error = timeout or live.error or _error_text(trial)
-            killed = None if timeout or live.error else oomkill.explain(error)
-            error = f"{killed}\n{error}" if killed else error
-            status = "timeout" if timeout else "oom" if killed else failure_status(error)
+            error, status = self._why_failed(trial, live.error)
+        self._write_row(live, status, error)
+
+    def _why_failed(self, trial: Any, reported: str | None) -> tuple[str, str]:
+        """The error text and status of a failed attempt: stopped for a limit, killed for
+        memory, or what it reported (or Ray recorded)."""
+        timeout = self.limits.reason(trial) if self.limits else None
+        error = timeout or reported or _error_text(trial)
+        killed = None if timeout or reported else oomkill.explain(error)
+        error = f"{killed}\n{error}" if killed else error
+        return error, "timeout" if timeout else "oom" if killed else failure_status(error)
+
+    def _write_row(self, live: _Attempt, status: str, error: str | None) -> None:
         self.watch.attempt_ended(status, reported=bool(live.meta), error=error)
-        row = self._row(live, status, error, finished=time.time())
-        self._buffers["trials"].append(row)
+        self._buffers["trials"].append(self._row(live, status, error, finished=time.time()))
         self._maybe_flush()
+
+    def _members_running(self, trial: Any) -> list[_Attempt]:
+        keys = [key for key in self._live if key[0] == trial.trial_id and key[1] is not None]
+        return [self._live.pop(key) for key in keys]
+
+    def _member_ended(self, trial: Any, live: _Attempt, status: str, error: str | None) -> None:
+        self._live.pop((trial.trial_id, live.trial_id), None)
+        self._tries[live.trial_id] = self._tries.get(live.trial_id, 0) + 1
+        self._ended_in_attempt.setdefault(trial.trial_id, set()).add(live.trial_id)
+        self._outcome[live.trial_id] = status
+        if status in SUCCEEDED or self._tries[live.trial_id] > self.retries:
+            self.ended += 1
+            if status not in SUCCEEDED:
+                self.failed.append(live.trial_id)
+        self._write_row(live, status, error)
+
+    def _bundle_failed(self, trial: Any) -> None:
+        """The bundle's worker failed. When every member of the attempt has an outcome, the
+        bundle raised bundles.MembersFailed for those that failed, recorded already.
+        Otherwise it died: reports of the last bundles.FLUSH_S seconds died with it, so
+        which member was running is not known. Members seen running get a failed row that
+        says so, not counted against their retries, and the bundle runs again one member
+        at a time (each outcome sent as it ends). Then the member it was running is known,
+        the first without an outcome, and it is charged the failure."""
+        _, members = decode(trial.config[BUNDLE_KEY])
+        ended = self._ended_in_attempt.get(trial.trial_id, set())
+        unknown = [m for m in members if m not in ended]
+        running = self._members_running(trial)
+        if unknown and not trial.config.get(ONE_AT_A_TIME):
+            error, _ = self._why_failed(trial, None)
+            for live in running:
+                self._write_row(live, "failed", f"{UNCERTAIN}\n{error}")
+            trial.config[ONE_AT_A_TIME] = True  # read when Tune restarts it
+            return
+        if unknown and not running:
+            running = [self._begin(trial, unknown[0])]
+            self._live.pop((trial.trial_id, unknown[0]))
+        for live in running:
+            error, status = self._why_failed(trial, live.error)
+            self._member_ended(trial, live, status, error)
+
+    def _rerun(self, trial: Any) -> str:
+        """The bundle's members that run again: neither succeeded nor out of retries."""
+        bundle_id, members = decode(trial.config[BUNDLE_KEY])
+        again = [
+            m
+            for m in members
+            if self._outcome.get(m) not in SUCCEEDED and self._tries.get(m, 0) <= self.retries
+        ]
+        return encode(again, bundle_id)
 
     def record_left_behind(self, attempts: Any, configs: dict[str, dict[str, Any]]) -> None:
         """Rows, failed and saying why, for attempts that a killed driver left with steps
@@ -202,6 +312,7 @@ class ParquetSink(tune.Callback):
             "node": live.meta.pop("node", None),
             "host": live.meta.pop("host", None),
             "gpu_ids": live.meta.pop("gpu_ids", None),
+            "bundle": live.meta.pop("bundle", None),
             **{name: live.meta.pop(name, None) for name in DEVICE_COLUMNS},
             **{k: _scalar(v) for k, v in live.config.items()},
             **(live.final or {}),

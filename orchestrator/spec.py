@@ -113,6 +113,14 @@ class Limits(_Strict):
         return None if value is None else seconds(value)
 
 
+class Bundle(_Strict):
+    """Trials handed to one Ray Tune trial (orchestrator/bundles.py): those that differ only
+    in the keys of `by` (default: the seed; "*": in any key), up to `size` at a time."""
+
+    size: Annotated[StrictInt, Field(gt=0)]
+    by: Literal["*"] | list[str] = ["seed"]
+
+
 def _shorthand(value: Any) -> Any:
     """`search: random` means `search: {algorithm: random}`."""
     return {"algorithm": value} if isinstance(value, str) else value
@@ -134,6 +142,7 @@ class SweepSpec(_Strict):
     storage: str = "results"
     search: Search = Search()
     scheduler: Scheduler | None = None
+    bundle: Bundle | None = None
     report: ReportSettings = ReportSettings()  # read by `sweep report`, owned by analysis
     inputs: dict[str, str] = {}  # name -> a sweep folder whose artifacts trials read
 
@@ -230,7 +239,27 @@ class SweepSpec(_Strict):
             )
         if self.scheduler and not (self.scheduler.metric or self.search.metric):
             raise ValueError("scheduler asha needs a metric and mode (on the scheduler or search)")
+        if self.bundle is not None:
+            self._check_bundle(self.bundle)
         return self
+
+    def _check_bundle(self, bundle: Bundle) -> None:
+        if self.search.algorithm != "grid":
+            raise ValueError(
+                f"bundle runs the trials of a grid together; search {self.search.algorithm} "
+                "picks each trial from the results before it. Remove bundle or use search: grid"
+            )
+        if self.scheduler is not None:
+            raise ValueError(
+                "bundle and scheduler do not go together: ASHA stops single trials early, "
+                "and a bundle's members run in one Tune trial. Remove one of them"
+            )
+        unknown = [] if bundle.by == "*" else [k for k in bundle.by if k not in self.config_keys]
+        if unknown:
+            raise ValueError(
+                f"bundle.by names {unknown[0]!r}, not a key of the trials' configs"
+                f"{did_you_mean(unknown[0], self.config_keys)}; keys: {', '.join(self.config_keys)}"
+            )
 
     @property
     def seed_list(self) -> list[int]:

@@ -139,6 +139,12 @@ def status_text(store: SweepStore, max_rows: int = 30) -> str:
     if table is None:
         return "\n".join([*lines, "  no trial has finished yet"])
     trials = table.to_pandas()
+    if "bundle" in trials and trials["bundle"].notna().any():
+        bundled = trials.dropna(subset=["bundle"])
+        lines.append(
+            f"  bundles  {bundled['bundle'].nunique()} bundles ran "
+            f"{bundled['trial_id'].nunique()} trials (spec bundle: {meta['spec'].get('bundle')})"
+        )
     failed = trials[
         trials["trial_id"].isin(latest_status(trials).loc[lambda x: x.isin(FAILED)].index)
     ]
@@ -218,8 +224,16 @@ def _trial_listing(trials: pd.DataFrame, spec: dict[str, Any], max_rows: int) ->
         for c in trials.columns
         if c not in NOT_METRICS and c not in config and not c.startswith("version_")
     ]
-    columns = ["trial_id", "status", "attempt", *[c for c in config if c in trials], *metrics]
-    shown = trials.sort_values(["trial_id", "attempt"])[columns]
+    bundles = ["bundle"] if "bundle" in trials and trials["bundle"].notna().any() else []
+    columns = [
+        "trial_id",
+        "status",
+        "attempt",
+        *bundles,
+        *[c for c in config if c in trials],
+        *metrics,
+    ]
+    shown = trials.sort_values([*bundles, "trial_id", "attempt"])[columns]
     text = shown.head(max_rows).to_string(index=False, max_colwidth=24)
     more = len(shown) - max_rows
     return "  " + text.replace("\n", "\n  ") + (f"\n  ... {more} more rows" if more > 0 else "")

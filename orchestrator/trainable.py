@@ -4,7 +4,8 @@ It seeds the generators, builds the `Trial` context, sends each step to the
 driver through `ray.tune.report`, and ends with one report that carries the
 final metrics (or the traceback): the last reported value of every metric,
 overridden by what the experiment returns. Everything the driver's sink needs travels in
-the reported results under META_KEY.
+the reported results under META_KEY. A bundle of trials (orchestrator/bundles.py) uses
+the same pieces for each of its members.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from orchestrator.store import StorageFull
 from orchestrator.trials import TrialIndex
 
 META_KEY = "__raysweep__"
+Send = Callable[[dict[str, Any]], None]  # one report to the driver: metrics + META_KEY
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class RunContext:
     sweep: str
     driver_node: str
     inputs: dict[str, SweepInput] = field(default_factory=dict)  # other sweeps trials read
+    retries: int = 0  # the spec's retries: a bundle with a failed member fails to be retried
 
 
 def make_trainable(fn: Callable[..., Any], ctx: RunContext) -> Callable[[dict[str, Any]], None]:
@@ -46,12 +49,35 @@ def make_trainable(fn: Callable[..., Any], ctx: RunContext) -> Callable[[dict[st
 
 
 def run_trial(fn: Callable[..., Any], ctx: RunContext, tid: str, config: dict[str, Any]) -> None:
+    from ray import tune
+
+    trial, meta, latest = start(ctx, tid, config, tune.report)
+    seed_everything(trial.seed)
+    with oomkill.watched():
+        outcome = attempt(fn, config, trial, latest)
+        tune.report({**outcome.metrics, META_KEY: {**meta, **outcome.info}})
+        if outcome.exception is not None:
+            raise outcome.exception
+
+
+def start(
+    ctx: RunContext,
+    tid: str,
+    config: dict[str, Any],
+    send: Send,
+    tag: dict[str, Any] | None = None,
+) -> tuple[Trial, dict[str, Any], dict[str, Any]]:
+    """The `Trial` of one attempt, what the driver learns of where it runs (`meta`, sent with
+    its first report) and the last reported value of each metric (`latest`, filled as it
+    reports). `tag` goes with every report (a bundle member's id, say)."""
     import ray
 
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
     node = ray.get_runtime_context().get_node_id()
     device = "cuda" if gpu_ids else "cpu"
+    tag = tag or {}
     meta: dict[str, Any] = {
+        **tag,
         "started_at": time.time(),
         "node": node,
         "host": socket.gethostname(),
@@ -60,53 +86,67 @@ def run_trial(fn: Callable[..., Any], ctx: RunContext, tid: str, config: dict[st
         **package_versions(),
     }
     saver = _artifact_saver(ctx, tid, local=node == ctx.driver_node)
-    latest: dict[str, Any] = {}  # last reported value of each metric
-    trial = Trial(tid, config, device, _reporter(meta, latest), saver, ctx.inputs)
-    seed_everything(trial.seed)
-    with oomkill.watched():
-        _attempt(fn, config, trial, meta, latest)
+    latest: dict[str, Any] = {}
+    trial = Trial(tid, config, device, _reporter(meta, latest, send, tag), saver, ctx.inputs)
+    return trial, meta, latest
 
 
-def _attempt(
-    fn: Callable[..., Any],
-    config: dict[str, Any],
-    trial: Trial,
-    meta: dict[str, Any],
-    latest: dict[str, Any],
-) -> None:
-    """Run the experiment once and report how it ended: its final metrics, or the error."""
-    from ray import tune
+@dataclass
+class Outcome:
+    """How an attempt ended: the metrics and META_KEY info of its last report, and the
+    exception it raised, if it did."""
 
+    metrics: dict[str, Any]
+    info: dict[str, Any]
+    exception: Exception | None = None
+
+
+def attempt(
+    fn: Callable[..., Any], config: dict[str, Any], trial: Trial, latest: dict[str, Any]
+) -> Outcome:
+    """Run the experiment once: its final metrics, or the error."""
     try:
         devices.start(trial.device)
         final = fn(config, trial) or {}
+    except Exception as exc:
+        return failed(trial, exc)
+    return ended(trial, latest, final, config)
+
+
+def ended(trial: Trial, latest: dict[str, Any], final: Any, config: dict[str, Any]) -> Outcome:
+    """The outcome of an attempt that returned `final`: checked, over the last reported values."""
+    try:
         if not isinstance(final, dict):
             raise TypeError(
                 f"the experiment returned {type(final).__name__}; return a dict of metrics"
             )
         final = {**latest, **check_metrics(final, config)}
     except Exception as exc:
-        error = {"kind": "error", "error": traceback.format_exc()}
-        if isinstance(exc, StorageFull):  # the driver stops the sweep
-            error["full"] = str(exc)
-        tune.report({META_KEY: {**meta, **devices.usage(trial.device), **error}})
-        raise
-    end = {"kind": "final", "names": list(final)}
-    tune.report({**final, META_KEY: {**meta, **devices.usage(trial.device), **end}})
+        return failed(trial, exc)
+    info = {**devices.usage(trial.device), "kind": "final", "names": list(final)}
+    return Outcome(final, info)
 
 
-def _reporter(meta: dict[str, Any], latest: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
-    from ray import tune
+def failed(trial: Trial, exc: Exception, text: str | None = None) -> Outcome:
+    """The outcome of an attempt that raised `exc` (call inside its `except` block)."""
+    info = {**devices.usage(trial.device), "kind": "error", "error": text or traceback.format_exc()}
+    if isinstance(exc, StorageFull):  # the driver stops the sweep
+        info["full"] = str(exc)
+    return Outcome({}, info, exc)
 
+
+def _reporter(
+    meta: dict[str, Any], latest: dict[str, Any], send: Send, tag: dict[str, Any]
+) -> Callable[[dict[str, Any]], None]:
     first = True
 
     def report(metrics: dict[str, Any]) -> None:
         nonlocal first
-        extra = meta if first else {}  # the first step tells the driver where it runs
+        extra = meta if first else tag  # the first step tells the driver where it runs
         first = False
         latest.update((k, v) for k, v in metrics.items() if k != "step")
         info = {**extra, "kind": "step", "names": list(metrics), "time": time.time()}
-        tune.report({**metrics, META_KEY: info})
+        send({**metrics, META_KEY: info})
 
     return report
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,29 @@ def sweep(
     return subprocess.run(
         [SWEEP, *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout
     )
+
+
+def start_and_kill(
+    cwd: Path, spec: Path, sig: signal.Signals, written: Path, later: float = 0.0
+) -> None:
+    """Start `sweep run SPEC`, wait until it writes a new file to the table folder `written`
+    (trials/: some trials ended; metrics/: some are running or ended) and `later` seconds
+    more, then send `sig` (SIGKILL: to the driver and the Ray it started)."""
+    before = set(written.glob("*.parquet"))
+    driver = subprocess.Popen(
+        [SWEEP, "run", str(spec)], cwd=cwd, env=cli_env(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not set(written.glob("*.parquet")) - before:
+        assert time.monotonic() < deadline and driver.poll() is None, f"no new file in {written}"
+        time.sleep(0.1)
+    time.sleep(later)
+    if sig == signal.SIGKILL:
+        os.killpg(driver.pid, signal.SIGKILL)
+    else:
+        driver.send_signal(sig)
+    driver.wait(timeout=120)
 
 
 def run_directly(

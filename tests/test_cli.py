@@ -3,17 +3,15 @@ drivers that are killed or interrupted mid-sweep."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import SWEEP, assert_exactly_once, cli_env, sweep, write_sweep
+from conftest import SWEEP, assert_exactly_once, cli_env, start_and_kill, sweep, write_sweep
 
 from orchestrator.leftovers import LEFT_BEHIND
 
@@ -135,33 +133,10 @@ def test_every_command_has_help(tmp_path: Path):
         assert out.returncode == 0 and "Usage:" in out.stdout
 
 
-def _start_and_kill(
-    tmp_path: Path, spec: Path, sig: signal.Signals, later: float = 0.0, table: str = "trials"
-) -> None:
-    """Start `sweep run`, wait until it writes a file to `table` (trials: some trials ended;
-    metrics: some are running or ended) and `later` seconds more, then send `sig`."""
-    written = tmp_path / "results" / "cli" / table
-    before = set(written.glob("*.parquet"))
-    driver = subprocess.Popen(
-        [SWEEP, "run", str(spec)], cwd=tmp_path, env=cli_env(), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not set(written.glob("*.parquet")) - before:
-        assert time.monotonic() < deadline and driver.poll() is None, f"no new file in {table}"
-        time.sleep(0.1)
-    time.sleep(later)
-    if sig == signal.SIGKILL:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
-    else:
-        driver.send_signal(sig)
-    driver.wait(timeout=120)
-
-
 def test_an_interrupted_driver_loses_nothing_and_duplicates_nothing(tmp_path: Path):
     """Ctrl-C; a SIGKILL is the next test's."""
     spec = write_spec(tmp_path, grid={"x": [1, 4, 5, 6, 7, 8]}, seeds=4, params={"sleep": 0.15})
-    _start_and_kill(tmp_path, spec, signal.SIGINT)
+    start_and_kill(tmp_path, spec, signal.SIGINT, tmp_path / "results" / "cli" / "trials")
     partial = pd.read_parquet(tmp_path / "results" / "cli" / "trials")
     assert 0 < len(partial) < 24
     assert "interrupted" in sweep("status", "results/cli", cwd=tmp_path).stdout
@@ -202,7 +177,7 @@ def test_a_driver_killed_mid_trial_again_and_again_ends_like_an_undisturbed_run(
     folder = tmp_path / "results" / "cli"
     killed: set[tuple[str, int]] = set()
     for kill in range(3):
-        _start_and_kill(tmp_path, spec, signal.SIGKILL, later=rng.uniform(0, 0.5), table="metrics")
+        start_and_kill(tmp_path, spec, signal.SIGKILL, folder / "metrics", rng.uniform(0, 0.5))
         assert cut_off(folder), f"kill {kill + 1} landed when no trial was running"
         killed |= cut_off(folder)
         if kill == 0:
