@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, Field, model_validator
 
 from analysis.reproducibility import REPORT, report_section, write_pairs
 from experiments.lm.activations import Activation
 from experiments.lm.data import DEFAULT_CORPUS, CorpusSource, batches, eval_windows, load_corpus
 from experiments.lm.model import CharLM, ModelConfig
+from experiments.stacked import Stack, differing
 from orchestrator.params import parameters
 
 
@@ -70,57 +73,97 @@ def build_model(config: dict[str, Any], vocab_size: int) -> CharLM:
 
 
 @torch.no_grad()
-def predict(model: CharLM, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """Next-token distributions at every position of x: (windows * block, vocab)."""
-    model.eval()
-    probs = [torch.softmax(model(x[i : i + batch]), dim=-1) for i in range(0, len(x), batch)]
-    model.train()
-    return torch.cat(probs).reshape(-1, model.cfg.vocab_size)
+def predict(models: Stack, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Every member's next-token distributions at every position of x:
+    (members, windows * block, vocab)."""
+    models.train(False)
+    probs = [
+        torch.softmax(models(x[i : i + batch], shared=True), dim=-1)
+        for i in range(0, len(x), batch)
+    ]
+    models.train()
+    return torch.cat(probs, dim=1).flatten(1, 2)
 
 
 def nll(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean negative log-likelihood of the targets (a 0-d tensor, on their device)."""
-    rows = torch.arange(len(targets), device=targets.device)
-    return -torch.log(probs[rows, targets].clamp_min(1e-12)).mean()
+    """Mean negative log-likelihood of the targets under each member's probs
+    (members, positions, vocab): a tensor of one value per member, on their device."""
+    picked = probs.gather(-1, targets.expand(len(probs), -1).unsqueeze(-1)).squeeze(-1)
+    return -torch.log(picked.clamp_min(1e-12)).mean(dim=1)
 
 
 @parameters(ReproducibilityParams)
 def train_lm(config: dict[str, Any], trial: Any) -> dict[str, Any]:
-    """Train on `trial.device`. Initial weights and batch order come from CPU generators,
-    so a seed trains on the same batches from the same weights on any device."""
+    """Train one model on `trial.device`: `train_lms` with one member."""
+    return train_lms([config], [trial])[0]
+
+
+def train_lms(configs: list[dict[str, Any]], trials: list[Any]) -> list[dict[str, Any]]:
+    """Train one model per trial, all at once (a bundle's members: experiments/stacked.py).
+    They may differ in their seeds only. Each member's initial weights and batch order
+    come from CPU generators seeded with its own seed, as when it trains alone, so a seed
+    trains on the same batches from the same weights, alone or fused, on any device."""
+    config, device = configs[0], trials[0].device
+    if others := differing(configs, {"seed"}):
+        raise ValueError(
+            f"members of a fused bundle differ in {others}: it trains one architecture with "
+            "one recipe; bundle them by seed only (bundle.by: [seed])"
+        )
     corpus = load_corpus(config["corpus"])
-    torch.manual_seed(trial.seed)
-    model = build_model(config, corpus.vocab_size).to(trial.device)
-    block, batch = model.cfg.block_size, config["batch_size"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"])
-    eval_x, eval_y = eval_windows(corpus.val.to(trial.device), block, config["eval_windows"])
+    seeds = [trial.seed for trial in trials]
+    models = Stack([_initial(config, corpus.vocab_size, seed).to(device) for seed in seeds])
+    block, batch = config["block_size"], config["batch_size"]
+    optimizer = torch.optim.AdamW(models.parameters(), lr=config["lr"])
+    eval_x, eval_y = eval_windows(corpus.val.to(device), block, config["eval_windows"])
     targets = eval_y.reshape(-1)
     steps, every = config["steps"], config["eval_every"]
-    order = torch.Generator().manual_seed(trial.seed)
-    train = batches(corpus.train.to(trial.device), block, batch, steps, order)
+    data = corpus.train.to(device)
+    orders = [batches(data, block, batch, steps, torch.Generator().manual_seed(s)) for s in seeds]
     started = time.perf_counter()
-    for step, (x, y) in enumerate(train):
-        loss = model.loss(x, y)
+    for step, pairs in enumerate(zip(*orders, strict=True)):
+        x, y = (torch.stack(parts) for parts in zip(*pairs, strict=True))
+        logits = models(x)
+        losses = F.cross_entropy(logits.flatten(0, 2), y.flatten(), reduction="none")
+        losses = losses.view(len(seeds), -1).mean(dim=1)  # each member's own mean loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        losses.sum().backward()  # summed, not averaged: each member gets its own gradient
         optimizer.step()
         if step % every == 0 or step == steps - 1:
-            val_loss = nll(predict(model, eval_x), targets)
-            trial.report(step=step, train_loss=loss, val_loss=val_loss)  # tensors: one transfer
+            val_losses = nll(predict(models, eval_x), targets)
+            for trial, loss, val_loss in zip(trials, losses, val_losses, strict=True):
+                trial.report(step=step, train_loss=loss, val_loss=val_loss)
     train_time = time.perf_counter() - started
-    probs = predict(model, eval_x)
-    trial.save_artifact("probs.npy", probs.cpu().numpy().astype(np.float32))
-    trial.save_artifact("targets.npy", targets.cpu().numpy().astype(np.int32))
-    trial.save_artifact("model.pt", model.checkpoint())
-    return {
-        "val_loss": nll(probs, targets).item(),
-        "train_time_s": train_time,
-        "tokens_per_s": steps * batch * block / train_time,
-        "eval_positions": len(targets),
-        "eval_inputs_sha1": hashlib.sha1(eval_x.cpu().numpy().tobytes()).hexdigest(),
-    }
+    probs = predict(models, eval_x)
+    val_losses = nll(probs, targets).tolist()
+    finals = []
+    for member, trial in enumerate(trials):
+        trial.save_artifact("probs.npy", probs[member].cpu().numpy().astype(np.float32))
+        trial.save_artifact("targets.npy", targets.cpu().numpy().astype(np.int32))
+        trial.save_artifact("model.pt", _checkpoint(models, member))
+        finals.append(
+            {
+                "val_loss": val_losses[member],
+                "train_time_s": train_time,
+                "tokens_per_s": steps * batch * block / train_time,
+                "eval_positions": len(targets),
+                "eval_inputs_sha1": hashlib.sha1(eval_x.cpu().numpy().tobytes()).hexdigest(),
+            }
+        )
+    return finals
 
 
+def _initial(config: dict[str, Any], vocab_size: int, seed: int) -> CharLM:
+    torch.manual_seed(seed)
+    return build_model(config, vocab_size)
+
+
+def _checkpoint(models: Stack, member: int) -> dict:
+    """What `CharLM.load` reads: a member's weights, as a lone model's `checkpoint()`."""
+    return {"config": asdict(models.base.cfg), "state_dict": models.state_dict(member)}
+
+
+# A bundle of seeds (spec `bundle:`) trains its members together.
+train_lm.fused = train_lms
 # After the sweep, the runner calls this with the sweep folder.
 train_lm.after_sweep = write_pairs
 # What `sweep report` adds for this family: metric directions, criteria, the PD section.

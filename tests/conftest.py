@@ -100,6 +100,26 @@ def run_directly(
     return check_metrics(fn(config, trial), config), reports, artifacts
 
 
+def run_together(fn, configs: list[dict], device: str = "cpu") -> list[tuple[dict, list, dict]]:
+    """An experiment's fused implementation (`fn.fused`) on `configs` at once, with a real
+    Trial context each, outside Ray: per member, what run_directly gives for it alone."""
+    from orchestrator.context import Trial, check_metrics, seed_everything
+    from orchestrator.params import declared, effective
+
+    configs = [effective(declared(fn), config) for config in configs]
+    members = [([], {}) for _ in configs]
+    trials = [
+        Trial(f"t{i}", config, device, reports.append, artifacts.setdefault)
+        for i, (config, (reports, artifacts)) in enumerate(zip(configs, members, strict=True))
+    ]
+    seed_everything(configs[0]["seed"])
+    finals = fn.fused(configs, trials)
+    return [
+        (check_metrics(final, config), reports, artifacts)
+        for final, config, (reports, artifacts) in zip(finals, configs, members, strict=True)
+    ]
+
+
 def make_sweep(
     root: Path,
     name: str,

@@ -11,13 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import run_directly
+from conftest import run_directly, run_together
 
 from analysis.reproducibility import prediction_difference, summary
 from experiments.lm.activations import SmeLU, make_activation
-from experiments.lm.data import eval_windows, load_corpus
+from experiments.lm.data import batches, eval_windows, load_corpus
 from experiments.reproducibility import ReproducibilityParams, build_model, load_model, train_lm
 from orchestrator import reporting, run_sweep
+from orchestrator.params import effective
 
 TINY = {"steps": 6, "eval_every": 3, "batch_size": 4, "block_size": 16, "n_layer": 1,
         "n_head": 2, "n_embd": 16, "eval_windows": 4}  # fmt: skip
@@ -90,6 +91,65 @@ def test_same_seed_same_curve_different_seed_different_predictions():
     assert other["pd"] > 0 and other["relative_pd"] > 0
 
 
+def _plain_training(config: dict, steps: int) -> list[float]:
+    """The LM trained as a lone nn.Module in the plainest PyTorch: its training losses."""
+    corpus = load_corpus()
+    torch.manual_seed(config["seed"])
+    model = build_model(config, corpus.vocab_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"])
+    order = torch.Generator().manual_seed(config["seed"])
+    losses = []
+    for x, y in batches(corpus.train, config["block_size"], config["batch_size"], steps, order):
+        loss = model.loss(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_the_stacked_training_of_one_model_is_plain_training():
+    """train_lm trains through experiments/stacked.py (vmap over stacked weights) even alone;
+    it must give the loss curve of the same model trained as a plain module."""
+    config = {**TINY, "activation": "smelu", "beta": 0.5, "seed": 5, "steps": 8, "eval_every": 1}
+    _, curve, _ = run_directly(train_lm, config)
+    expected = _plain_training(effective(ReproducibilityParams, config), steps=8)
+    assert [step["train_loss"] for step in curve] == pytest.approx(expected, rel=1e-5)
+
+
+def test_fused_seeds_train_as_their_solo_trials_and_give_the_same_pairs():
+    """4 seeds trained at once (a bundle's fused members) against each trained alone:
+    loss curves, final metrics and predictions within rtol 1e-4 (CPU, float32), and so the
+    prediction differences between pairs of seeds."""
+    config = {**TINY, "activation": "gelu", "steps": 40, "eval_every": 10}
+    seeds = [0, 1, 2, 3]
+    alone = [run_directly(train_lm, {**config, "seed": seed}) for seed in seeds]
+    together = run_together(train_lm, [{**config, "seed": seed} for seed in seeds])
+    for (final, curve, art), (f_final, f_curve, f_art) in zip(alone, together, strict=True):
+        assert [s["step"] for s in curve] == [s["step"] for s in f_curve]
+        for name in ("train_loss", "val_loss"):
+            got = [s[name] for s in f_curve]
+            assert got == pytest.approx([s[name] for s in curve], rel=1e-4)
+        assert f_final["val_loss"] == pytest.approx(final["val_loss"], rel=1e-4)
+        assert f_final["eval_inputs_sha1"] == final["eval_inputs_sha1"]
+        assert np.allclose(f_art["probs.npy"], art["probs.npy"], rtol=1e-4, atol=1e-7)
+    labels = alone[0][2]["targets.npy"]
+    for a in range(4):
+        for b in range(a + 1, 4):
+            solo = prediction_difference(alone[a][2]["probs.npy"], alone[b][2]["probs.npy"], labels)
+            fused = prediction_difference(
+                together[a][2]["probs.npy"], together[b][2]["probs.npy"], labels
+            )
+            assert fused == pytest.approx(solo, rel=1e-4)
+    assert alone[0][0]["val_loss"] != alone[1][0]["val_loss"]  # the seeds did differ
+
+
+def test_fused_training_refuses_members_that_differ_in_more_than_the_seed():
+    configs = [{**TINY, "activation": act, "seed": 0} for act in ("relu", "gelu")]
+    with pytest.raises(ValueError, match=r"differ in \['activation'\]"):
+        run_together(train_lm, configs)
+
+
 def test_prediction_difference_on_hand_computed_cases():
     labels = np.array([0, 1])
     p_a = np.array([[1.0, 0.0], [0.5, 0.5]])
@@ -124,6 +184,21 @@ def test_a_sweep_writes_pairs_and_reloadable_checkpoints(tmp_path: Path):
     assert sorted(pairs.groupby("activation", dropna=False).size()) == [3, 3]
     assert (pairs["pd"] > 0).all() and (pairs["top1_mismatch_pct"] >= 0).all()
     assert pairs.loc[pairs["activation"] == "relu", "beta"].isna().all()
+
+    # the same sweep with each activation's 3 seeds fused in one bundle: same trials, and
+    # pairs within the tolerance of float32 sums taken in another order
+    fused = run_sweep(
+        {**spec, "storage": str(tmp_path / "fused"), "bundle": {"size": 3}}, progress=None
+    )
+    assert fused.count("ok") == 6
+    bundles = pd.read_parquet(tmp_path / "fused" / "repro" / "trials", columns=["bundle"])
+    assert bundles["bundle"].nunique() == 2
+    both = pairs.merge(
+        pd.read_parquet(tmp_path / "fused" / "repro" / "pairs"), on=["trial_a", "trial_b"]
+    )
+    assert len(both) == 6
+    for metric in ("pd", "relative_pd"):
+        assert np.allclose(both[f"{metric}_x"], both[f"{metric}_y"], rtol=1e-4, atol=0)
 
     table = summary(tmp_path / "repro").set_index(["activation", "metric"])
     assert table.loc[("relu", "pd"), "n"] == 3 and table.loc[("smelu", "val_loss"), "n"] == 3

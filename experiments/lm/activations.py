@@ -22,15 +22,22 @@ class _SmeLUFunction(torch.autograd.Function):
     """SmeLU with its gradient written out: clamp((x + beta) / (2 beta), 0, 1).
 
     Autograd through the piecewise formula keeps several intermediates and runs
-    about half as fast as ReLU on CPU; this keeps only x.
+    about half as fast as ReLU on CPU; this keeps only x. Written in the torch.func style
+    (forward without ctx, setup_context) so that vmap, which trains stacked models
+    (experiments/stacked.py), maps it.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, beta: float) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.beta = beta
+    def forward(x: torch.Tensor, beta: float) -> torch.Tensor:
         quadratic = torch.clamp(x + beta, min=0) ** 2 / (4 * beta)  # 0 below -beta
         return torch.where(x >= beta, x, quadratic)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, float], output: torch.Tensor) -> None:
+        x, ctx.beta = inputs
+        ctx.save_for_backward(x)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:

@@ -6,6 +6,7 @@ Pre-norm residual blocks; the activation sits between the MLP's two linears.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,11 +38,18 @@ class SelfAttention(nn.Module):
         self.dropout = cfg.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Causal attention written out, not F.scaled_dot_product_attention: torch.func.vmap
+        (models trained together, experiments/stacked.py) has no batching rule for the
+        fused kernels, and solo and stacked models must compute alike."""
         b, t, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
-        dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])
+        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        weights = F.dropout(
+            scores.masked_fill(~causal, float("-inf")).softmax(-1), self.dropout, self.training
+        )
+        y = weights @ v
         return self.proj(y.transpose(1, 2).contiguous().view(b, t, c))
 
 
