@@ -46,9 +46,21 @@ class Stack:
         in_dims = (0, 0, None if shared else 0)
         return vmap(one, in_dims=in_dims)(self.params, self.buffers, x)
 
+    @property
+    def training(self) -> bool:
+        return self.base.training
+
     def train(self, mode: bool = True) -> Stack:
         self.base.train(mode)
         return self
+
+    def hold(self, moving: list[bool]) -> None:
+        """Set the gradients of the members not `moving` to exactly zero (a member that
+        stopped early: under plain SGD it stays as it was, even where its loss is NaN)."""
+        held = torch.tensor([not m for m in moving], device=self.parameters()[0].device)
+        for param in self.parameters():
+            if param.grad is not None:
+                param.grad[held] = 0.0
 
     def state_dict(self, member: int) -> dict[str, torch.Tensor]:
         return {

@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field, model_validator
 from torch import nn
 
 from analysis.unlearning import REPORT, report_section
+from experiments.stacked import Stack, differing
 from experiments.vision.data import DIGITS, Images, Split, load_images, split
 from experiments.vision.models import accuracy, build, flat_parameters
 from orchestrator.params import parameters
@@ -84,8 +85,9 @@ class UnlearningParams(BaseModel):
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy against probability vectors (one-hot rows give the usual CE)."""
-    return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    """Mean cross-entropy against probability vectors (one-hot rows give the usual CE) over
+    the rows of (n, classes) logits; of (members, n, classes) logits, one per member."""
+    return -(targets * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean(dim=-1)
 
 
 def make_targets(
@@ -117,7 +119,23 @@ def make_targets(
 
 @parameters(UnlearningParams)
 def unlearn(config: dict[str, Any], trial: Any) -> dict[str, Any]:
-    algorithm = config["algorithm"]
+    """One trial: `unlearn_many` with one member."""
+    return unlearn_many([config], [trial])[0]
+
+
+def unlearn_many(configs: list[dict[str, Any]], trials: list[Any]) -> list[dict[str, Any]]:
+    """Train, then unlearn, one classifier per trial, all at once (a bundle's members,
+    experiments/stacked.py); they may differ in their seeds only. Each member has its own
+    initial weights, batch order and unlearning draws, from generators seeded with its seed
+    as when it runs alone; one that reaches `stop_at_forget_acc` stops moving (zero
+    gradient under plain SGD) while the others go on."""
+    if others := differing(configs, {"seed"}):
+        raise ValueError(
+            f"members of a fused bundle differ in {others}: it trains one architecture with "
+            "one recipe; bundle them by seed only (bundle.by: [seed])"
+        )
+    config, device = configs[0], trials[0].device
+    seeds = [trial.seed for trial in trials]
     data = split(
         load_images(config["dataset"]),
         config["forget_class"],
@@ -125,93 +143,149 @@ def unlearn(config: dict[str, Any], trial: Any) -> dict[str, Any]:
         config["test_fraction"],
         config["data_seed"],
     )
-    data = Split(*(_to(part, trial.device) for part in (data.forget, data.retain, data.test)))
-    torch.manual_seed(trial.seed)
-    model = build(config, tuple(data.test.x.shape[1:]), data.n_classes).to(trial.device)
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
-    train_time = train(model, data.train, config, trial.seed)
-    theta_0 = flat_parameters(model)
+    data = Split(*(_to(part, device) for part in (data.forget, data.retain, data.test)))
+    models = Stack([_initial(config, data, seed).to(device) for seed in seeds])
+    initial = [p.detach().clone() for p in models.parameters()]
+    train_time = train(models, data.train, config, seeds)
+    theta_0 = flat_parameters(models)
     sets = evaluation_sets(data, config)
-    before = accuracies(model, sets)
+    before = accuracies(models, sets)
     started = time.perf_counter()
-    if algorithm == "retrain":
-        model.load_state_dict(initial)
-        train(model, data.retain, config, trial.seed)
-        steps = 0
+    if config["algorithm"] == "retrain":
+        with torch.no_grad():
+            for param, start in zip(models.parameters(), initial, strict=True):
+                param.copy_(start)
+        train(models, data.retain, config, seeds)
+        steps = [0] * len(seeds)
     else:
-        steps = forget(model, data, sets, config, trial, graddiff=algorithm == "graddiff")
+        steps = forget(models, data, sets, config, trials, config["algorithm"] == "graddiff")
     seconds = elapsed(started, data.test.y.device)
-    change = (flat_parameters(model) - theta_0).norm().double()
-    return {  # tensors among these leave the device together
-        **{f"{name}_before": value for name, value in before.items()},
-        **accuracies(model, sets),
-        "param_change": change,
-        "param_change_rel": change / theta_0.norm().double(),
-        "steps_taken": steps,
-        "unlearn_time_s": seconds,
-        "train_time_s": train_time,
-    }
+    change = (flat_parameters(models) - theta_0).norm(dim=1).double()
+    relative = change / theta_0.norm(dim=1).double()
+    after = accuracies(models, sets)
+    return [  # tensors among these leave the device together
+        {
+            **{f"{name}_before": value[i] for name, value in before.items()},
+            **{name: value[i] for name, value in after.items()},
+            "param_change": change[i],
+            "param_change_rel": relative[i],
+            "steps_taken": steps[i],
+            "unlearn_time_s": seconds,
+            "train_time_s": train_time,
+        }
+        for i in range(len(seeds))
+    ]
 
 
-def train(model: nn.Module, data: Images, config: dict[str, Any], seed: int) -> float:
-    """`epochs` of Adam over shuffled minibatches; the seed fixes the order. Seconds taken."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
-    order = torch.Generator().manual_seed(seed)
+def _initial(config: dict[str, Any], data: Split, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return build(config, tuple(data.test.x.shape[1:]), data.n_classes)
+
+
+def train(models: Stack, data: Images, config: dict[str, Any], seeds: list[int]) -> float:
+    """`epochs` of Adam over shuffled minibatches, each member's order from its own seed.
+    Seconds taken."""
+    optimizer = torch.optim.Adam(models.parameters(), lr=config["lr"])
+    orders = [torch.Generator().manual_seed(seed) for seed in seeds]
     batch, epochs = config["batch_size"], config["epochs"]
-    shuffles = on_device([torch.randperm(len(data), generator=order) for _ in range(epochs)], data)
+    shuffles = on_device(
+        [
+            torch.stack([torch.randperm(len(data), generator=order) for order in orders], dim=1)
+            for _ in range(epochs)
+        ],
+        data,
+    )  # (epochs, examples, members)
     started = time.perf_counter()
     for shuffle in shuffles:
-        for index in shuffle.split(batch):
-            loss = F.cross_entropy(model(data.x[index]), data.y[index])
+        for index in shuffle.split(batch):  # (batch, members)
+            index = index.T
+            loss = member_losses(models(data.x[index]), data.y[index]).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
     return elapsed(started, data.y.device)
 
 
+def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each member's mean cross-entropy: logits (members, n, classes), labels (members, n)."""
+    losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+    return losses.view(len(logits), -1).mean(dim=1)
+
+
 def forget(
-    model: nn.Module,
+    models: Stack,
     data: Split,
     sets: dict[str, Images],
     config: dict[str, Any],
-    trial: Any,
+    trials: list[Any],
     graddiff: bool,
-) -> int:
-    """SGD on the unlearning loss for `unlearn_steps`, or until the forget accuracy is at
-    most `stop_at_forget_acc` (gradient ascent has no minimum: run on, it wrecks the whole
-    model). Accuracies every `eval_every` steps; returns the steps taken."""
+) -> list[int]:
+    """SGD on each member's unlearning loss for `unlearn_steps`, or until its forget
+    accuracy is at most `stop_at_forget_acc` (gradient ascent has no minimum: run on, it
+    wrecks the whole model). Accuracies every `eval_every` steps; returns the steps each
+    member took."""
     with torch.no_grad():
-        logits = model(data.forget.x)
-    targets = make_targets(
-        config["targets"],
-        data.forget.y,
-        logits,
-        config["temperature"],
-        config["smoothing"],
+        logits = models(data.forget.x, shared=True)
+    targets = torch.stack(
+        [
+            make_targets(
+                config["targets"], data.forget.y, member, config["temperature"], config["smoothing"]
+            )
+            for member in logits
+        ]
     )
-    optimizer = torch.optim.SGD(model.parameters(), lr=config["unlearn_lr"])
-    order = torch.Generator().manual_seed(trial.seed)
+    optimizer = torch.optim.SGD(models.parameters(), lr=config["unlearn_lr"])
     batch, steps = config["batch_size"], config["unlearn_steps"]
     every, stop = config["eval_every"], config["stop_at_forget_acc"]
-    draws = []  # per step a forget batch, then (graddiff) a retain batch, from one generator
-    for _ in range(steps):
-        draws.append(torch.randint(0, len(data.forget), (batch,), generator=order))
+    indices = torch.stack(
+        [
+            _draws(len(data.forget), len(data.retain), batch, steps, graddiff, t.seed)
+            for t in trials
+        ],
+        dim=1,
+    ).to(data.test.y.device)  # (steps, members, 1 or 2, batch)
+    moving = [True] * len(trials)  # members still unlearning
+    taken = [steps] * len(trials)
+    members = torch.arange(len(trials), device=data.test.y.device).unsqueeze(1)
+    for step, draws in enumerate(indices):
+        index = draws[:, 0]  # (members, batch)
+        loss = -soft_cross_entropy(models(data.forget.x[index]), targets[members, index])
         if graddiff:
-            draws.append(torch.randint(0, len(data.retain), (batch,), generator=order))
-    indices = on_device(draws, data.forget).view(steps, 2 if graddiff else 1, batch)
-    for step, (index, *keep) in enumerate(indices):
-        loss = -soft_cross_entropy(model(data.forget.x[index]), targets[index])
-        if keep:
-            loss = loss + F.cross_entropy(model(data.retain.x[keep[0]]), data.retain.y[keep[0]])
+            keep = draws[:, 1]
+            loss = loss + member_losses(models(data.retain.x[keep]), data.retain.y[keep])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()
+        models.hold(moving)  # a member that stopped stays as it was
         optimizer.step()
-        done = stop is not None and bool(accuracy(model, data.forget.x, data.forget.y) <= stop)
-        if step % every == 0 or step == steps - 1 or done:
-            trial.report(step=step + 1, loss=loss, **accuracies(model, sets))
-        if done:
-            return step + 1
-    return steps
+        done = [False] * len(trials)
+        if stop is not None:  # one synchronisation per step, as alone
+            below = (accuracy(models, data.forget.x, data.forget.y) <= stop).tolist()
+            done = [m and b for m, b in zip(moving, below, strict=True)]
+        if step % every == 0 or step == steps - 1 or any(done):
+            now = accuracies(models, sets)
+            for i, trial in enumerate(trials):
+                if moving[i] and (step % every == 0 or step == steps - 1 or done[i]):
+                    trial.report(step=step + 1, loss=loss[i], **{k: v[i] for k, v in now.items()})
+        for i in (i for i, d in enumerate(done) if d):
+            taken[i], moving[i] = step + 1, False
+        if not any(moving):
+            break
+    return taken
+
+
+def _draws(
+    n_forget: int, n_retain: int, batch: int, steps: int, graddiff: bool, seed: int
+) -> torch.Tensor:
+    """One member's random indices, drawn on the CPU from its seed (the same on every
+    device): per step a forget batch, then (graddiff) a retain batch. (steps, 1 or 2, batch)"""
+    order = torch.Generator().manual_seed(seed)
+    draws = []
+    for _ in range(steps):
+        draws.append(torch.randint(0, n_forget, (batch,), generator=order))
+        if graddiff:
+            draws.append(torch.randint(0, n_retain, (batch,), generator=order))
+    stacked = torch.stack(draws) if draws else torch.empty(0, dtype=torch.long)
+    return stacked.view(steps, 2 if graddiff else 1, batch)
 
 
 def on_device(draws: list[torch.Tensor], data: Images) -> torch.Tensor:
@@ -248,6 +322,8 @@ def _to(images: Images, device: str) -> Images:
     return Images(images.x.to(device), images.y.to(device))
 
 
+# A bundle of seeds (spec `bundle:`) trains and unlearns its members together.
+unlearn.fused = unlearn_many
 # What `sweep report` adds for this family: directions, and soft vs hard distributions.
 unlearn.report = REPORT
 unlearn.report_sections = [report_section]

@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import cli_env
+from conftest import cli_env, run_directly, run_together
 
 from analysis.unlearning import soft_vs_hard, targets_label
-from experiments.unlearning import make_targets, soft_cross_entropy
+from experiments.stacked import Stack
+from experiments.unlearning import make_targets, soft_cross_entropy, unlearn
 from experiments.vision.data import load_images, read_idx, split
 from experiments.vision.models import accuracy, mlp
 from orchestrator import run_sweep
@@ -68,8 +69,9 @@ def test_accuracy_of_a_model_with_known_predictions():
         always_one.weight.zero_()
         always_one.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))
     y = torch.tensor([1, 1, 0, 2])
-    assert accuracy(always_one, torch.zeros(4, 2), y).item() == 0.5
-    assert np.isnan(accuracy(always_one, torch.zeros(0, 2), y[:0]).item())
+    models = Stack([always_one, always_one])  # one value per member
+    assert accuracy(models, torch.zeros(4, 2), y).tolist() == [0.5, 0.5]
+    assert np.isnan(accuracy(models, torch.zeros(0, 2), y[:0])).all()
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
@@ -116,6 +118,38 @@ def test_forget_sets_are_one_class_or_a_fraction_and_depend_on_the_data_seed_onl
         split(digits, forget_class=11)
 
 
+SMALL = {"arch": "mlp", "width": 32, "forget_class": 3, "epochs": 3, "unlearn_lr": 0.01,
+         "unlearn_steps": 30, "eval_every": 4}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"algorithm": "gradasc", "targets": "soft", "unlearn_lr": 0.05, "stop_at_forget_acc": 0.5},
+        {"algorithm": "graddiff", "targets": "smooth"},
+        {"algorithm": "retrain"},
+        {"algorithm": "gradasc", "arch": "cnn", "channels": 4, "epochs": 1, "unlearn_steps": 8},
+    ],
+)
+def test_fused_seeds_train_and_unlearn_as_their_solo_trials(method: dict):
+    """3 seeds at once against each alone: the reported curves and final metrics within
+    rtol 1e-4 (CPU, float32), members stopping early at their own steps."""
+    configs = [{**SMALL, **method, "seed": seed} for seed in (0, 1, 2)]
+    alone = [run_directly(unlearn, config) for config in configs]
+    together = run_together(unlearn, configs)
+    for (final, curve, _), (f_final, f_curve, _) in zip(alone, together, strict=True):
+        assert [s["step"] for s in f_curve] == [s["step"] for s in curve]
+        for got, expected in zip(f_curve, curve, strict=True):
+            assert got == pytest.approx(expected, rel=1e-4, nan_ok=True)
+        timing = ("unlearn_time_s", "train_time_s")
+        assert {k: v for k, v in f_final.items() if k not in timing} == pytest.approx(
+            {k: v for k, v in final.items() if k not in timing}, rel=1e-4, nan_ok=True
+        )
+    if "stop_at_forget_acc" in method:
+        taken = [final["steps_taken"] for final, _, _ in alone]
+        assert len(set(taken)) > 1 and min(taken) < SMALL["unlearn_steps"]  # stopped apart
+
+
 @pytest.fixture(scope="module")
 def sweep(ray_instance, tmp_path_factory: pytest.TempPathFactory) -> Path:
     storage = tmp_path_factory.mktemp("unlearning")
@@ -134,6 +168,7 @@ def sweep(ray_instance, tmp_path_factory: pytest.TempPathFactory) -> Path:
         "params": {"arch": "mlp", "width": 32, "forget_class": 3, "epochs": 8,
                    "unlearn_lr": 0.005, "unlearn_steps": 60, "stop_at_forget_acc": 0.2},
         "storage": str(storage),
+        "bundle": {"size": 2},  # each method's two seeds trained and unlearned fused
     }  # fmt: skip
     result = run_sweep(spec, progress=None)
     assert result.count("ok") == 6 and result.count("failed") == 2

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from experiments.stacked import Stack
+
 
 def mlp(pixels: int, classes: int, width: int = 64, depth: int = 2) -> nn.Module:
     """depth hidden layers of `width` units with ReLU."""
@@ -43,19 +45,20 @@ def build(config: dict[str, Any], image_shape: tuple[int, ...], classes: int) ->
     raise ValueError(f"arch {arch!r}: use mlp or cnn")
 
 
-def flat_parameters(model: nn.Module) -> torch.Tensor:
-    """Every parameter in one vector (a copy), for ||theta - theta_0||."""
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
+def flat_parameters(models: Stack) -> torch.Tensor:
+    """Each member's parameters in one vector (a copy), for ||theta - theta_0||:
+    (members, parameters)."""
+    return torch.cat([p.detach().flatten(1) for p in models.parameters()], dim=1).clone()
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Share of correct top-1 predictions (NaN for an empty set), as a 0-d tensor on the
-    model's device: the caller decides when the number leaves it."""
+def accuracy(models: Stack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each member's share of correct top-1 predictions (NaN for an empty set), as a tensor
+    of one value per member on their device: the caller decides when the numbers leave it."""
     if len(y) == 0:
-        return torch.tensor(float("nan"), device=y.device)
-    was_training = model.training
-    model.eval()
-    correct = (model(x).argmax(dim=1) == y).float().mean()
-    model.train(was_training)
+        return torch.full((models.size,), float("nan"), device=y.device)
+    was_training = models.training
+    models.train(False)
+    correct = (models(x, shared=True).argmax(dim=-1) == y).float().mean(dim=-1)
+    models.train(was_training)
     return correct
