@@ -26,7 +26,16 @@ from orchestrator import devices, oomkill
 from orchestrator.context import seed_everything
 from orchestrator.spec import Bundle
 from orchestrator.store import StorageFull
-from orchestrator.trainable import META_KEY, Outcome, RunContext, attempt, ended, failed, start
+from orchestrator.trainable import (
+    META_KEY,
+    Outcome,
+    RunContext,
+    Shipped,
+    attempt,
+    ended,
+    failed,
+    start,
+)
 
 BUNDLE_KEY = "__bundle__"  # a bundled Tune trial's config: {BUNDLE_KEY: encode(members)}
 ONE_AT_A_TIME = "__one_at_a_time__"  # set after its worker died: send each outcome at once
@@ -67,12 +76,10 @@ def member_ended(result: dict[str, Any]) -> bool:
     return any(item[META_KEY]["kind"] in ("final", "error") for item in items)
 
 
-def make_bundle_trainable(
-    fn: Callable[..., Any], ctx: RunContext
-) -> Callable[[dict[str, Any]], None]:
+def make_bundle_trainable(fn: Callable[..., Any], ctx: Shipped) -> Callable[[dict[str, Any]], None]:
     def raysweep_bundle(tune_config: dict[str, Any]) -> None:
         flush_s = 0.0 if tune_config.get(ONE_AT_A_TIME) else FLUSH_S
-        run_bundle(fn, ctx, *decode(tune_config[BUNDLE_KEY]), flush_s)
+        run_bundle(fn, ctx.get(), *decode(tune_config[BUNDLE_KEY]), flush_s)
 
     return raysweep_bundle
 

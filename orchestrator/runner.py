@@ -85,7 +85,7 @@ class Plan:
             return len(self.pending)
         return max(self.total - len(self.done), 0)
 
-    @property
+    @functools.cached_property
     def bundles(self) -> list[list[str]]:
         """The pending trials in bundles (spec `bundle:`), or one bundle each without it."""
         if self.spec.bundle is None:
@@ -233,7 +233,7 @@ def _execute(
     from orchestrator.progress import ProgressLine
     from orchestrator.sink import ParquetSink
     from orchestrator.stuck import StuckWorkers
-    from orchestrator.trainable import RunContext, make_trainable
+    from orchestrator.trainable import RunContext, Shipped, make_trainable
     from orchestrator.tune_fixes import treat_out_of_memory_as_actor_death
 
     treat_out_of_memory_as_actor_death()
@@ -265,7 +265,7 @@ def _execute(
         callbacks.append(ProgressLine(spec.name, sink, the_plan.to_run, progress))
     bundled = spec.bundle is not None
     trainable = tune.with_resources(
-        (make_bundle_trainable if bundled else make_trainable)(fn, ctx),
+        (make_bundle_trainable if bundled else make_trainable)(fn, Shipped(ctx)),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
     scratch = tempfile.mkdtemp(prefix="raysweep-tune-")

@@ -41,9 +41,33 @@ class RunContext:
     retries: int = 0  # the spec's retries: a bundle with a failed member fails to be retried
 
 
-def make_trainable(fn: Callable[..., Any], ctx: RunContext) -> Callable[[dict[str, Any]], None]:
+class Shipped:
+    """A run's context in Ray's object store, fetched once per worker process. Tune unpickles
+    the trainable on the driver for every trial it starts, so the trainable holds only this
+    reference: with the context inside (every pending trial's config), that cost grew with
+    the sweep, thousands of configs unpickled per trial."""
+
+    _fetched: dict[str, RunContext] = {}  # in each worker: the context of the current run
+
+    def __init__(self, ctx: RunContext) -> None:
+        import ray
+
+        self.ref = ray.put(ctx)
+
+    def get(self) -> RunContext:
+        key = self.ref.hex()
+        if key not in self._fetched:
+            import ray
+
+            self._fetched.clear()  # a reused worker keeps only the current run's
+            self._fetched[key] = ray.get(self.ref)
+        return self._fetched[key]
+
+
+def make_trainable(fn: Callable[..., Any], ctx: Shipped) -> Callable[[dict[str, Any]], None]:
     def raysweep_trial(tune_config: dict[str, Any]) -> None:
-        run_trial(fn, ctx, *ctx.index.lookup(tune_config))
+        context = ctx.get()
+        run_trial(fn, context, *context.index.lookup(tune_config))
 
     return raysweep_trial
 

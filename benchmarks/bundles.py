@@ -1,0 +1,149 @@
+"""Trial bundles (spec `bundle:`): what they save per trial, and what fusing seeds buys.
+
+1. cost    per-trial cost of N trivial trials (5 steps each), in one process on one Ray:
+           plain Ray tasks, Ray Tune tuned by hand (reuse_actors, no loggers), `sweep`
+           unbundled, and `sweep` with bundles of 10 and 100 seeds.
+2. scale   unbundled `sweep` against tuned Tune at several sizes (--sizes).
+3. fused   training throughput (tokens/s, all members together) of the quickstart LM
+           with N seeds fused in one model stack (experiments/stacked.py) against one
+           trial alone, N = 1, 2, 4, ..., on --device.
+
+    python benchmarks/bundles.py                          # all three, CPU, N=2000
+    python benchmarks/bundles.py --parts fused --device cuda --fused-steps 100
+    python benchmarks/bundles.py --parts scale --sizes 200 2000 10000
+
+Runs of the same part go back to back, alternating their order each repeat (a noisy
+machine drifts for all alike); medians are reported, and ratios run by run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # overhead.py, beside this file
+
+from overhead import seconds, with_tasks, with_tune  # noqa: E402
+
+from orchestrator import run_sweep  # noqa: E402
+
+
+def with_sweep(n: int, folder: str, bundle: int | None = None) -> None:
+    spec: dict[str, Any] = {
+        "name": "bundles",
+        "experiment": "trivial",
+        "grid": {"x": list(range(n // 10))},
+        "seeds": 10,  # seeds are what bundles group
+        "storage": folder,
+    }
+    if bundle:
+        spec["bundle"] = {"size": bundle, "by": "*"}
+    result = run_sweep(spec, progress=None)
+    assert result.count("ok") == n, result.rows[:1]
+
+
+def compare(runs: dict[str, Any], n: int, repeats: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for repeat in range(repeats):
+        order = list(runs) if repeat % 2 == 0 else list(reversed(runs))
+        for name in order:
+            times[name].append(seconds(runs[name], n))
+            print(f"  {name}, {n} trials: {times[name][-1]:.1f} s", file=sys.stderr)
+    return times
+
+
+def cost(n: int, repeats: int) -> None:
+    runs = {
+        "ray-tasks": with_tasks,
+        "tune-tuned": lambda n, f: with_tune(n, f, tuned=True),
+        "sweep": with_sweep,
+        "sweep-bundle-10": lambda n, f: with_sweep(n, f, 10),
+        "sweep-bundle-100": lambda n, f: with_sweep(n, f, 100),
+    }
+    times = compare(runs, n, repeats)
+    base = statistics.median(times["ray-tasks"]) / n
+    print(f"\n1. per-trial cost, {n} trivial trials, 2 CPUs, median of {repeats}")
+    print(f"{'runner':<18} {'ms/trial':>9} {'vs ray-tasks':>13}")
+    for name, values in times.items():
+        per = statistics.median(values) / n
+        print(f"{name:<18} {per * 1e3:>9.2f} {per / base:>12.2f}x")
+
+
+def scale(sizes: list[int], repeats: int) -> None:
+    print(f"\n2. unbundled sweep / tuned Tune, median of {repeats} (and run by run)")
+    for n in sizes:
+        runs = {"sweep": with_sweep, "tune-tuned": lambda n, f: with_tune(n, f, tuned=True)}
+        times = compare(runs, n, repeats)
+        ratios = [s / t for s, t in zip(times["sweep"], times["tune-tuned"], strict=True)]
+        print(
+            f"{n:>6} trials: sweep {statistics.median(times['sweep']) / n * 1e3:.1f} ms/trial, "
+            f"tune {statistics.median(times['tune-tuned']) / n * 1e3:.1f} ms/trial, "
+            f"ratio {statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})"
+        )
+
+
+def fused(members: list[int], device: str, steps: int, threads: int) -> None:
+    import torch
+
+    from experiments.reproducibility import ReproducibilityParams, train_lms
+    from orchestrator.context import Trial
+    from orchestrator.params import effective
+
+    torch.set_num_threads(threads)
+    spec = Path(__file__).resolve().parent.parent / "experiments" / "sweeps" / "quickstart.yaml"
+    import yaml
+
+    params = yaml.safe_load(spec.read_text())["params"]
+    config = {**params, "activation": "gelu", "steps": steps, "eval_every": steps}
+
+    def rate(n: int) -> float:
+        configs = [effective(ReproducibilityParams, {**config, "seed": s}) for s in range(n)]
+        trials = [Trial(f"t{s}", c, device, lambda m: None, lambda n, o: "") for s, c in
+                  enumerate(configs)]  # fmt: skip
+        finals = train_lms(configs, trials)
+        return n * finals[0]["tokens_per_s"]  # every member trains steps x batch x block
+
+    rate(1)  # warm up (a GPU's first kernels, the corpus)
+    one = rate(1)
+    print(
+        f"\n3. fused training, quickstart LM, {steps} steps, device {device}, {threads} thread(s)"
+    )
+    print(f"{'seeds':>5} {'tokens/s (all)':>15} {'vs one trial':>13}")
+    for n in members:
+        total = one if n == 1 else rate(n)
+        print(f"{n:>5} {total:>15,.0f} {total / one:>12.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--parts", nargs="+", default=["cost", "scale", "fused"])
+    parser.add_argument("--trials", type=int, default=2000)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200, 2000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--members", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    parser.add_argument("--fused-steps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (fused, CPU)")
+    args = parser.parse_args()
+    if {"cost", "scale"} & set(args.parts):
+        import ray
+
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        seconds(with_tasks, 10)  # start the workers once, for everyone
+        seconds(lambda n, f: with_tune(n, f, tuned=True), 4)
+        if "cost" in args.parts:
+            cost(args.trials, args.repeats)
+        if "scale" in args.parts:
+            scale(args.sizes, args.repeats)
+        ray.shutdown()
+    if "fused" in args.parts:
+        fused(args.members, args.device, args.fused_steps, args.threads)
+
+
+if __name__ == "__main__":
+    main()
