@@ -54,6 +54,8 @@ def _spec(tmp_path: Path, storage: str, **fields) -> Path:
 
 def _results(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     trials = pd.read_parquet(folder / "trials").sort_values(["trial_id", "attempt"])
+    if not (folder / "metrics").exists():  # no trial reported a step
+        return trials.reset_index(drop=True), pd.DataFrame()
     steps = pd.read_parquet(folder / "metrics").sort_values(["trial_id", "attempt", "step"])
     return trials.reset_index(drop=True), steps.reset_index(drop=True)
 
@@ -137,6 +139,52 @@ def test_the_driver_killed_mid_bundle_then_rerun_runs_only_the_missing_members(t
         r["trial_id"] for r in rerun.rows
     }
     assert_exactly_once(trials, steps)
+
+
+FUSED = """
+def one(config, trial):
+    return {"value": float(trial.seed)}
+
+
+def together(configs, trials):
+    if configs[0]["mode"] == "raise":
+        raise RuntimeError("the fused step broke")
+    for trial in trials:
+        trial.report(step=0, value=float(trial.seed) * 10)
+    finals = [{"value": float(trial.seed)} for trial in trials]
+    return finals[:1] if configs[0]["mode"] == "short" else finals
+
+
+one.fused = together
+"""
+
+
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        ("fine", None),
+        ("raise", "RuntimeError: the fused step broke"),
+        ("short", "return a list of 3 dicts of final metrics"),
+    ],
+)
+def test_a_fused_bundle_reports_per_member_and_fails_whole(tmp_path, ray_instance, mode, expected):
+    spec = write_sweep(
+        tmp_path, "fusing", FUSED, name="f", experiment="fusing:one",
+        storage=str(tmp_path / "results"), params={"mode": mode}, seeds=3, bundle={"size": 3},
+    )  # fmt: skip
+    run_sweep(spec, progress=None)
+    trials, steps = _results(tmp_path / "results" / "f")
+    assert len(trials) == 3 and trials["bundle"].nunique() == 1
+    if expected is None:
+        assert (trials["status"] == "ok").all()
+        assert trials.set_index("seed")["value"].to_dict() == {0: 0.0, 1: 1.0, 2: 2.0}
+        assert steps.set_index("trial_id")["value"].to_dict() == dict(
+            zip(trials["trial_id"], trials["seed"] * 10.0, strict=True)
+        )
+    else:
+        assert (trials["status"] == "failed").all()
+        assert trials["error"].str.contains("Traceback").all()
+        assert trials["error"].str.contains(expected).all()
 
 
 @pytest.mark.parametrize(
