@@ -26,7 +26,8 @@ from analysis.reproducibility import REPORT, report_section, write_pairs
 from experiments.lm.activations import Activation
 from experiments.lm.data import DEFAULT_CORPUS, CorpusSource, batches, eval_windows, load_corpus
 from experiments.lm.model import CharLM, ModelConfig
-from experiments.stacked import Stack, differing
+from experiments.stacked import Stack
+from orchestrator.bundles import differing
 from orchestrator.params import parameters
 
 
@@ -104,7 +105,7 @@ def train_lms(configs: list[dict[str, Any]], trials: list[Any]) -> list[dict[str
     come from CPU generators seeded with its own seed, as when it trains alone, so a seed
     trains on the same batches from the same weights, alone or fused, on any device."""
     config, device = configs[0], trials[0].device
-    if others := differing(configs, {"seed"}):
+    if others := differing(configs, set(train_lms.varies)):
         raise ValueError(
             f"members of a fused bundle differ in {others}: it trains one architecture with "
             "one recipe; bundle them by seed only (bundle.by: [seed])"
@@ -164,6 +165,7 @@ def _checkpoint(models: Stack, member: int) -> dict:
 
 # A bundle of seeds (spec `bundle:`) trains its members together.
 train_lm.fused = train_lms
+train_lms.varies = ("seed",)  # what its members may differ in (checked before a run)
 # After the sweep, the runner calls this with the sweep folder.
 train_lm.after_sweep = write_pairs
 # What `sweep report` adds for this family: metric directions, criteria, the PD section.

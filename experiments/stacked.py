@@ -13,7 +13,6 @@ statistics, random ops (vmap refuses them: dropout must be 0).
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 from torch import nn
@@ -67,14 +66,3 @@ class Stack:
             name: value[member].detach().clone()
             for name, value in {**self.params, **self.buffers}.items()
         }
-
-
-def differing(configs: list[dict[str, Any]], allowed: set[str]) -> list[str]:
-    """Config keys whose values differ among `configs`, other than the `allowed` ones: what
-    a fused implementation that trains one architecture with one recipe must refuse."""
-    keys = {key for config in configs for key in config}
-    return sorted(
-        key
-        for key in keys - allowed
-        if any(config.get(key) != configs[0].get(key) for config in configs)
-    )

@@ -34,9 +34,10 @@ from pydantic import BaseModel, Field, model_validator
 from torch import nn
 
 from analysis.unlearning import REPORT, report_section
-from experiments.stacked import Stack, differing
+from experiments.stacked import Stack
 from experiments.vision.data import DIGITS, Images, Split, load_images, split
 from experiments.vision.models import accuracy, build, flat_parameters
+from orchestrator.bundles import differing
 from orchestrator.params import parameters
 
 Algorithm = Literal["gradasc", "graddiff", "retrain"]
@@ -129,7 +130,7 @@ def unlearn_many(configs: list[dict[str, Any]], trials: list[Any]) -> list[dict[
     initial weights, batch order and unlearning draws, from generators seeded with its seed
     as when it runs alone; one that reaches `stop_at_forget_acc` stops moving (zero
     gradient under plain SGD) while the others go on."""
-    if others := differing(configs, {"seed"}):
+    if others := differing(configs, set(unlearn_many.varies)):
         raise ValueError(
             f"members of a fused bundle differ in {others}: it trains one architecture with "
             "one recipe; bundle them by seed only (bundle.by: [seed])"
@@ -324,6 +325,7 @@ def _to(images: Images, device: str) -> Images:
 
 # A bundle of seeds (spec `bundle:`) trains and unlearns its members together.
 unlearn.fused = unlearn_many
+unlearn_many.varies = ("seed",)  # what its members may differ in (checked before a run)
 # What `sweep report` adds for this family: directions, and soft vs hard distributions.
 unlearn.report = REPORT
 unlearn.report_sections = [report_section]

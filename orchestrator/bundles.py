@@ -24,6 +24,7 @@ from typing import Any
 
 from orchestrator import devices, oomkill
 from orchestrator.context import seed_everything
+from orchestrator.errors import InputError
 from orchestrator.spec import Bundle
 from orchestrator.store import StorageFull
 from orchestrator.trainable import (
@@ -55,6 +56,33 @@ def group(configs: dict[str, dict[str, Any]], bundle: Bundle) -> list[list[str]]
         groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(tid)
     size = bundle.size
     return [ids[i : i + size] for ids in groups.values() for i in range(0, len(ids), size)]
+
+
+def differing(configs: list[dict[str, Any]], allowed: set[str]) -> list[str]:
+    """Config keys whose values differ among `configs`, other than the `allowed` ones."""
+    keys = {key for config in configs for key in config}
+    return sorted(
+        key
+        for key in keys - allowed
+        if any(config.get(key) != configs[0].get(key) for config in configs)
+    )
+
+
+def check_fusable(
+    fn: Callable[..., Any], bundles: list[list[str]], configs: dict[str, dict[str, Any]]
+) -> None:
+    """Refuse, before anything runs, bundles whose members differ in keys that the
+    experiment's fused implementation cannot vary (`fn.fused.varies`, when it says)."""
+    varies = getattr(getattr(fn, "fused", None), "varies", None)
+    if varies is None:
+        return
+    for members in bundles:
+        if others := differing([configs[tid] for tid in members], set(varies)):
+            raise InputError(
+                f"bundle.by: the experiment trains a bundle's members fused, and they may "
+                f"differ only in {', '.join(sorted(varies))}; these bundles would hold trials "
+                f"that differ in {', '.join(others)}. Use bundle.by: {sorted(varies)}"
+            )
 
 
 def encode(members: list[str], bundle_id: str | None = None) -> str:

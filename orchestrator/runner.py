@@ -27,7 +27,13 @@ import pandas as pd
 from pydantic import BaseModel
 
 from orchestrator.abort import Abort
-from orchestrator.bundles import BUNDLE_KEY, encode, group, make_bundle_trainable
+from orchestrator.bundles import (
+    BUNDLE_KEY,
+    check_fusable,
+    encode,
+    group,
+    make_bundle_trainable,
+)
 from orchestrator.compaction import compact_after_run, recover
 from orchestrator.connection import connect
 from orchestrator.errors import InputError
@@ -190,6 +196,8 @@ def run_sweep(
     if spec.search.algorithm == "optuna" and importlib.util.find_spec("optuna") is None:
         raise InputError("search optuna needs optuna: pip install 'raysweep[optuna]'")
     the_plan = plan(spec, source_dir, declared(fn), callable(getattr(fn, "fused", None)))
+    if spec.bundle is not None:
+        check_fusable(fn, the_plan.bundles, the_plan.configs)
     the_plan.store.check_writable()
     inputs = resolve_inputs(spec.inputs)
     if dry_run:

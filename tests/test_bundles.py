@@ -206,3 +206,13 @@ def test_bundle_settings_can_be_set_from_the_command_line():
     raw = {"name": "b", "experiment": "toy", "grid": {"x": [1, 2]}}
     spec = load_spec(raw, ["bundle.size=8", "bundle.by=*"])
     assert (spec.bundle.size, spec.bundle.by) == (8, "*")
+
+
+def test_bundles_a_fused_experiment_cannot_train_together_are_refused_before_a_run(tmp_path):
+    spec = {"name": "q", "experiment": "reproducibility", "seeds": 2,
+            "grid": {"activation": ["relu", "gelu"]}, "bundle": {"size": 4, "by": "*"},
+            "storage": str(tmp_path)}  # fmt: skip
+    with pytest.raises(InputError, match="may differ only in seed.*differ in activation"):
+        run_sweep(spec, dry_run=True)
+    assert not (tmp_path / "q").exists()
+    assert run_sweep({**spec, "bundle": {"size": 4}}, dry_run=True).bundles  # by seed: fine
