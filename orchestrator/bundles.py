@@ -142,7 +142,10 @@ def run_bundle(
     flush_s: float = FLUSH_S,
 ) -> None:
     """Run the members, each recorded on its own; raise MembersFailed if some raised and the
-    spec allows retries."""
+    spec allows retries. None left (all done or out of retries when Tune restarted the
+    bundle): nothing to do."""
+    if not members:
+        return
     outbox = Outbox(flush_s)
     tag = {"bundle": bundle_id}
     with oomkill.watched():

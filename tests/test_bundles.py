@@ -171,17 +171,19 @@ def test_a_fused_bundle_reports_per_member_and_fails_whole(tmp_path, ray_instanc
     spec = write_sweep(
         tmp_path, "fusing", FUSED, name="f", experiment="fusing:one",
         storage=str(tmp_path / "results"), params={"mode": mode}, seeds=3, bundle={"size": 3},
+        retries=1,
     )  # fmt: skip
     run_sweep(spec, progress=None)
     trials, steps = _results(tmp_path / "results" / "f")
-    assert len(trials) == 3 and trials["bundle"].nunique() == 1
+    assert trials["bundle"].nunique() == 1
     if expected is None:
-        assert (trials["status"] == "ok").all()
+        assert len(trials) == 3 and (trials["status"] == "ok").all()
         assert trials.set_index("seed")["value"].to_dict() == {0: 0.0, 1: 1.0, 2: 2.0}
         assert steps.set_index("trial_id")["value"].to_dict() == dict(
             zip(trials["trial_id"], trials["seed"] * 10.0, strict=True)
         )
-    else:
+    else:  # each member: its attempt and its one retry, then nothing more runs
+        assert trials.groupby("trial_id")["attempt"].agg(list).tolist() == [[1, 2]] * 3
         assert (trials["status"] == "failed").all()
         assert trials["error"].str.contains("Traceback").all()
         assert trials["error"].str.contains(expected).all()
