@@ -94,6 +94,11 @@ def run(
     attempt past either is stopped, recorded as `timeout` and retried per `retries`.
     `limits.start_time` (default 5m): how long trials may hold resources with no Ray worker
     started for them (nodes whose Python cannot start one) before the sweep stops.
+
+    Many small trials: `bundle: {size: 16, by: [seed]}` in the spec runs up to 16 trials
+    that differ only in their seeds in one Ray Tune trial, one after another or (for an
+    experiment with a fused implementation) trained together; each is still its own
+    trial in the results. --dry-run shows the bundles.
     """
     outcome = run_sweep(
         spec,
