@@ -36,17 +36,21 @@ class ProgressLine(tune.Callback):
         self._shown = 0.0
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        for tid in self.sink.failed[self.said :]:
-            self._say(f"trial {tid} failed; its traceback is in the trials table (sweep status)")
-        self.said = len(self.sink.failed)
+        self._name_failures()
         if time.monotonic() - self._shown >= self.every_s:
             self._show(sum(t.status == "RUNNING" for t in trials))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self.on_step_end(0, [])
+        self._name_failures()
         self._show(0)
         if self.tty:
             self.out.write("\n")
+
+    def _name_failures(self) -> None:
+        """A line for each trial the sink recorded as failed for good since the last call."""
+        for tid in self.sink.failed[self.said :]:
+            self._say(f"trial {tid} failed; its traceback is in the trials table (sweep status)")
+        self.said = len(self.sink.failed)
 
     def line(self, running: int) -> str:
         finished, failed = self.sink.ended, len(self.sink.failed)

@@ -78,9 +78,9 @@ class ParquetSink(tune.Callback):
     """Writes `trials/` (one row per attempt) and `metrics/` (one row per step).
 
     A bundled Tune trial (orchestrator/bundles.py) holds several attempts, one per member,
-    each recorded as it ends. When the bundle's worker fails, the member it was running
-    fails (the first without an outcome, since members run in order), and the bundle runs
-    again with the members that have neither succeeded nor used up their retries.
+    each recorded as it ends. When the bundle fails, it runs again with the members that
+    have neither succeeded nor used up their retries; which member a dead worker was
+    running is found as `_bundle_failed` says.
     """
 
     def __init__(
@@ -199,13 +199,19 @@ class ParquetSink(tune.Callback):
             self._member_ended(trial, live, status, live.error)
 
     def _begin(self, trial: Any, member: str | None = None) -> _Attempt:
+        """A new attempt of the trial (or of the bundle's member), tracked until it ends."""
+        self._live[(trial.trial_id, member)] = live = self._new_attempt(trial, member)
+        return live
+
+    def _new_attempt(self, trial: Any, member: str | None = None) -> _Attempt:
+        """The next attempt of the trial (or member), numbered, not tracked."""
         if member is None:
             tid, config = self.index.lookup(trial.config)
         else:
             tid, config = member, dict(self.index.configs[member])
         attempt = self.next_attempt.get(tid, 1)
         self.next_attempt[tid] = attempt + 1
-        self._live[(trial.trial_id, member)] = live = _Attempt(tid, attempt, config)
+        live = _Attempt(tid, attempt, config)
         if member is not None:
             live.meta["bundle"] = decode(trial.config[BUNDLE_KEY])[0]
         return live
@@ -213,8 +219,7 @@ class ParquetSink(tune.Callback):
     def _end(self, trial: Any, status: str) -> None:
         live = self._live.pop((trial.trial_id, None), None)
         if live is None:  # ended before it started, e.g. it could not be scheduled
-            live = self._begin(trial)
-            self._live.pop((trial.trial_id, None))
+            live = self._new_attempt(trial)
         error = None
         if status == "failed":
             error, status = self._why_failed(trial, live.error)
@@ -268,8 +273,7 @@ class ParquetSink(tune.Callback):
             trial.config[ONE_AT_A_TIME] = True  # read when Tune restarts it
             return
         if unknown and not running:
-            running = [self._begin(trial, unknown[0])]
-            self._live.pop((trial.trial_id, unknown[0]))
+            running = [self._new_attempt(trial, unknown[0])]
         for live in running:
             error, status = self._why_failed(trial, live.error)
             self._member_ended(trial, live, status, error)
