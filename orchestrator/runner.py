@@ -355,6 +355,8 @@ def _max_failures(spec: SweepSpec) -> int:
 def _tune_config(spec: SweepSpec, to_run: int) -> Any:
     from ray import tune
 
+    from orchestrator.fifo import FIFO
+
     search, scheduler = spec.search, spec.scheduler
     search_alg = None
     if search.algorithm == "optuna":
@@ -374,7 +376,7 @@ def _tune_config(spec: SweepSpec, to_run: int) -> Any:
     return tune.TuneConfig(
         num_samples=1 if search.algorithm == "grid" else to_run,
         search_alg=search_alg,
-        scheduler=asha,
+        scheduler=asha or FIFO(),  # orchestrator/fifo.py: Tune's order, found faster
         max_concurrent_trials=spec.max_concurrent,
         reuse_actors=True,
     )
