@@ -258,15 +258,17 @@ def heatmap(grid: pd.DataFrame, title: str, label: str) -> Figure:
     return fig
 
 
-def scatter(x: pd.Series, y: pd.Series, title: str) -> Figure:
-    """y against x with the line y = x, for measured against predicted."""
+def scatter(points: dict[str, tuple[pd.Series, pd.Series]], title: str) -> Figure:
+    """Each label's y against its x, with the line y = x: measured against predicted."""
     fig = Figure(figsize=(5.5, 5), layout="constrained")
     ax = fig.add_subplot()
-    ax.scatter(x, y, s=18, alpha=0.7)
-    both = pd.concat([x, y]).dropna()
+    for label, (x, y) in points.items():
+        ax.scatter(x, y, s=18, alpha=0.7, label=label)
+    both = pd.concat([s for pair in points.values() for s in pair]).dropna()
     if len(both):
         ax.plot([both.min(), both.max()], [both.min(), both.max()], "k--", lw=1, label="y = x")
-        ax.legend(fontsize="small")
+    ax.legend(fontsize="small")
+    x, y = next(iter(points.values()))
     ax.set_xlabel(str(x.name))
     ax.set_ylabel(str(y.name))
     ax.set_title(title)

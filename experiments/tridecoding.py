@@ -9,10 +9,12 @@ machine noise hits all three alike:
   two_level   draft -> target speculative decoding, fixed draft length;
   tri         little -> draft -> target, both levels drafting adaptively
               (small_draft_threshold, draft_target_threshold, max lengths).
+Every model keeps a KV cache (`kv_cache: false` recomputes the whole sequence on every
+call, for comparison): it scores only new tokens, and rejected ones are rolled back.
 It reports the counters, acceptance rates, tokens per target call, tokens/s of
-each, the measured speedups, the speedup SCIENCE.md's formula predicts from the
-measured acceptance and cost ratio, and (greedy) whether the output equals the
-target's own.
+each, the measured speedups, the measured cost ratios (a drafting call's time over
+its verifier's, at each level), the speedups SCIENCE.md's formula predicts from them
+for both speculative decoders, and (greedy) whether the output equals the target's own.
 
 Parameters: `TriDecodingParams` below (`sweep experiments tridecoding`).
 """
@@ -48,6 +50,9 @@ class TriDecodingParams(BaseModel):
     prompt_len: int = Field(32, ge=1, description="characters per prompt")
     n_tokens: int = Field(64, ge=1, description="characters generated per prompt")
     greedy: bool = Field(True, description="argmax decoding (else sampling)")
+    kv_cache: bool = Field(
+        True, description="keep each model's KV cache (else rescore the whole sequence per call)"
+    )
     corpus: CorpusSource = DEFAULT_CORPUS
 
 
@@ -89,7 +94,7 @@ def decode(config: dict[str, Any], trial: Any) -> dict[str, Any]:
     tokens = len(prompts) * n_tokens
     return {
         **_tri_metrics(counters["tri"], tokens),
-        "two_level_acceptance_rate": _rate(counters["two_level"], "draft"),
+        **_two_level_metrics(counters["two_level"]),
         "tokens_per_s": tokens / seconds["tri"],
         "target_only_tokens_per_s": tokens / seconds["target"],
         "two_level_tokens_per_s": tokens / seconds["two_level"],
@@ -103,7 +108,9 @@ def decode(config: dict[str, Any], trial: Any) -> dict[str, Any]:
 def _decoder(
     name: str, models: dict[str, CharLM], config: dict[str, Any], counters: Counters
 ) -> tuple[Scorer, Drafter | Cascade | None]:
-    target, draft, little = (Scorer(size, models[size], counters) for size in reversed(SIZES))
+    target, draft, little = (
+        Scorer(size, models[size], counters, config["kv_cache"]) for size in reversed(SIZES)
+    )
     if name == "target":
         return target, None
     if name == "two_level":
@@ -119,7 +126,7 @@ def _tri_metrics(counters: Counters, tokens: int) -> dict[str, float]:
     alpha = _rate(counters, "draft")
     gamma = draft_tokens / calls  # mean draft block per target call
     drafting = counters.seconds.get("little", 0.0) + counters.seconds.get("draft", 0.0)
-    cost = (drafting / max(draft_tokens, 1)) / (counters.seconds["target"] / calls)
+    cost = (drafting / max(draft_tokens, 1)) / _per_call(counters, "target")
     return {
         "little_generated_tokens": counters.generated.get("little", 0),
         "little_accepted_tokens": counters.accepted.get("little", 0),
@@ -129,9 +136,30 @@ def _tri_metrics(counters: Counters, tokens: int) -> dict[str, float]:
         "draft_acceptance_rate": alpha,
         "target_calls": calls,
         "tokens_per_target_call": tokens / calls,
+        "little_cost_ratio": _per_call(counters, "little") / _per_call(counters, "draft"),
+        "draft_cost_ratio": _per_call(counters, "draft") / _per_call(counters, "target"),
         "cost_ratio": cost,
         "predicted_speedup": predicted_speedup(alpha, gamma, cost),
     }
+
+
+def _two_level_metrics(counters: Counters) -> dict[str, float]:
+    """Draft -> target with a fixed draft length, where the formula's assumptions hold best:
+    the draft's tokens cost one call each, `cost` of a target call."""
+    alpha = _rate(counters, "draft")
+    gamma = counters.generated.get("draft", 0) / counters.calls["target"]
+    cost = _per_call(counters, "draft") / _per_call(counters, "target")
+    return {
+        "two_level_acceptance_rate": alpha,
+        "two_level_cost_ratio": cost,
+        "two_level_predicted_speedup": predicted_speedup(alpha, gamma, cost),
+    }
+
+
+def _per_call(counters: Counters, name: str) -> float:
+    """Mean seconds of one forward pass of the model `name` (nan if it made none)."""
+    calls = counters.calls.get(name, 0)
+    return counters.seconds[name] / calls if calls else float("nan")
 
 
 def predicted_speedup(alpha: float, gamma: float, cost: float) -> float:

@@ -38,7 +38,7 @@ LM = {"activation": "relu", "n_head": 2, "block_size": 32, "batch_size": 4, "eva
 SIZES = {"little": (1, 8), "draft": (1, 16), "target": (1, 24)}  # n_layer, n_embd
 DIGITS = {"forget_class": 3, "epochs": 1, "batch_size": 512, "unlearn_steps": 3, "eval_every": 2}
 DECODE = {"small_draft_threshold": 0.5, "draft_target_threshold": 0.5, "n_prompts": 1,
-          "prompt_len": 8, "n_tokens": 12}  # fmt: skip
+          "prompt_len": 8, "n_tokens": 8}  # fmt: skip
 LMEVAL = {"model_size": "target", "n_pairs": 1, "pair_context": 16, "n_documents": 2,
           "document_len": 80, "loss_bin": 16, "slope_from": 32}  # fmt: skip
 

@@ -1,7 +1,9 @@
 """Speculative decoding is lossless: greedy output equals the target's own greedy output
-token for token at every threshold pair; sampled output has the target's distribution
-(chi-square, with a control that the test can tell another model's apart); counters
-are consistent. Small CharLMs in float64, no training needed."""
+token for token at every threshold pair, with KV caches and without; sampled output has
+the target's distribution (chi-square over three tokens, so that all three models
+propose, with a control that the test can tell another model's apart); counters are
+consistent. The KV cache gives the full forward pass's logits at every position, and
+rolled back then extended, those of a fresh prefill. Small CharLMs, no training needed."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 import torch
 from scipy import stats
 
-from experiments.lm.model import CharLM, ModelConfig
+from experiments.lm.model import CharLM, KVCache, ModelConfig
 from experiments.lm.speculative import Cascade, Counters, Drafter, Scorer, generate
 
 VOCAB = 6
@@ -36,9 +38,18 @@ def family(block: int = 48) -> tuple[CharLM, CharLM, CharLM]:
     return tuple(m.double().eval() for m in models)
 
 
-def decoders(models, counters, small_threshold=0.5, draft_threshold=0.5, max_little=3, max_draft=5):
+def decoders(
+    models,
+    counters,
+    small_threshold=0.5,
+    draft_threshold=0.5,
+    max_little=3,
+    max_draft=5,
+    cache=True,
+):
     target, draft, little = (
-        Scorer(n, m, counters) for n, m in zip(("target", "draft", "little"), models, strict=True)
+        Scorer(n, m, counters, cache)
+        for n, m in zip(("target", "draft", "little"), models, strict=True)
     )
     two_level = Drafter(draft, threshold=0.0, max_len=4)
     tri = Cascade(draft, Drafter(little, small_threshold, max_little), draft_threshold, max_draft)
@@ -48,17 +59,55 @@ def decoders(models, counters, small_threshold=0.5, draft_threshold=0.5, max_lit
 PROMPT = [1, 2, 3, 4, 5]
 
 
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_cached_logits_equal_the_full_forward_at_every_position(dtype, tolerance):
+    model = family()[0].to(dtype)
+    ids = torch.randint(0, VOCAB, (1, 48), generator=torch.Generator().manual_seed(0))
+    full = model(ids)[0]
+    cache = KVCache()
+    cuts = [0, 7, 8, 9, 13, 30, 31, 48]  # a prompt, then one token and blocks of several
+    parts = [model(ids[:, a:b], cache)[0] for a, b in itertools.pairwise(cuts)]
+    assert len(cache) == 48
+    torch.testing.assert_close(torch.cat(parts), full, rtol=tolerance, atol=tolerance)
+
+
+def test_rolled_back_then_extended_equals_a_fresh_prefill():
+    model = family()[0]
+    g = torch.Generator().manual_seed(1)
+    ids, other = (torch.randint(0, VOCAB, (1, 40), generator=g) for _ in range(2))
+    cache = KVCache()
+    model(ids[:, :25], cache)
+    model(ids[:, 25:32], cache)  # a draft of 7 tokens ...
+    cache.truncate(27)  # ... of which 2 were kept
+    resumed = model(other[:, 27:40], cache)[0]
+    fresh = model(torch.cat([ids[:, :27], other[:, 27:40]], dim=1))[0, 27:]
+    assert len(cache) == 40
+    torch.testing.assert_close(resumed, fresh, rtol=1e-12, atol=1e-12)
+
+
+def test_a_cache_past_the_context_is_refused():
+    model = family(block=8)[0]
+    cache = KVCache()
+    model(torch.zeros(1, 6, dtype=torch.long), cache)
+    with pytest.raises(ValueError, match="exceed the model's context"):
+        model(torch.zeros(1, 3, dtype=torch.long), cache)
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["kv-cache", "no-cache"])
 @pytest.mark.parametrize(
     ("small", "large"), list(itertools.product([0.0, 0.4, 0.8, 0.99], [0.0, 0.5, 0.95]))
 )
-def test_greedy_output_is_the_targets_own_for_every_threshold_pair(small: float, large: float):
+def test_greedy_output_is_the_targets_own_for_every_threshold_pair(small, large, cache):
     models = family()
     counters = Counters()
-    target, two_level, tri = decoders(models, counters, small, large)
-    plain = generate(target, None, PROMPT, 40)
+    target, two_level, tri = decoders(models, counters, small, large, cache=cache)
+    plain = generate(Scorer("plain", models[0], Counters(), cache=False), None, PROMPT, 40)
+    assert generate(target, None, PROMPT, 40) == plain
     assert generate(target, tri, PROMPT, 40) == plain
     assert generate(target, two_level, PROMPT, 40) == plain
     assert counters.accepted["draft"] > 0 and counters.accepted["little"] > 0  # both paths ran
+    if cache:  # the little model's rejected drafts were rolled back in its cache
+        assert counters.rolled_back["little"] > 0
 
 
 def test_counters_are_consistent():
@@ -72,37 +121,43 @@ def test_counters_are_consistent():
     assert counters.calls["target"] <= 40 and counters.seconds["target"] > 0
 
 
+LENGTH = 3  # tokens per sample: enough for the little model to propose to the draft
+
+
 def joint_frequencies(sample, runs: int) -> np.ndarray:
-    counts = np.zeros((VOCAB, VOCAB))
+    counts = np.zeros((VOCAB,) * LENGTH)
     for _ in range(runs):
-        a, b = sample()
-        counts[a, b] += 1
+        counts[tuple(sample())] += 1
     return counts.ravel()
 
 
-def test_sampled_tokens_follow_the_targets_distribution():
+def exact_joint(model: CharLM, prompt: list[int]) -> np.ndarray:
+    """P(t1, t2, t3 | prompt) under `model`, by enumeration (row-major, as ravel)."""
+    exact = np.zeros((VOCAB,) * LENGTH)
+    with torch.no_grad():
+        for a, b in itertools.product(range(VOCAB), repeat=2):
+            rows = torch.softmax(model(torch.tensor([prompt + [a, b]]))[0, -LENGTH:], -1)
+            exact[a, b] = float(rows[0, a]) * float(rows[1, b]) * rows[2].numpy()
+    return exact.ravel()
+
+
+def test_sampled_tokens_follow_the_targets_distribution_through_all_three_levels():
     models = family(block=8)
     counters = Counters()
     target, _, tri = decoders(models, counters, 0.3, 0.3, max_little=2, max_draft=2)
     prompt = [0]
-    with torch.no_grad():  # exact P(t1, t2 | prompt) under the target, by enumeration
-        first = torch.softmax(models[0](torch.tensor([prompt])).double()[0, -1], -1)
-        exact = np.array(
-            [
-                float(first[a])
-                * float(torch.softmax(models[0](torch.tensor([prompt + [a]]))[0, -1], -1)[b])
-                for a in range(VOCAB)
-                for b in range(VOCAB)
-            ]
-        )
+    exact = exact_joint(models[0], prompt)
     g = torch.Generator().manual_seed(1)
     runs = 3000
-    observed = joint_frequencies(lambda: generate(target, tri, prompt, 2, False, g), runs)
+    observed = joint_frequencies(lambda: generate(target, tri, prompt, LENGTH, False, g), runs)
+    for level in ("little", "draft"):  # all three models proposed, and were verified
+        assert counters.generated[level] >= runs and counters.accepted[level] > 0
+        assert counters.accepted[level] < counters.generated[level]  # ... and rejected some
     keep = exact * runs >= 5  # chi-square needs expected counts of 5 or more
     expected = np.append(exact[keep], exact[~keep].sum()) * runs
     got = np.append(observed[keep], observed[~keep].sum())
     assert stats.chisquare(got, expected).pvalue > 1e-3
     # the control: the draft model's own samples are told apart from the target's
-    draft_alone = Drafter(Scorer("draft", models[1], counters), 0.0, 2)
-    control = joint_frequencies(lambda: draft_alone.propose(prompt, 2, False, g)[0], runs)
+    draft_alone = Drafter(Scorer("draft", models[1], counters), 0.0, LENGTH)
+    control = joint_frequencies(lambda: draft_alone.propose(prompt, LENGTH, False, g)[0], runs)
     assert stats.chisquare(np.append(control[keep], control[~keep].sum()), expected).pvalue < 1e-6

@@ -1,6 +1,7 @@
 """The tri-decoding family on a real local Ray: a tiny training sweep of the three sizes,
 then a decoding sweep that reads their checkpoints through `inputs:`. Greedy output
-equals the target's own at every threshold pair; counters are consistent."""
+equals the target's own at every threshold pair, with KV caches and without; counters
+are consistent."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def decoding_spec(storage: Path, **params) -> dict:
         "experiment": "tridecoding",
         "inputs": {"models": str(storage / "sizes")},
         "grid": {"small_draft_threshold": [0.0, 0.5, 0.95], "draft_target_threshold": [0.0, 0.9],
-                 "greedy": [True, False]},
+                 "mode": [{"greedy": True, "kv_cache": True}, {"greedy": False, "kv_cache": True},
+                          {"greedy": True, "kv_cache": False}]},
         "params": {"n_prompts": 2, "prompt_len": 8, "n_tokens": 24, "max_little": 3,
                    "max_draft": 5, **params},
         "storage": str(storage),
@@ -48,13 +50,14 @@ def decoding_spec(storage: Path, **params) -> dict:
 @pytest.fixture(scope="module")
 def decoded(storage: Path) -> pd.DataFrame:
     result = run_sweep(decoding_spec(storage), progress=None)
-    assert result.count("ok") == 12, [r["error"] for r in result.rows if r["error"]]
+    assert result.count("ok") == 18, [r["error"] for r in result.rows if r["error"]]
     return pd.read_parquet(Path(result.path) / "trials")
 
 
 def test_greedy_tri_decoding_reproduces_the_target_at_every_threshold_pair(decoded):
     greedy = decoded[decoded["greedy"]]
-    assert len(greedy) == 6 and (greedy["matches_target"] == 1.0).all()
+    assert len(greedy) == 12 and (greedy["matches_target"] == 1.0).all()
+    assert set(greedy["kv_cache"]) == {True, False}
     assert decoded.loc[~decoded["greedy"], "matches_target"].isna().all()  # not claimed
 
 
@@ -69,8 +72,16 @@ def test_counters_are_consistent(decoded):
         assert ((rate >= 0) & (rate <= 1)).all()
     assert (decoded["tokens_per_target_call"] >= 1).all()
     assert (decoded["target_calls"] <= 2 * 24).all()  # never more calls than tokens
-    for column in ("speedup", "two_level_speedup", "predicted_speedup", "cost_ratio"):
-        assert (decoded[column] > 0).all()
+    for column in (
+        "speedup",
+        "two_level_speedup",
+        "predicted_speedup",
+        "cost_ratio",
+        "draft_cost_ratio",
+        "two_level_cost_ratio",
+        "two_level_predicted_speedup",
+    ):
+        assert (decoded[column] > 0).all(), column
 
 
 def test_the_predicted_speedup_formula():
@@ -98,3 +109,5 @@ def test_the_report_has_the_familys_heat_map(storage: Path, decoded):
     assert (folder / "speedup-heatmap.png").is_file()
     assert (folder / "acceptance-vs-thresholds.png").is_file()  # seed 001's two panels
     assert "little_acceptance_rate-vs-small_draft_threshold.png" in md  # seed 001's panels
+    assert (folder / "speedup-measured-vs-predicted.png").is_file()
+    assert "Median measured/predicted: tri " in md and "; two-level " in md

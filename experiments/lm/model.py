@@ -2,6 +2,8 @@
 
 Embeddings -> n_layer blocks (causal self-attention, then an MLP) -> logits.
 Pre-norm residual blocks; the activation sits between the MLP's two linears.
+Decoding can keep a `KVCache`: each forward pass then computes only the new tokens,
+attending to the keys and values of those before, and `truncate` rolls it back.
 """
 
 from __future__ import annotations
@@ -29,6 +31,31 @@ class ModelConfig:
     dropout: float = 0.0
 
 
+class KVCache:
+    """Every layer's keys and values, (batch, heads, tokens, head size), for the tokens a
+    model has seen: a forward pass given the cache computes only the tokens after them."""
+
+    def __init__(self) -> None:
+        self.layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return self.layers[0][0].shape[2] if self.layers else 0
+
+    def extend(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append a layer's new keys and values; all of that layer's are returned."""
+        if layer in self.layers:
+            past_k, past_v = self.layers[layer]
+            k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+        self.layers[layer] = (k, v)
+        return k, v
+
+    def truncate(self, length: int) -> None:
+        """Forget every token from position `length` on (drafted tokens that were rejected)."""
+        self.layers = {i: (k[:, :, :length], v[:, :, :length]) for i, (k, v) in self.layers.items()}
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -37,15 +64,21 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         """Causal attention written out, not F.scaled_dot_product_attention: torch.func.vmap
         (models trained together, experiments/stacked.py) has no batching rule for the
-        fused kernels, and solo and stacked models must compute alike."""
+        fused kernels, and solo and stacked models must compute alike. With a cache, the
+        t new tokens attend to the cached ones and to those before them among the new."""
         b, t, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        if cache is not None:
+            k, v = cache.extend(layer, k, v)
+        seen = k.shape[2]  # keys: cached and new
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])
-        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        causal = torch.ones(t, seen, dtype=torch.bool, device=x.device).tril(seen - t)
         weights = F.dropout(
             scores.masked_fill(~causal, float("-inf")).softmax(-1), self.dropout, self.training
         )
@@ -66,8 +99,10 @@ class Block(nn.Module):
             nn.Dropout(cfg.dropout),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache, layer)
         return x + self.mlp(self.ln2(x))
 
 
@@ -81,11 +116,18 @@ class CharLM(nn.Module):
         self.ln = nn.LayerNorm(cfg.n_embd)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits (batch, time, vocab) for token ids (batch, time)."""
-        positions = torch.arange(idx.shape[1], device=idx.device)
-        x = self.tok(idx) + self.pos(positions)
-        return self.head(self.ln(self.blocks(x)))
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits (batch, time, vocab) for token ids (batch, time); with a cache, for the
+        tokens that follow those it holds (and they are added to it)."""
+        start = len(cache) if cache is not None else 0
+        if start + idx.shape[1] > self.cfg.block_size:
+            raise ValueError(
+                f"{start + idx.shape[1]} tokens exceed the model's context ({self.cfg.block_size})"
+            )
+        x = self.tok(idx) + self.pos(torch.arange(start, start + idx.shape[1], device=idx.device))
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)
+        return self.head(self.ln(x))
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = self(idx)

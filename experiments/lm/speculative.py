@@ -15,7 +15,11 @@ output is distributed as the verifier's own decoding (greedy: identical).
 
 Every sequence stays within the models' context (`block_size`): each position is
 scored with its whole prefix, as target-only decoding scores it, so the
-equivalence is exact, not approximate.
+equivalence is exact, not approximate. Each `Scorer` keeps its model's KV cache
+(experiments/lm/model.py) by default: a call computes only the tokens its model has
+not seen, after rolling the cache back to where the sequence departs from what it
+saw (the draft tokens a verifier rejected); `cache=False` scores the whole sequence
+every call, for comparison.
 
 Devices: token ids are plain lists; a `Scorer` puts them on its model's device and
 the distributions stay there. Random numbers come from a CPU generator (the same
@@ -30,7 +34,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-Model = torch.nn.Module  # (1, T) ids -> (1, T, vocab) logits
+from experiments.lm.model import KVCache
+
+Model = torch.nn.Module  # (1, T) ids [, cache] -> (1, T, vocab) logits
 
 
 @dataclass
@@ -41,30 +47,58 @@ class Counters:
     accepted: dict[str, int] = field(default_factory=dict)  # of those, kept by its verifier
     calls: dict[str, int] = field(default_factory=dict)  # forward passes
     seconds: dict[str, float] = field(default_factory=dict)  # time in forward passes
+    # tokens dropped from a model's cache: rejected drafts, and a previous prompt's tokens
+    rolled_back: dict[str, int] = field(default_factory=dict)
 
     def add(self, table: dict, name: str, amount: float) -> None:
         table[name] = table.get(name, 0) + amount
 
 
 class Scorer:
-    """A model's next-token distributions over a whole sequence, with its calls timed."""
+    """A model's next-token distributions over a sequence, with its calls timed. With a
+    cache, it remembers the sequence it scored last and the distributions of its tokens."""
 
-    def __init__(self, name: str, model: Model, counters: Counters) -> None:
+    def __init__(self, name: str, model: Model, counters: Counters, cache: bool = True) -> None:
         self.name, self.model, self.counters = name, model, counters
         self.device = next(model.parameters()).device
+        self.cache = KVCache() if cache else None
+        self.seen: list[int] = []  # the tokens in the cache
+        self.rows = torch.empty(0)  # ... and their distributions (len(seen), vocab)
 
     @torch.no_grad()
     def __call__(self, seq: list[int]) -> torch.Tensor:
         """(len(seq), vocab) on the model's device: row i is the distribution of the token
         after seq[: i + 1]."""
+        if self.cache is None:
+            return self._forward(seq)
+        kept = _common_prefix(self.seen, seq)
+        if kept < len(self.seen):  # the tokens after `kept` were rejected: roll back
+            self.counters.add(self.counters.rolled_back, self.name, len(self.seen) - kept)
+            self.cache.truncate(kept)
+        rows = self.rows[:kept]
+        if kept < len(seq):
+            new = self._forward(seq[kept:])
+            rows = torch.cat([rows, new]) if kept else new
+        self.seen, self.rows = list(seq), rows
+        return rows
+
+    def _forward(self, tokens: list[int]) -> torch.Tensor:
+        """One timed forward pass over `tokens` (after the cache's, if there is one)."""
         started = time.perf_counter()
-        ids = torch.tensor(seq, device=self.device)
-        probs = torch.softmax(self.model(ids[None]).double()[0], dim=-1)
+        ids = torch.tensor(tokens, device=self.device)
+        logits = self.model(ids[None]) if self.cache is None else self.model(ids[None], self.cache)
+        probs = torch.softmax(logits.double()[0], dim=-1)
         if probs.is_cuda:
             torch.cuda.synchronize(probs.device)  # time the work, not only its launch
         self.counters.add(self.counters.calls, self.name, 1)
         self.counters.add(self.counters.seconds, self.name, time.perf_counter() - started)
         return probs
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens `a` and `b` share."""
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
 
 
 def choose(probs: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> int:
