@@ -4,6 +4,8 @@ that acceptance rates under adaptive stopping are selection-biased."""
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from analysis import plots
@@ -17,7 +19,8 @@ RATES = ("little_acceptance_rate", "draft_acceptance_rate")  # each set by its t
 REPORT = ReportSettings(
     metrics=["speedup", "speedup_vs_two_level", "two_level_speedup", "predicted_speedup",
              "two_level_predicted_speedup", "cost_ratio", "draft_cost_ratio",
-             "little_cost_ratio", "little_acceptance_rate", "draft_acceptance_rate",
+             "little_cost_ratio", "draft_alpha", "two_level_alpha",
+             "little_acceptance_rate", "draft_acceptance_rate",
              "tokens_per_target_call", "matches_target"],
     directions={"speedup": "higher", "speedup_vs_two_level": "higher", "tokens_per_s": "higher",
                 "tokens_per_target_call": "higher", "little_acceptance_rate": "higher",
@@ -33,24 +36,14 @@ def report_section(sweep: Sweep, settings: ReportSettings) -> list[Section]:
     trials = sweep.ok
     if not set(THRESHOLDS) <= set(trials.columns) or "speedup" not in trials:
         return [section.add("No threshold grid with a speedup here.")]
-    grid = trials.pivot_table(index=THRESHOLDS[0], columns=THRESHOLDS[1], values="speedup")
-    best = trials.groupby(list(THRESHOLDS))["speedup"].mean().idxmax()
-    mean_best = grid.loc[best[0], best[1]]
-    section.add(
-        "Speedup is target-only decoding time over tri-decoding time for the same prompts "
-        "in the same trial (mean over seeds in each cell); above 1 tri-decoding is faster. "
-        f"Best cell: small_draft_threshold {best[0]:g}, draft_target_threshold {best[1]:g}: "
-        f"{fmt(mean_best)}x. Two-level speculative decoding in the same trials: "
-        f"{fmt(trials['two_level_speedup'].mean())}x on average; tri over two-level: "
-        f"{fmt(trials['speedup_vs_two_level'].mean())}x.",
-        Plot(
-            "speedup-heatmap",
-            plots.heatmap(grid, "Speedup over target-only decoding", "speedup (x)"),
-        ),
-    )
+    others = [f for f in sweep.factors if f not in THRESHOLDS]  # kv_cache, greedy, sweep...
+    parts = trials.groupby(others, sort=True) if others else [((), trials)]
+    for key, part in parts:
+        label = ", ".join(f"{name} {value}" for name, value in zip(others, key, strict=True))
+        section.add(*_speedup_grid(part, label))
     section.add(
         "Per cell, mean over seeds with its 95% t-interval (n seeds; no interval with one):",
-        cells(trials),
+        cells(trials, sweep.factors),
     )
     if "predicted_speedup" in trials:
         section.add(*_measured_vs_predicted(trials))
@@ -70,12 +63,33 @@ def report_section(sweep: Sweep, settings: ReportSettings) -> list[Section]:
     ]
 
 
-def cells(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per threshold pair: tri-decoding's speedup, the two-level decoder's and tri
-    over two-level, each as mean [95% interval] over seeds, and measured/predicted medians."""
+def _speedup_grid(trials: pd.DataFrame, label: str) -> list[Block]:
+    """The heat map of mean speedup over the thresholds, and its best cell, for trials
+    that differ only in thresholds and seed (`label` names what they share)."""
+    grid = trials.pivot_table(index=THRESHOLDS[0], columns=THRESHOLDS[1], values="speedup")
+    best = trials.groupby(list(THRESHOLDS))["speedup"].mean().idxmax()
+    title = "Speedup over target-only decoding" + (f" ({label})" if label else "")
+    name = "speedup-heatmap" + ("-" + re.sub(r"[^\w.]+", "-", label) if label else "")
+    text = (
+        f"{label + ': s' if label else 'S'}peedup is target-only decoding time over "
+        "tri-decoding time for the same prompts in the same trial (mean over seeds in each "
+        "cell); above 1 tri-decoding is faster. Best cell: small_draft_threshold "
+        f"{best[0]:g}, draft_target_threshold {best[1]:g}: {fmt(grid.loc[best[0], best[1]])}x. "
+        "Two-level speculative decoding in the same trials: "
+        f"{fmt(trials['two_level_speedup'].mean())}x on average; tri over two-level: "
+        f"{fmt(trials['speedup_vs_two_level'].mean())}x."
+    )
+    return [text, Plot(name, plots.heatmap(grid, title, "speedup (x)"))]
+
+
+def cells(trials: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
+    """One row per group (threshold pair, and any other factor): tri-decoding's speedup,
+    the two-level decoder's and tri over two-level, each as mean [95% interval] over
+    seeds, and measured/predicted medians."""
     speedups = {"speedup": "tri", "two_level_speedup": "two-level", "speedup_vs_two_level":
                 "tri / two-level"}  # fmt: skip
-    table = aggregate(trials, THRESHOLDS, list(speedups)).set_index([*THRESHOLDS, "metric"])
+    by = [f for f in factors if f not in THRESHOLDS] + list(THRESHOLDS)
+    table = aggregate(trials, by, list(speedups)).set_index([*by, "metric"])
     interval = (
         table.apply(_interval, axis=1).unstack("metric")[list(speedups)].rename(columns=speedups)
     )
@@ -86,7 +100,7 @@ def cells(trials: pd.DataFrame) -> pd.DataFrame:
             if predicted in trials
         }
     )
-    groups = ratios.groupby([trials[t] for t in THRESHOLDS])
+    groups = ratios.groupby([trials[f] for f in by])
     interval.insert(0, "n", groups.size())
     return interval.join(groups.median()).reset_index()
 
@@ -123,11 +137,13 @@ def _measured_vs_predicted(trials: pd.DataFrame) -> list[Block]:
     }
     text = (
         "Measured against predicted: the formula (1 - a^(g+1)) / ((1 - a)(g c + 1)) with "
-        "a the draft acceptance rate, g the mean draft length per target call and c the "
-        "measured cost of a drafted token over a target call (for tri-decoding, the little "
-        "and draft models' time per drafted token; the formula assumes a fixed draft length "
-        "and i.i.d. acceptance, which adaptive drafting breaks). Median measured/predicted: "
-        f"{ratios}."
+        "a the chance that the target keeps a drafted token it reaches (draft_alpha, "
+        "two_level_alpha), g the mean draft length per target call and c the measured "
+        "time of a drafted token over a step of target-only decoding (prompt prefills left "
+        "out; for tri-decoding, the little and draft models' time per drafted token). The "
+        "formula takes verifying a draft to cost one target step, and assumes a fixed draft "
+        "length and i.i.d. acceptance, which adaptive drafting breaks. Median "
+        f"measured/predicted: {ratios}."
     )
     plot = plots.scatter(points, "Measured vs predicted speedup")
     return [text, Plot("speedup-measured-vs-predicted", plot)]

@@ -12,9 +12,10 @@ machine noise hits all three alike:
 Every model keeps a KV cache (`kv_cache: false` recomputes the whole sequence on every
 call, for comparison): it scores only new tokens, and rejected ones are rolled back.
 It reports the counters, acceptance rates, tokens per target call, tokens/s of
-each, the measured speedups, the measured cost ratios (a drafting call's time over
-its verifier's, at each level), the speedups SCIENCE.md's formula predicts from them
-for both speculative decoders, and (greedy) whether the output equals the target's own.
+each, the measured speedups, the measured cost ratios (a drafting step's time over a
+step of its verifier, at each level), the per-token acceptance (alpha) at each level,
+the speedups SCIENCE.md's formula predicts from them for both speculative decoders,
+and (greedy) whether the output equals the target's own.
 
 Parameters: `TriDecodingParams` below (`sweep experiments tridecoding`).
 """
@@ -93,8 +94,8 @@ def decode(config: dict[str, Any], trial: Any) -> dict[str, Any]:
             seconds[name] += time.perf_counter() - started
     tokens = len(prompts) * n_tokens
     return {
-        **_tri_metrics(counters["tri"], tokens),
-        **_two_level_metrics(counters["two_level"]),
+        **_counts(counters["tri"], tokens),
+        **_predictions(counters),
         "tokens_per_s": tokens / seconds["tri"],
         "target_only_tokens_per_s": tokens / seconds["target"],
         "two_level_tokens_per_s": tokens / seconds["two_level"],
@@ -120,51 +121,58 @@ def _decoder(
     return target, outer
 
 
-def _tri_metrics(counters: Counters, tokens: int) -> dict[str, float]:
+def _counts(counters: Counters, tokens: int) -> dict[str, float]:
+    """What tri-decoding did: tokens proposed and kept at each level, target calls."""
     calls = counters.calls["target"]
-    draft_tokens = counters.generated.get("draft", 0)
-    alpha = _rate(counters, "draft")
-    gamma = draft_tokens / calls  # mean draft block per target call
-    drafting = counters.seconds.get("little", 0.0) + counters.seconds.get("draft", 0.0)
-    cost = (drafting / max(draft_tokens, 1)) / _per_call(counters, "target")
     return {
         "little_generated_tokens": counters.generated.get("little", 0),
         "little_accepted_tokens": counters.accepted.get("little", 0),
-        "draft_generated_tokens": draft_tokens,
+        "draft_generated_tokens": counters.generated.get("draft", 0),
         "draft_accepted_tokens": counters.accepted.get("draft", 0),
         "little_acceptance_rate": _rate(counters, "little"),
-        "draft_acceptance_rate": alpha,
+        "draft_acceptance_rate": _rate(counters, "draft"),
         "target_calls": calls,
         "tokens_per_target_call": tokens / calls,
-        "little_cost_ratio": _per_call(counters, "little") / _per_call(counters, "draft"),
-        "draft_cost_ratio": _per_call(counters, "draft") / _per_call(counters, "target"),
-        "cost_ratio": cost,
-        "predicted_speedup": predicted_speedup(alpha, gamma, cost),
     }
 
 
-def _two_level_metrics(counters: Counters) -> dict[str, float]:
-    """Draft -> target with a fixed draft length, where the formula's assumptions hold best:
-    the draft's tokens cost one call each, `cost` of a target call."""
-    alpha = _rate(counters, "draft")
-    gamma = counters.generated.get("draft", 0) / counters.calls["target"]
-    cost = _per_call(counters, "draft") / _per_call(counters, "target")
+def _predictions(counters: dict[str, Counters]) -> dict[str, float]:
+    """Measured cost ratios, Leviathan et al.'s alpha at each level, and the speedups the
+    formula predicts from them for both speculative decoders. A cost ratio is a drafting
+    step's time over a step of its verifier decoding alone, one token per pass (prompt
+    prefills left out); the formula takes verifying a draft to cost one such step."""
+    tri, two_level, alone = counters["tri"], counters["two_level"], counters["target"]
+    target_step = alone.step_time("target")
+    draft_step = two_level.step_time("draft")  # the draft model proposing, one token a pass
+    drafted = tri.generated.get("draft", 0)
+    per_drafted = (tri.step_seconds("little") + tri.step_seconds("draft")) / max(drafted, 1)
+    cost = per_drafted / target_step  # a token of the little -> draft cascade
+    two_level_draft = two_level.generated.get("draft", 0)
     return {
-        "two_level_acceptance_rate": alpha,
-        "two_level_cost_ratio": cost,
-        "two_level_predicted_speedup": predicted_speedup(alpha, gamma, cost),
+        "little_alpha": tri.alpha("little"),
+        "draft_alpha": tri.alpha("draft"),
+        "little_cost_ratio": tri.step_time("little") / draft_step,
+        "draft_cost_ratio": draft_step / target_step,
+        "cost_ratio": cost,
+        "predicted_speedup": predicted_speedup(
+            tri.alpha("draft"), drafted / tri.calls["target"], cost
+        ),
+        "two_level_acceptance_rate": _rate(two_level, "draft"),
+        "two_level_alpha": two_level.alpha("draft"),
+        "two_level_predicted_speedup": predicted_speedup(
+            two_level.alpha("draft"),
+            two_level_draft / two_level.calls["target"],
+            draft_step / target_step,
+        ),
     }
-
-
-def _per_call(counters: Counters, name: str) -> float:
-    """Mean seconds of one forward pass of the model `name` (nan if it made none)."""
-    calls = counters.calls.get(name, 0)
-    return counters.seconds[name] / calls if calls else float("nan")
 
 
 def predicted_speedup(alpha: float, gamma: float, cost: float) -> float:
     """(1 - a^(g+1)) / ((1 - a)(g c + 1)): Leviathan et al.'s expected speedup for
-    acceptance rate a, draft length g and cost ratio c (a = 1 taken as its limit)."""
+    acceptance rate a, draft length g and cost ratio c (a = 1 taken as its limit; no
+    draft, no speedup)."""
+    if gamma == 0:
+        return 1.0
     expected_tokens = gamma + 1 if alpha >= 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
     return expected_tokens / (gamma * cost + 1)
 

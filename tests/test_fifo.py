@@ -1,6 +1,7 @@
 """orchestrator.fifo.FIFO picks the trial Tune's own FIFOScheduler picks, through random
-runs of status changes: trials start, end, fail and are retried (PENDING again), pause,
-and new trials arrive. Every sweep test runs through it too, on a real Ray."""
+runs of status changes: trials start, end, fail and are retried (PENDING again, moved to
+the end of the list as Tune's _requeue_trial does), pause, and new trials arrive. Every
+sweep test runs through it too, on a real Ray."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ def test_the_same_choice_as_tunes_fifo_scheduler_at_every_step():
         if live:
             trial = rng.choice(live)  # ends, fails for good, is retried or pauses
             trial.status = rng.choice([Trial.TERMINATED, Trial.ERROR, Trial.PENDING, Trial.PAUSED])
+            if trial.status == Trial.PENDING:  # Tune requeues a retried trial at the end
+                trials.remove(trial)
+                trials.append(trial)
     ended = sum(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
     assert ended > 100 and len(chosen) > 100  # the run went far past the first trials
     assert ours._ended > 0  # ... and the scan skipped those that had ended

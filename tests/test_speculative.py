@@ -8,6 +8,7 @@ rolled back then extended, those of a fresh prefill. Small CharLMs, no training 
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -108,6 +109,40 @@ def test_greedy_output_is_the_targets_own_for_every_threshold_pair(small, large,
     assert counters.accepted["draft"] > 0 and counters.accepted["little"] > 0  # both paths ran
     if cache:  # the little model's rejected drafts were rolled back in its cache
         assert counters.rolled_back["little"] > 0
+
+
+class Constant(torch.nn.Module):
+    """The same next-token distribution after any prefix, so alpha has a closed form."""
+
+    def __init__(self, probs: list[float]) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.tensor(probs, dtype=torch.float64).log())
+
+    def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        return self.logits.expand(1, ids.shape[1], -1)
+
+
+def test_alpha_is_the_chance_that_a_reached_draft_token_is_kept():
+    # Leviathan et al.: alpha = sum_x min(p(x), q(x)) = 0.2 + 0.3 + 0.2 = 0.7
+    p, q = [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]
+    counters = Counters()
+    target = Scorer("target", Constant(p), counters)
+    drafter = Drafter(Scorer("draft", Constant(q), counters), threshold=0.0, max_len=4)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        generate(target, drafter, [0], 200, greedy=False, generator=g)
+    reached = counters.accepted["draft"] + counters.rejections["draft"]
+    assert counters.alpha("draft") == pytest.approx(0.7, abs=4 * (0.21 / reached) ** 0.5)
+    # the share of drafted tokens kept counts those after a rejection, never reached:
+    # E = (a + a^2 + a^3 + a^4) / 4 = 0.44 with four drafted
+    assert counters.accepted["draft"] / counters.generated["draft"] < 0.5
+
+
+def test_step_time_leaves_prompt_prefills_out():
+    counters = Counters(calls={"m": 10}, seconds={"m": 3.0}, prefills={"m": 2},
+                        prefill_seconds={"m": 2.2})  # fmt: skip
+    assert counters.step_time("m") == pytest.approx(0.8 / 8)
+    assert math.isnan(counters.step_time("other"))
 
 
 def test_counters_are_consistent():

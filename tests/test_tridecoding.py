@@ -78,10 +78,14 @@ def test_counters_are_consistent(decoded):
         "predicted_speedup",
         "cost_ratio",
         "draft_cost_ratio",
-        "two_level_cost_ratio",
+        "little_cost_ratio",
         "two_level_predicted_speedup",
     ):
         assert (decoded[column] > 0).all(), column
+    for level in ("little_alpha", "draft_alpha", "two_level_alpha"):  # kept, of those reached
+        assert decoded[level].between(0, 1).all(), level
+    # alpha counts only the drafted tokens a verifier reached: never below the share kept
+    assert (decoded["draft_alpha"] >= decoded["draft_acceptance_rate"]).all()
 
 
 def test_the_predicted_speedup_formula():
@@ -106,7 +110,9 @@ def test_the_report_has_the_familys_heat_map(storage: Path, decoded):
     folder = reporting.report(storage / "tri-", None, quiet=True)
     md = (folder / "report.md").read_text()
     assert "## Tri-decoding: speedup over the threshold grid" in md
-    assert (folder / "speedup-heatmap.png").is_file()
+    maps = {p.name for p in folder.glob("speedup-heatmap*.png")}  # one per kv_cache x greedy
+    assert maps == {f"speedup-heatmap-greedy-{g}-kv_cache-{c}.png"
+                    for g, c in [(True, True), (False, True), (True, False)]}  # fmt: skip
     assert (folder / "acceptance-vs-thresholds.png").is_file()  # seed 001's two panels
     assert "little_acceptance_rate-vs-small_draft_threshold.png" in md  # seed 001's panels
     assert (folder / "speedup-measured-vs-predicted.png").is_file()

@@ -41,17 +41,36 @@ Model = torch.nn.Module  # (1, T) ids [, cache] -> (1, T, vocab) logits
 
 @dataclass
 class Counters:
-    """What one decoding run did; `calls` and `seconds` per model name."""
+    """What one decoding run did; per model name (a proposer's, for its tokens)."""
 
     generated: dict[str, int] = field(default_factory=dict)  # tokens a level proposed
     accepted: dict[str, int] = field(default_factory=dict)  # of those, kept by its verifier
+    rejections: dict[str, int] = field(default_factory=dict)  # verifications that cut a draft
     calls: dict[str, int] = field(default_factory=dict)  # forward passes
     seconds: dict[str, float] = field(default_factory=dict)  # time in forward passes
+    prefills: dict[str, int] = field(default_factory=dict)  # of the calls, into an empty cache
+    prefill_seconds: dict[str, float] = field(default_factory=dict)  # ... and their time
     # tokens dropped from a model's cache: rejected drafts, and a previous prompt's tokens
     rolled_back: dict[str, int] = field(default_factory=dict)
 
     def add(self, table: dict, name: str, amount: float) -> None:
         table[name] = table.get(name, 0) + amount
+
+    def step_time(self, name: str) -> float:
+        """Mean seconds of one of the model's decoding steps: a forward pass that extends
+        its cache (a prompt's prefill left out), or any pass without a cache; nan if none."""
+        steps = self.calls.get(name, 0) - self.prefills.get(name, 0)
+        return self.step_seconds(name) / steps if steps else float("nan")
+
+    def step_seconds(self, name: str) -> float:
+        return self.seconds.get(name, 0.0) - self.prefill_seconds.get(name, 0.0)
+
+    def alpha(self, level: str) -> float:
+        """The chance that a verifier keeps a drafted token it reaches (Leviathan et al.'s
+        alpha): a rejection drops the rest of its draft unseen, so accepted / generated
+        would count those as rejected too."""
+        reached = self.accepted.get(level, 0) + self.rejections.get(level, 0)
+        return self.accepted.get(level, 0) / reached if reached else float("nan")
 
 
 class Scorer:
@@ -75,14 +94,13 @@ class Scorer:
         if kept < len(self.seen):  # the tokens after `kept` were rejected: roll back
             self.counters.add(self.counters.rolled_back, self.name, len(self.seen) - kept)
             self.cache.truncate(kept)
-        rows = self.rows[:kept]
+            self.seen, self.rows = self.seen[:kept], self.rows[:kept]
         if kept < len(seq):
-            new = self._forward(seq[kept:])
-            rows = torch.cat([rows, new]) if kept else new
-        self.seen, self.rows = list(seq), rows
-        return rows
+            new = self._forward(seq[kept:], prefill=kept == 0)
+            self.seen, self.rows = list(seq), torch.cat([self.rows, new]) if kept else new
+        return self.rows
 
-    def _forward(self, tokens: list[int]) -> torch.Tensor:
+    def _forward(self, tokens: list[int], prefill: bool = False) -> torch.Tensor:
         """One timed forward pass over `tokens` (after the cache's, if there is one)."""
         started = time.perf_counter()
         ids = torch.tensor(tokens, device=self.device)
@@ -90,8 +108,12 @@ class Scorer:
         probs = torch.softmax(logits.double()[0], dim=-1)
         if probs.is_cuda:
             torch.cuda.synchronize(probs.device)  # time the work, not only its launch
+        seconds = time.perf_counter() - started
         self.counters.add(self.counters.calls, self.name, 1)
-        self.counters.add(self.counters.seconds, self.name, time.perf_counter() - started)
+        self.counters.add(self.counters.seconds, self.name, seconds)
+        if prefill:
+            self.counters.add(self.counters.prefills, self.name, 1)
+            self.counters.add(self.counters.prefill_seconds, self.name, seconds)
         return probs
 
 
@@ -218,8 +240,9 @@ def step(
     p = scorer(seq + draft)[len(seq) - 1 :]
     tokens, dists = verify(p, draft, q, greedy, generator)
     if proposer is not None:
-        counters = scorer.counters
-        counters.add(counters.accepted, proposer.scorer.name, len(tokens) - 1)
+        counters, kept = scorer.counters, len(tokens) - 1
+        counters.add(counters.accepted, proposer.scorer.name, kept)
+        counters.add(counters.rejections, proposer.scorer.name, int(kept < len(draft)))
     return tokens, dists
 
 
