@@ -74,8 +74,9 @@ def main() -> None:
 @click.option(
     "--address",
     default=None,
-    metavar="auto|HOST:PORT",
-    help="Join a Ray cluster started with `ray start --head`; default: an embedded local Ray.",
+    metavar="auto|HOST:PORT|local",
+    help="Join a Ray cluster started with `ray start --head`; default: the cluster RAY_ADDRESS "
+    "names (as inside `ray job submit`), else an embedded local Ray; local: always embedded.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress line.")
 def run(

@@ -8,6 +8,10 @@ cluster without authentication leaves every actor cancelled before it runs, and 
 none to one with it is refused. So before joining we ask the cluster's GCS, without a
 token, for one key: refused means it wants the token. A RAY_AUTH_MODE the user set is
 always respected.
+
+Which Ray: `--address` when given ("local" forces a new embedded one); else the cluster
+RAY_ADDRESS names, as `ray.init()` does and as a job started by `ray job submit` expects
+(Ray sets it for the job's driver); else an embedded Ray on this machine.
 """
 
 from __future__ import annotations
@@ -24,6 +28,29 @@ from orchestrator.errors import InputError
 
 _MODE = "RAY_AUTH_MODE"
 _ours: list[str] = []  # the modes this process set itself, which a later call may change
+
+
+def choose(address: str | None) -> tuple[str | None, str | None]:
+    """The cluster to join (None: start an embedded Ray) and, when RAY_ADDRESS chose it,
+    a line that says so."""
+    if address == "local":
+        return None, None
+    if address:
+        return address, None
+    named = os.environ.get("RAY_ADDRESS", "").strip()
+    if not named or named == "local":
+        return None, None
+    if "://" in named and not named.startswith("ray://"):
+        raise InputError(
+            f"RAY_ADDRESS={named}: that is a dashboard address, for `ray job submit`; a sweep "
+            "joins a cluster at host:port (its GCS, port 6379 by default). Submit the sweep "
+            "as a job (`ray job submit --working-dir . -- sweep run spec.yaml`), give "
+            "--address host:port, or --address local to run on this machine"
+        )
+    return named, (
+        f"joining the Ray cluster at {named} (RAY_ADDRESS; --address local runs on an "
+        "embedded Ray instead)"
+    )
 
 
 def connect(address: str | None, wait: float | None = None) -> bool:

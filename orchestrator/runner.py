@@ -35,7 +35,7 @@ from orchestrator.bundles import (
     make_bundle_trainable,
 )
 from orchestrator.compaction import compact_after_run, recover
-from orchestrator.connection import connect
+from orchestrator.connection import choose, connect
 from orchestrator.errors import InputError
 from orchestrator.inputs import SweepInput, resolve_inputs
 from orchestrator.leftovers import left_behind, next_attempts, remove_temporary
@@ -184,8 +184,9 @@ def run_sweep(
 
     `spec` is a SweepSpec, a path to a YAML spec, or a dict. Trials that already
     have a successful row are skipped, so calling this again resumes or extends.
-    `address` joins a running Ray cluster ("auto" or "host:port"); without it an
-    embedded Ray starts, unless this process already initialised Ray.
+    `address` joins a running Ray cluster ("auto" or "host:port"); without it, the one
+    RAY_ADDRESS names, else an embedded Ray starts ("local": always), unless this
+    process already initialised Ray.
     """
     source_dir = Path(spec).resolve().parent if isinstance(spec, (str, Path)) else Path.cwd()
     if not isinstance(spec, SweepSpec):
@@ -205,6 +206,9 @@ def run_sweep(
     result = SweepResult(the_plan.store.uri, the_plan.total, the_plan.total - the_plan.to_run)
     if the_plan.to_run == 0:
         return result
+    address, joining = choose(address)
+    if joining and progress is not None:
+        progress.write(joining + "\n")
     started_ray = connect(address, wait=spec.limits.start_time)
     try:
         _check_resources(spec)

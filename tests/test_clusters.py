@@ -1,5 +1,6 @@
 """`sweep run --address` on clusters started with `ray start`, with and without token
-authentication, from a machine whose ~/.ray/auth_token is a token of its own; and a
+authentication, from a machine whose ~/.ray/auth_token is a token of its own; the
+cluster RAY_ADDRESS names, joined without --address (as inside `ray job submit`); and a
 sweep whose trials cannot start on the cluster, which stops within seconds, saying why."""
 
 from __future__ import annotations
@@ -95,14 +96,31 @@ def cluster(request, home, tmp_path_factory):
 
 def run_on(
     cluster: dict, folder: Path, home: Path, module: str = MODULE, limits: dict | None = None,
-    **env: str,
+    flags: tuple[str, ...] | None = None, name: str = "joined", **env: str,
 ):  # fmt: skip
+    """`sweep run` of 4 trials with `flags` (default: --address of the cluster)."""
     spec = write_sweep(
-        folder, "exp", module, name="joined", experiment="exp:experiment",
+        folder, "exp", module, name=name, experiment="exp:experiment",
         grid={"x": [1, 2, 3, 4]}, retries=3, limits=limits or {},
     )  # fmt: skip
     env = {"HOME": str(home), "RAY_AUTH_MODE": None, **env}  # by default the user set no mode
-    return sweep("run", str(spec), "--address", cluster["address"], cwd=folder, env=env)
+    flags = ("--address", cluster["address"]) if flags is None else flags
+    return sweep("run", str(spec), *flags, cwd=folder, env=env)
+
+
+def node_of(cluster: dict, home: Path) -> str:
+    """The node id of the cluster's head, asked by a driver that joins it."""
+    code = (
+        "import ray; from orchestrator.connection import connect; "
+        f"connect({cluster['address']!r}); print(ray.get_runtime_context().get_node_id())"
+    )
+    env = {**cli_env(), "HOME": str(home)}
+    env.pop("RAY_AUTH_MODE", None)
+    out = subprocess.run(
+        [str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()[-1]
 
 
 def test_a_sweep_runs_on_a_cluster_with_or_without_token_auth(cluster, home, tmp_path):
@@ -119,6 +137,32 @@ def test_a_sweep_runs_on_a_cluster_with_or_without_token_auth(cluster, home, tmp
     assert out.returncode == 0, out.stderr
     assert "(4 ok, 0 failed" in out.stdout
     assert "Token authentication is" not in out.stderr
+
+
+def test_without_address_a_sweep_joins_the_cluster_ray_address_names(cluster, home, tmp_path):
+    """As inside `ray job submit`: RAY_ADDRESS set, no --address. It says so first, and
+    every trial runs on the cluster's node; --address local runs on an embedded Ray on
+    this machine instead; a dashboard address there is refused, saying what to do."""
+    user_home = cluster["home"] if cluster["mode"] == "token" else home
+    env = {"RAY_ADDRESS": cluster["address"]}
+    out = run_on(cluster, tmp_path, user_home, flags=(), **env)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.startswith(f"joining the Ray cluster at {cluster['address']} (RAY_ADDRESS")
+    joined = pd.read_parquet(tmp_path / "results" / "joined" / "trials")
+    assert (joined["status"] == "ok").all() and len(joined) == 4
+    assert set(joined["node"]) == {node_of(cluster, user_home)}
+    if cluster["mode"] == "token":
+        return  # the rest does not depend on the cluster
+    local = run_on(cluster, tmp_path, home, flags=("--address", "local"), name="local", **env)
+    assert local.returncode == 0, local.stderr
+    assert "joining" not in local.stderr
+    trials = pd.read_parquet(tmp_path / "results" / "local" / "trials")
+    assert len(trials) == 4 and not set(trials["node"]) & set(joined["node"])
+    dashboard = run_on(
+        cluster, tmp_path, home, flags=(), name="dashboard", RAY_ADDRESS="http://127.0.0.1:8265"
+    )
+    assert dashboard.returncode == 2
+    assert "that is a dashboard address, for `ray job submit`" in dashboard.stderr
 
 
 def test_trials_that_cannot_start_stop_the_sweep_at_once_saying_why(cluster, home, tmp_path):
