@@ -95,8 +95,8 @@ def cells(trials: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     )
     ratios = pd.DataFrame(
         {
-            column: trials[measured] / trials[predicted]
-            for column, (predicted, measured) in _PREDICTIONS.items()
+            f"{name} measured/predicted": trials[measured] / trials[predicted]
+            for name, (predicted, measured) in _PREDICTIONS.items()
             if predicted in trials
         }
     )
@@ -112,9 +112,9 @@ def _interval(row: pd.Series) -> str:
     return f"{fmt(row['mean'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
 
 
-_PREDICTIONS = {  # column: (predicted, measured) speedups
-    "tri measured/predicted": ("predicted_speedup", "speedup"),
-    "two-level measured/predicted": ("two_level_predicted_speedup", "two_level_speedup"),
+_PREDICTIONS = {  # decoder: (predicted, measured) speedups
+    "tri": ("predicted_speedup", "speedup"),
+    "two-level": ("two_level_predicted_speedup", "two_level_speedup"),
 }
 
 
@@ -122,11 +122,7 @@ def _measured_vs_predicted(trials: pd.DataFrame) -> list[Block]:
     """How well Leviathan et al.'s formula predicts the measured speedups: tri-decoding
     (adaptive drafts, so its assumptions hold loosely) and, where the trials have it, the
     fixed-length two-level decoder."""
-    pairs = {
-        name.split(" ")[0]: columns
-        for name, columns in _PREDICTIONS.items()
-        if columns[0] in trials
-    }
+    pairs = {name: columns for name, columns in _PREDICTIONS.items() if columns[0] in trials}
     ratios = "; ".join(
         f"{name} {fmt((trials[measured] / trials[predicted]).median())}"
         for name, (predicted, measured) in pairs.items()

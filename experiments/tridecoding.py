@@ -144,25 +144,23 @@ def _predictions(counters: dict[str, Counters]) -> dict[str, float]:
     tri, two_level, alone = counters["tri"], counters["two_level"], counters["target"]
     target_step = alone.step_time("target")
     draft_step = two_level.step_time("draft")  # the draft model proposing, one token a pass
+    draft_cost = draft_step / target_step
     drafted = tri.generated.get("draft", 0)
     per_drafted = (tri.step_seconds("little") + tri.step_seconds("draft")) / max(drafted, 1)
     cost = per_drafted / target_step  # a token of the little -> draft cascade
-    two_level_draft = two_level.generated.get("draft", 0)
+    alpha, two_level_alpha = tri.alpha("draft"), two_level.alpha("draft")
+    two_level_gamma = two_level.generated.get("draft", 0) / two_level.calls["target"]
     return {
         "little_alpha": tri.alpha("little"),
-        "draft_alpha": tri.alpha("draft"),
+        "draft_alpha": alpha,
         "little_cost_ratio": tri.step_time("little") / draft_step,
-        "draft_cost_ratio": draft_step / target_step,
+        "draft_cost_ratio": draft_cost,
         "cost_ratio": cost,
-        "predicted_speedup": predicted_speedup(
-            tri.alpha("draft"), drafted / tri.calls["target"], cost
-        ),
+        "predicted_speedup": predicted_speedup(alpha, drafted / tri.calls["target"], cost),
         "two_level_acceptance_rate": _rate(two_level, "draft"),
-        "two_level_alpha": two_level.alpha("draft"),
+        "two_level_alpha": two_level_alpha,
         "two_level_predicted_speedup": predicted_speedup(
-            two_level.alpha("draft"),
-            two_level_draft / two_level.calls["target"],
-            draft_step / target_step,
+            two_level_alpha, two_level_gamma, draft_cost
         ),
     }
 
