@@ -28,6 +28,7 @@ from orchestrator.summary import ls_table, status_text
 EXIT_TRIALS_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_STORAGE_FULL = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 class _Group(click.Group):
@@ -89,7 +90,8 @@ def run(
     succeeded, 1 when some failed (they are recorded; run again to retry them) or the
     sweep stopped because its trials could not start, 2 for bad input (nothing was
     written), 3 when the storage's disk is full (free space, then run again: finished
-    trials are kept).
+    trials are kept), 130 when it was interrupted (Ctrl-C, SIGTERM, `ray job stop`: run
+    it again to finish; nothing recorded is lost).
 
     Limits per attempt go in the spec, `limits: {trial_time: 2h, report_gap: 10m}`: an
     attempt past either is stopped, recorded as `timeout` and retried per `retries`.
@@ -125,6 +127,8 @@ def run(
     click.echo(f"results: {outcome.path}   (sweep status {outcome.path})")
     if outcome.after_sweep:
         click.echo(f"after the trials: {outcome.after_sweep}")
+    if outcome.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
     if outcome.after_sweep_error:
         click.echo("the experiment's after_sweep step failed (see above)", err=True)
         sys.exit(EXIT_TRIALS_FAILED)

@@ -17,8 +17,8 @@ import pyarrow.fs as pafs
 from orchestrator.store import SweepStore
 
 LEFT_BEHIND = (
-    "the driver stopped (killed, crashed, or its storage was full) while this attempt ran; "
-    "its steps up to then are in metrics/, its result was never recorded"
+    "the driver stopped (interrupted, killed, crashed, or its storage was full) while this "
+    "attempt ran; its steps up to then are in metrics/, its result was never recorded"
 )
 
 

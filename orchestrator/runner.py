@@ -248,6 +248,7 @@ def _execute(
     from orchestrator.limits import TrialLimits
     from orchestrator.progress import ProgressLine
     from orchestrator.sink import ParquetSink
+    from orchestrator.stopping import Stop, on_signals
     from orchestrator.stuck import StuckWorkers
     from orchestrator.trainable import RunContext, Shipped, make_trainable
     from orchestrator.tune_fixes import treat_out_of_memory_as_actor_death
@@ -279,6 +280,8 @@ def _execute(
     callbacks: list[Any] = [sink, limits, StuckWorkers(abort, spec.limits.start_time)]
     if progress is not None:
         callbacks.append(ProgressLine(spec.name, sink, the_plan.to_run, progress))
+    stop = Stop()
+    callbacks.append(stop)  # last: it may end the step
     bundled = spec.bundle is not None
     trainable = tune.with_resources(
         (make_bundle_trainable if bundled else make_trainable)(fn, Shipped(ctx)),
@@ -302,15 +305,17 @@ def _execute(
     level = tune_logger.level
     tune_logger.setLevel(logging.CRITICAL)  # failures are recorded in the table and counted
     try:
-        tuner.fit()
+        with on_signals(stop):  # after connect(): it replaces Ray's SIGTERM handler
+            tuner.fit()
     except KeyboardInterrupt:
         result.interrupted = True
+        stop.kill_running()
     finally:
         tune_logger.setLevel(level)
         sink.flush()
         result.rows = sink.finished
         result.aborted = str(abort.reason) if abort.reason else None
-        result.interrupted |= sink.ended < the_plan.to_run  # Tune may return after Ctrl-C
+        result.interrupted |= sink.ended < the_plan.to_run  # Tune ends early on SIGUSR1
         with abort.on(StorageFull):
             _record_run_end(store, run, result)
         shutil.rmtree(scratch, ignore_errors=True)

@@ -58,12 +58,18 @@ def home(tmp_path_factory) -> Path:
 
 
 @contextlib.contextmanager
-def head(env: dict[str, str]) -> Iterator[str]:
-    """A one-node cluster by `ray start --head` in `env`; yields its address."""
+def head(env: dict[str, str], dashboard: int | None = None) -> Iterator[str]:
+    """A one-node cluster by `ray start --head` in `env`, in its own process group, with
+    its dashboard (the Jobs API) on loopback port `dashboard` if given; yields its address.
+    Every port is a free one: with ray[default] a head serves the dashboard agent and Ray
+    Client on fixed ports, which a second cluster on this machine could not bind."""
     port = free_port()
+    ui = ["--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"] if dashboard else []
     process = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2",
-         "--include-dashboard=false", "--block"],
+         f"--include-dashboard={bool(dashboard)}", *ui,
+         f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
+         "--block"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
