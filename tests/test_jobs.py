@@ -3,11 +3,14 @@ from a laptop: `ray job submit --working-dir DIR -- sweep run spec.yaml` to a cl
 started by `ray start --head` with its dashboard on a loopback port, in its own process
 group. The experiment lives only in the working directory (the cluster's Python path does
 not hold it), the storage is shared, `sweep status` reads it from here while the job runs,
-and `ray job stop` then a second submission ends with each trial once."""
+and `ray job stop` then a second submission ends with each trial once. And the KubeRay
+RayJob manifest, checked for what KubeRay requires (no Kubernetes here to apply it)."""
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import time
 import urllib.request
@@ -15,8 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import BIN, assert_exactly_once, cli_env, sweep, write_sweep
+import yaml
+from conftest import BIN, REPO, assert_exactly_once, cli_env, sweep, write_sweep
 from test_clusters import free_port, head, node_of
+
+from orchestrator.spec import load_spec
 
 EXPERIMENT = """
     import os
@@ -115,3 +121,47 @@ def test_a_job_stopped_mid_sweep_then_submitted_again_runs_each_trial_once_on_th
     assert_exactly_once(final, pd.read_parquet(sweep_folder / "metrics"))
     status = sweep("status", str(sweep_folder), cwd=tmp_path).stdout
     assert "8 total | 8 ok" in status, status
+
+
+# A Kubernetes quantity (resources.limits and requests), as the RayJob CRD's pattern has it.
+QUANTITY = r"[+-]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?(\d+(\.\d*)?|\.\d+))?"
+
+
+def test_the_kuberay_manifest_has_what_kuberay_requires():
+    """cluster-kuberay.yaml against KubeRay v1.7's RayJob: the CRD's required fields and
+    types (openAPIV3Schema) and its controller's checks (ValidateRayJobSpec); and the
+    entrypoint is a `sweep run` whose overrides our spec accepts."""
+    manifest = yaml.safe_load((REPO / "cluster-kuberay.yaml").read_text())
+    assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayJob")
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", manifest["metadata"]["name"])
+    spec = manifest["spec"]
+    command = shlex.split(spec["entrypoint"])
+    assert command[:3] == ["sweep", "run", "spec.yaml"]
+    overrides = [command[i + 1] for i, flag in enumerate(command[:-1]) if flag == "--set"]
+    stored = load_spec({"name": "s", "experiment": "trivial"}, overrides).storage
+    assert stored.startswith("s3://")  # results in the bucket: the laptop reads them there
+    runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])  # a string of YAML in the CRD
+    assert re.fullmatch(r"(s3|gs|https)://.+\.zip", runtime_env["working_dir"])  # not a path
+    assert spec["submissionMode"] in {"K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"}
+    assert isinstance(spec["backoffLimit"], int) and spec["backoffLimit"] >= 0
+    if spec.get("ttlSecondsAfterFinished", 0) > 0:
+        assert spec["shutdownAfterJobFinishes"] is True  # the controller refuses it otherwise
+    cluster = spec["rayClusterSpec"]
+    assert re.fullmatch(r"2\.\d+\.\d+", cluster["rayVersion"])
+    assert int(cluster["rayVersion"].split(".")[1]) >= 50  # pyproject's ray[tune]>=2.50
+    workers = cluster["workerGroupSpecs"]
+    for group in [cluster["headGroupSpec"], *workers]:
+        assert all(isinstance(v, str) for v in group.get("rayStartParams", {}).values())
+        containers = group["template"]["spec"]["containers"]
+        assert containers
+        for container in containers:
+            assert isinstance(container["name"], str) and isinstance(container["image"], str)
+            for amounts in container.get("resources", {}).values():
+                for amount in amounts.values():
+                    assert isinstance(amount, int) or re.fullmatch(QUANTITY, amount), amount
+            for variable in container.get("env", []):
+                assert isinstance(variable["name"], str) and isinstance(variable["value"], str)
+    for group in workers:
+        assert {"groupName", "minReplicas", "maxReplicas", "template"} <= set(group)
+        replicas = group.get("replicas", group["minReplicas"])
+        assert 0 <= group["minReplicas"] <= replicas <= group["maxReplicas"]
