@@ -5,11 +5,12 @@ result = run_sweep("experiments/sweeps/quickstart.yaml")
 result.trials()          # pandas DataFrame, one row per trial attempt
 """
 
+from typing import Any
+
 from orchestrator.context import Trial
 from orchestrator.errors import InputError
 from orchestrator.params import parameters
 from orchestrator.registry import available, register
-from orchestrator.runner import Plan, SweepResult, run_sweep
 from orchestrator.spec import SweepSpec, load_spec
 from orchestrator.trials import expand, trial_id
 
@@ -27,3 +28,13 @@ __all__ = [
     "run_sweep",
     "trial_id",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The runner's names, imported on first use: it imports Ray Tune (about a second),
+    which `sweep status`, `sweep ls` and experiment modules do without."""
+    if name in ("Plan", "SweepResult", "run_sweep"):
+        from orchestrator import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")

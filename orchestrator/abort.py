@@ -21,15 +21,13 @@ from typing import Any
 
 from ray import tune
 
+from orchestrator.errors import TrialsCannotStart
+
 CHECKS = (
     "Check that every node can import the experiment and its packages, that this machine "
     "and the cluster agree on token authentication (RAY_AUTH_MODE, ~/.ray/auth_token), "
     "and the Ray logs on the nodes (/tmp/ray/session_latest/logs)."
 )
-
-
-class TrialsCannotStart(Exception):
-    """The sweep stopped because its first attempts all died before the experiment ran."""
 
 
 class Abort(tune.Stopper):

@@ -9,21 +9,23 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import pandas as pd
 
 from analysis.errors import AnalysisError
 from analysis.tables import UnreadableFileWarning
-from orchestrator.abort import TrialsCannotStart
 from orchestrator.compaction import TARGET_BYTES, compact, parse_size
-from orchestrator.errors import InputError
+from orchestrator.errors import InputError, TrialsCannotStart
 from orchestrator.outcomes import FAILED
 from orchestrator.params import declared, describe
 from orchestrator.registry import available, resolve
-from orchestrator.runner import Plan, run_sweep
 from orchestrator.store import StorageFull, store_at
 from orchestrator.summary import ls_table, status_text
+
+if TYPE_CHECKING:  # the runner imports Ray Tune: only `sweep run` pays for it
+    from orchestrator.runner import Plan
 
 EXIT_TRIALS_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -103,6 +105,8 @@ def run(
     experiment with a fused implementation) trained together; each is still its own
     trial in the results. --dry-run shows the bundles.
     """
+    from orchestrator.runner import Plan, run_sweep
+
     outcome = run_sweep(
         spec,
         overrides=list(overrides),

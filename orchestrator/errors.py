@@ -1,9 +1,14 @@
-"""The one exception type for bad input: the CLI prints it and exits with code 2."""
+"""The exceptions the CLI turns into exit codes: bad input (2) and a sweep whose trials
+cannot start (1). Kept free of heavy imports, so `sweep --help` and `sweep status` start fast."""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+
+
+class TrialsCannotStart(Exception):
+    """The sweep stopped because its first attempts all died before the experiment ran."""
 
 
 class InputError(Exception):
