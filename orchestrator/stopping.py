@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import ray
 from ray.tune import Callback
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -41,8 +42,6 @@ class Stop(Callback):
 
     def kill_running(self) -> None:
         """Kill the actors of the trials still running (Tune would wait for them)."""
-        import ray
-
         for trial in self._trials:
             if (actor := trial.temporary_state.ray_actor) is not None:
                 with contextlib.suppress(Exception):  # already gone

@@ -11,7 +11,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -60,7 +61,8 @@ def home(tmp_path_factory) -> Path:
 @contextlib.contextmanager
 def head(env: dict[str, str], dashboard: int | None = None) -> Iterator[str]:
     """A one-node cluster by `ray start --head` in `env`, in its own process group, with
-    its dashboard (the Jobs API) on loopback port `dashboard` if given; yields its address.
+    its dashboard (the Jobs API) on loopback port `dashboard` if given; yields its address
+    once it answers.
     Every port is a free one: with ray[default] a head serves the dashboard agent and Ray
     Client on fixed ports, which a second cluster on this machine could not bind."""
     port = free_port()
@@ -74,17 +76,26 @@ def head(env: dict[str, str], dashboard: int | None = None) -> Iterator[str]:
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and process.poll() is None, "ray start failed"
-                time.sleep(0.5)
+        gcs = lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close()  # noqa: E731
+        wait_for(gcs, process, deadline)
+        if dashboard:  # the Jobs API answers a little after the GCS
+            api = f"http://127.0.0.1:{dashboard}/api/version"
+            wait_for(lambda: urllib.request.urlopen(api, timeout=2).close(), process, deadline)
         yield f"127.0.0.1:{port}"
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the head and every Ray process it started
         process.wait(timeout=60)
+
+
+def wait_for(ready: Callable[[], object], process: subprocess.Popen, deadline: float) -> None:
+    """Call `ready` until it stops raising OSError; fail if `process` ends or time runs out."""
+    while True:
+        try:
+            ready()
+            return
+        except OSError:
+            assert time.monotonic() < deadline and process.poll() is None, "ray start failed"
+            time.sleep(0.5)
 
 
 @pytest.fixture(scope="module", params=["token", "disabled"])
