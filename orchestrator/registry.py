@@ -63,8 +63,10 @@ def resolve(experiment: str, search_dirs: Iterable[Path] = ()) -> Experiment:
 def _import(path: str, search_dirs: list[Path]) -> Experiment:
     module_name, _, attr = path.partition(":")
     for folder in reversed(search_dirs):
-        if str(folder) not in sys.path:
-            sys.path.insert(0, str(folder))
+        if str(folder) in sys.path:
+            sys.path.remove(str(folder))
+        sys.path.insert(0, str(folder))
+    _forget_copy_from_elsewhere(module_name, search_dirs)
     try:
         module = importlib.import_module(module_name)
         if _is_user_file(module, search_dirs):
@@ -86,6 +88,18 @@ def _import(path: str, search_dirs: list[Path]) -> Experiment:
 
         ray.cloudpickle.register_pickle_by_value(module)
     return fn
+
+
+def _forget_copy_from_elsewhere(module_name: str, search_dirs: list[Path]) -> None:
+    """A module of this name that this process loaded from another folder (a notebook or
+    test that ran a spec elsewhere) is dropped, so the one beside this spec imports."""
+    top = module_name.split(".")[0]
+    loaded = sys.modules.get(top)
+    here = [d for d in search_dirs if (d / f"{top}.py").is_file() or (d / top).is_dir()]
+    if loaded is None or not here or _is_user_file(loaded, here[:1]):
+        return
+    for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+        del sys.modules[name]
 
 
 def _is_user_file(module: Any, search_dirs: list[Path]) -> bool:

@@ -1,7 +1,12 @@
-"""Shared fixtures. Modules that need Ray use `ray_instance`: one real local Ray per module."""
+"""Shared fixtures and helpers. Tests that need Ray in this process use `ray_instance`:
+one real local Ray for the whole session (a module that needs a cluster of its own shuts
+it down; the next module that asks starts it again). `sweep` runs the real console script
+in a subprocess, for what only a process shows (exit codes of the installed entry point,
+signals, kills); `cli` runs the same command in this process, for everything else."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,11 +25,19 @@ SWEEP = str(BIN / "sweep")  # the installed console script
 
 @pytest.fixture(scope="module")
 def ray_instance():
+    """The session's local Ray, started if no Ray runs in this process."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield ray
-    ray.shutdown()
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    return ray
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_ray_at_the_end():
+    yield
+    if "ray" in sys.modules:
+        sys.modules["ray"].shutdown()
 
 
 @pytest.fixture
@@ -60,12 +74,28 @@ def sweep(
     )
 
 
+def cli(
+    *args: str, cwd: Path, env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess:
+    """`sweep ARGS` run in this process by click's test runner, from `cwd`: what the
+    subprocess of `sweep` gives (exit code, stdout, stderr) without a Python start and a
+    Ray Tune import per call. A sweep it runs joins this process's Ray if one is running."""
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    with contextlib.chdir(cwd):
+        out = CliRunner(env=env).invoke(main, list(args), prog_name="sweep", catch_exceptions=False)
+    return subprocess.CompletedProcess(["sweep", *args], out.exit_code, out.stdout, out.stderr)
+
+
 def start_and_kill(
     cwd: Path, spec: Path, sig: signal.Signals, written: Path, later: float = 0.0
-) -> None:
+) -> int:
     """Start `sweep run SPEC`, wait until it writes a new file to the table folder `written`
     (trials/: some trials ended; metrics/: some are running or ended) and `later` seconds
-    more, then send `sig` (SIGKILL: to the driver and the Ray it started)."""
+    more, then send `sig` (SIGKILL: to the driver and the Ray it started). Returns the
+    driver's exit code."""
     before = set(written.glob("*.parquet"))
     driver = subprocess.Popen(
         [SWEEP, "run", str(spec)], cwd=cwd, env=cli_env(), start_new_session=True,
@@ -80,7 +110,20 @@ def start_and_kill(
         os.killpg(driver.pid, signal.SIGKILL)
     else:
         driver.send_signal(sig)
-    driver.wait(timeout=120)
+    return driver.wait(timeout=120)
+
+
+def cut_off(folder: Path) -> set[tuple[str, int]]:
+    """Attempts with steps in metrics/ and no row in trials/: running when the driver
+    ended (killed, or interrupted: their rows come with the next run)."""
+    steps = pd.read_parquet(folder / "metrics", columns=["trial_id", "attempt"])
+    rows = (
+        pd.read_parquet(folder / "trials", columns=["trial_id", "attempt"])
+        if any((folder / "trials").glob("*.parquet"))
+        else steps.iloc[:0]
+    )
+    keys = {(t, a) for t, a in zip(rows["trial_id"], rows["attempt"], strict=True)}
+    return set(zip(steps["trial_id"], steps["attempt"], strict=True)) - keys
 
 
 def run_directly(
@@ -189,9 +232,36 @@ def overlapping(trials) -> list[tuple]:
     ]
 
 
-def assert_exactly_once(trials, metrics) -> None:
-    """No key twice in either table, and every attempt with steps has its row."""
+def assert_exactly_once(
+    trials, metrics, expected: set[str], undisturbed: tuple | None = None, values=()
+) -> None:
+    """Every trial of `expected` has exactly one successful row, and no other trial has
+    a row; no key is twice in either table; every attempt with steps has its row. Given
+    an undisturbed run's (trials, metrics) of an experiment that is deterministic given
+    its seed: the successful rows' `values` columns, and their steps, equal that run's."""
     assert not trials.duplicated(["trial_id", "attempt"]).any()
     assert not metrics.duplicated(["trial_id", "attempt", "step"]).any()
     rows = set(zip(trials["trial_id"], trials["attempt"], strict=True))
     assert set(zip(metrics["trial_id"], metrics["attempt"], strict=True)) <= rows
+    ok = trials[trials["status"] == "ok"]
+    assert ok["trial_id"].is_unique, "a trial succeeded twice"
+    assert set(ok["trial_id"]) == expected, "trials missing, or trials nobody asked for"
+    assert set(trials["trial_id"]) == expected
+    if undisturbed is not None:
+        for mine, theirs in zip(
+            successful(trials, metrics, values), successful(*undisturbed, values), strict=True
+        ):
+            pd.testing.assert_frame_equal(mine, theirs)
+
+
+def successful(trials, metrics, values=()) -> tuple:
+    """The successful rows' `values` by trial id, and their steps (time and attempt left
+    out), in a fixed order: what two runs of one sweep must agree on."""
+    ok = trials[trials["status"] == "ok"]
+    steps = metrics.merge(ok[["trial_id", "attempt"]]).drop(
+        columns=["time", "attempt", "sweep"], errors="ignore"
+    )
+    return (
+        ok.set_index("trial_id")[list(values)].sort_index(),
+        steps[sorted(steps.columns)].sort_values(["trial_id", "step"], ignore_index=True),
+    )
