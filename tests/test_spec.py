@@ -155,3 +155,15 @@ def test_every_shipped_spec_is_valid_and_names_an_installed_experiment(path: Pat
 
     loaded = load_spec(path)
     assert callable(resolve(loaded.experiment)) and expand(loaded)
+
+
+def test_a_user_module_is_imported_from_beside_the_spec_not_from_an_earlier_folder(tmp_path):
+    """Two specs in two folders, each beside its own `exp.py`, run in one process (a
+    notebook, or the in-process CLI): each gets its own module, not the first one loaded."""
+    from orchestrator.registry import resolve
+
+    for value in ("first", "second"):
+        (tmp_path / value).mkdir()
+        (tmp_path / value / "exp.py").write_text(f"def run(config, trial):\n    return {value!r}\n")
+    picked = [resolve("exp:run", [tmp_path / f])(None, None) for f in ("first", "second", "first")]
+    assert picked == ["first", "second", "first"]
