@@ -18,6 +18,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+# One thread for torch and BLAS in this process and the ones it starts, unless set: the
+# suite's models are tiny, and a thread pool sized for the machine's cores competes with
+# Ray's processes for them (a 40-token decode took 4.8 s with two threads on a loaded
+# 2-core machine, 0.2 s with one). Ray gives its workers one thread per CPU anyway.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SWEEP = str(BIN / "sweep")  # the installed console script
