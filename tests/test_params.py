@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, sweep, write_sweep
+from conftest import REPO, cli, sweep, write_sweep
 
 from orchestrator import InputError, load_spec
 from orchestrator.params import check_spec, declared, effective
@@ -60,9 +60,12 @@ def test_lmeval_takes_any_model_filter_and_nothing_else():
     ],
 )  # fmt: skip
 def test_bad_values_are_refused_before_any_file_exists(tmp_path, experiment, entry, says):
+    """Exit 2 and the message; the first case through the installed console script, the
+    others in this process."""
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"name": "b", "experiment": experiment,
                                                         **entry}))  # fmt: skip
-    out = sweep("run", "spec.yaml", cwd=tmp_path)
+    run = sweep if entry == {"params": {"lr": "0.1"}} else cli
+    out = run("run", "spec.yaml", cwd=tmp_path)
     assert out.returncode == 2 and says in out.stderr, out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # nothing written
 
@@ -126,33 +129,35 @@ MODULE = """
 """
 
 
-def test_a_user_experiment_that_declares_parameters_is_checked_and_records_defaults(tmp_path):
+def test_a_user_experiment_that_declares_parameters_is_checked_and_records_defaults(
+    tmp_path, ray_instance
+):
     write_sweep(tmp_path, "mine", MODULE, name="u", experiment="mine:declared",
                 params={"widht": 8}, grid={"rate": [0.5]})  # fmt: skip
-    out = sweep("run", "spec.yaml", cwd=tmp_path)
+    out = cli("run", "spec.yaml", cwd=tmp_path)
     assert out.returncode == 2 and "params.widht: experiment mine:declared has no parameter" in (
         out.stderr
     )
     assert 'did you mean "width"' in out.stderr and not (tmp_path / "results").exists()
     write_sweep(tmp_path, "mine", MODULE, name="u", experiment="mine:declared",
                 grid={"rate": [0.5, 1.0]})  # fmt: skip
-    plan = sweep("run", "spec.yaml", "--dry-run", cwd=tmp_path).stdout
+    plan = cli("run", "spec.yaml", "--dry-run", cwd=tmp_path).stdout
     assert "every trial: width=4" in plan and "parameters: unchecked" not in plan
-    out = sweep("run", "spec.yaml", "-q", cwd=tmp_path)
+    out = cli("run", "spec.yaml", "-q", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     trials = pd.read_parquet(tmp_path / "results" / "u" / "trials").sort_values("rate")
     assert trials["width"].tolist() == [4, 4] and trials["loss"].tolist() == [2.0, 4.0]
-    assert sweep("report", "results/u", "--out", "report", cwd=tmp_path).returncode == 0
+    assert cli("report", "results/u", "--out", "report", cwd=tmp_path).returncode == 0
     about = (tmp_path / "report" / "report.md").read_text().split("## About this report")[1]
     assert "Parameters the same in every successful trial, defaults included: width=4." in about
 
 
-def test_an_undeclared_experiment_runs_as_before_and_dry_run_says_unchecked(tmp_path):
+def test_an_undeclared_experiment_runs_as_before_and_dry_run_says_unchecked(tmp_path, ray_instance):
     write_sweep(tmp_path, "mine", MODULE, name="u", experiment="mine:undeclared",
                 grid={"rate": [1, 2]}, params={"anything": "goes"})  # fmt: skip
-    out = sweep("run", "spec.yaml", "--dry-run", cwd=tmp_path)
+    out = cli("run", "spec.yaml", "--dry-run", cwd=tmp_path)
     assert out.returncode == 0 and "parameters: unchecked" in out.stdout
-    out = sweep("run", "spec.yaml", "-q", cwd=tmp_path)
+    out = cli("run", "spec.yaml", "-q", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     trials = pd.read_parquet(tmp_path / "results" / "u" / "trials")
     assert sorted(trials.columns.intersection(["rate", "anything", "width"])) == [
@@ -195,7 +200,7 @@ def test_parameters_are_described_with_their_types_bounds_and_defaults():
 
 
 def test_sweep_experiments_name_lists_the_parameters(tmp_path):
-    out = sweep("experiments", "regression", cwd=tmp_path)
+    out = cli("experiments", "regression", cwd=tmp_path)
     assert out.returncode == 0
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["name", "type", "default"]
@@ -211,7 +216,7 @@ LEGACY = """
 """
 
 
-def test_a_folder_from_before_typed_parameters_opens_reports_and_resumes(tmp_path):
+def test_a_folder_from_before_typed_parameters_opens_reports_and_resumes(tmp_path, ray_instance):
     """Written while the experiment declared nothing (as every sweep before typed
     parameters was), then run again once it declares them: the trial whose spec set every
     parameter keeps its id and stays done; the one that relied on a default runs again
@@ -219,17 +224,20 @@ def test_a_folder_from_before_typed_parameters_opens_reports_and_resumes(tmp_pat
     spec = {"name": "u", "experiment": "mine:declared", "grid": {"cell": [
         {"rate": 0.5, "width": 4}, {"rate": 1.0}]}}  # fmt: skip
     write_sweep(tmp_path, "mine", LEGACY, **spec)
-    assert sweep("run", "spec.yaml", "-q", cwd=tmp_path).returncode == 0
+    assert cli("run", "spec.yaml", "-q", cwd=tmp_path).returncode == 0
     folder = tmp_path / "results" / "u"
     before = pd.read_parquet(folder / "trials")
     write_sweep(tmp_path, "mine", MODULE, **spec)
-    out = sweep("run", "spec.yaml", "-q", cwd=tmp_path)
+    out = cli("run", "spec.yaml", "-q", cwd=tmp_path)
     assert out.returncode == 0 and "2 trials: 1 already done, ran 1 attempts" in out.stdout
     trials = pd.read_parquet(folder / "trials")
     assert len(trials) == 3 and set(before["trial_id"]) < set(trials["trial_id"])
     rerun = trials[~trials["trial_id"].isin(before["trial_id"])]
     assert rerun[["rate", "width"]].values.tolist() == [[1.0, 4]]  # the default, recorded
-    assert sweep("status", "results/u", cwd=tmp_path).returncode == 0
-    assert sweep("report", "results/u", cwd=tmp_path).returncode == 0
-    again = sweep("run", "spec.yaml", "--dry-run", cwd=tmp_path).stdout
+    status = cli("status", "results/u", cwd=tmp_path)
+    assert status.returncode == 0
+    assert all(tid in status.stdout for tid in trials["trial_id"])  # old rows listed too
+    assert cli("report", "results/u", cwd=tmp_path).returncode == 0
+    assert (folder / "report" / "report.html").is_file()
+    again = cli("run", "spec.yaml", "--dry-run", cwd=tmp_path).stdout
     assert "2 in all, 2 already done, 0 to run" in again

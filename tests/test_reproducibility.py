@@ -191,8 +191,12 @@ def test_a_sweep_writes_pairs_and_reloadable_checkpoints(tmp_path: Path):
         {**spec, "storage": str(tmp_path / "fused"), "bundle": {"size": 3}}, progress=None
     )
     assert fused.count("ok") == 6
-    bundles = pd.read_parquet(tmp_path / "fused" / "repro" / "trials", columns=["bundle"])
+    bundles = pd.read_parquet(tmp_path / "fused" / "repro" / "trials")
     assert bundles["bundle"].nunique() == 2
+    # trained through train_lm.fused, all at once: one training loop, timed once, per bundle
+    # (members run one by one would each time their own)
+    assert bundles.groupby("bundle")["train_time_s"].nunique().eq(1).all()
+    assert pd.read_parquet(tmp_path / "repro" / "trials")["train_time_s"].nunique() == 6
     both = pairs.merge(
         pd.read_parquet(tmp_path / "fused" / "repro" / "pairs"), on=["trial_a", "trial_b"]
     )

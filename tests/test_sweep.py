@@ -93,38 +93,47 @@ def test_a_users_own_function_fills_the_parquet_contract(tmp_path: Path):
 def test_failures_are_recorded_retried_and_resumed(tmp_path: Path):
     marker = tmp_path / "fail-now"
     marker.touch()
-    spec = write_spec(tmp_path, retries=1, params={"fail_marker": str(marker)})
+    spec = write_spec(tmp_path, retries=1, params={"fail_marker": str(marker)}, grid={"x": [1, 2]})
 
     first = run_sweep(spec, progress=None)
-    assert (first.count("ok"), first.count("failed")) == (3, 6)  # seed 1: 3 trials x 2 attempts
+    assert (first.count("ok"), first.count("failed")) == (2, 4)  # seed 1: 2 trials x 2 attempts
     trials = trials_of(tmp_path)
     failed = trials[trials["status"] == "failed"]
-    assert sorted(failed["attempt"]) == [1, 1, 1, 2, 2, 2]
+    assert sorted(failed["attempt"]) == [1, 1, 2, 2] and (failed["seed"] == 1).all()
     assert failed["error"].str.contains("RuntimeError: seed 1 is cursed").all()
     assert failed["error"].str.contains("Traceback").all()
 
     marker.unlink()
     second = run_sweep(spec, progress=None)
-    assert (second.skipped, second.count("ok"), second.count("failed")) == (3, 3, 0)
+    assert (second.skipped, second.count("ok"), second.count("failed")) == (2, 2, 0)
+    assert {row["trial_id"] for row in second.rows} == set(failed["trial_id"])  # only those
     trials = trials_of(tmp_path)
-    assert len(trials) == 9 + 3
-    assert sorted(trials.loc[trials["status"] == "ok", "attempt"]) == [1, 1, 1, 3, 3, 3]
+    assert len(trials) == 6 + 2
+    assert sorted(trials.loc[trials["status"] == "ok", "attempt"]) == [1, 1, 3, 3]
     assert trials.loc[trials["status"] == "ok", "trial_id"].is_unique
 
     third = run_sweep(spec, progress=None)
-    assert third.rows == [] and third.skipped == 6  # nothing left to do
+    assert third.rows == [] and third.skipped == 4  # nothing left to do
 
 
 def test_extending_seeds_and_grid_runs_only_new_cells(tmp_path: Path):
-    run_sweep(write_spec(tmp_path), progress=None)
+    run_sweep(write_spec(tmp_path, grid={"x": [1, 2]}), progress=None)
     before = trials_of(tmp_path)
-    extended = run_sweep(write_spec(tmp_path, seeds=3, grid={"x": [1, 2, 3, 4]}), progress=None)
-    assert (extended.total, extended.skipped, extended.count("ok")) == (12, 6, 6)
+    extended = run_sweep(write_spec(tmp_path, seeds=3, grid={"x": [1, 2, 3]}), progress=None)
+    assert (extended.total, extended.skipped, extended.count("ok")) == (9, 4, 5)
     after = trials_of(tmp_path)
-    assert len(after) == 12 and after["trial_id"].is_unique
+    assert len(after) == 9 and after["trial_id"].is_unique
     assert set(before["trial_id"]) < set(after["trial_id"])
+    new = after[~after["trial_id"].isin(before["trial_id"])]
+    assert sorted(zip(new["x"], new["seed"], strict=True)) == [
+        (1, 2),
+        (2, 2),
+        (3, 0),
+        (3, 1),
+        (3, 2),
+    ]
     meta = json.loads((tmp_path / "results" / "mine" / "sweep.json").read_text())
-    assert [r["to_run"] for r in meta["runs"]] == [6, 6]
+    assert [r["to_run"] for r in meta["runs"]] == [4, 5]
 
 
 def test_random_search_samples_from_distributions(tmp_path: Path):
