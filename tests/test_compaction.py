@@ -1,16 +1,19 @@
 """Compaction: a sweep's tables rewritten into few files keep every row, value and type,
 stay whole for every reader when `sweep compact` is SIGKILLed at any moment, are refused
-while a run writes the sweep, and happen by themselves at the end of `sweep run`."""
+while a run writes the sweep, and happen by themselves at the end of `sweep run` (unless
+RAYSWEEP_COMPACT=0); a run that starts during a compaction waits for it."""
 
 from __future__ import annotations
 
 import fcntl
+import json
 import math
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,14 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import SWEEP, cli_env, sweep
+from conftest import SWEEP, cli, cli_env, sweep
 
 from analysis import load
-from orchestrator.compaction import compact, parse_size
+from orchestrator.compaction import SWITCH, compact, parse_size
 from orchestrator.errors import InputError
 from orchestrator.params import declared, effective
 from orchestrator.registry import resolve
-from orchestrator.runner import plan
+from orchestrator.runner import plan, run_sweep
 from orchestrator.sink import COLUMN_TYPES
 from orchestrator.spec import load_spec
 from orchestrator.store import TABLES, SweepStore
@@ -101,7 +104,7 @@ def test_compaction_keeps_every_row_value_and_type(tmp_path: Path):
     for table in TABLES:  # each file has every column: any of them may be the one sorted first
         schemas = [pq.read_schema(f) for f in (folder / table).glob("*.parquet")]
         assert all(schema == before[table].schema for schema in schemas)
-    out = sweep("compact", str(folder), cwd=tmp_path)
+    out = cli("compact", str(folder), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [f"trials: {few['trials']} files -> 1",
                                        f"metrics: {few['metrics']} files -> 1"]  # fmt: skip
@@ -119,7 +122,7 @@ def test_compaction_keeps_every_row_value_and_type(tmp_path: Path):
     store = SweepStore(str(tmp_path), "s")
     store.append("trials", [{"trial_id": "new", "attempt": 1, "status": "ok", "extra": 1.5}])
     assert pd.read_parquet(folder / "trials")["extra"].notna().sum() == 1
-    assert sweep("compact", str(folder), cwd=tmp_path).stdout.startswith("trials: 2 files -> 1")
+    assert cli("compact", str(folder), cwd=tmp_path).stdout.startswith("trials: 2 files -> 1")
     trials = pd.read_parquet(folder / "trials")
     assert len(trials) == 151 and trials["trial_id"].iloc[0] == "new"
 
@@ -221,7 +224,7 @@ def test_refused_while_a_run_writes_the_sweep_or_another_compaction_runs(tmp_pat
     run = {**meta["runs"][0], "run_id": "live1", "status": "running", "pid": runner.pid}
     store.write_meta({**meta, "runs": [*meta["runs"], run]})
     try:
-        out = sweep("compact", str(folder), cwd=tmp_path)
+        out = sweep("compact", str(folder), cwd=tmp_path)  # the entry point's exit code
         assert out.returncode == 2
         assert f"run live1 (pid {runner.pid} on {socket.gethostname()}) is still writing" in (
             out.stderr
@@ -234,7 +237,7 @@ def test_refused_while_a_run_writes_the_sweep_or_another_compaction_runs(tmp_pat
         fcntl.flock(lock, fcntl.LOCK_EX)
         with pytest.raises(InputError, match="another compaction of this sweep is under way"):
             compact(store)
-    out = sweep("compact", str(folder), cwd=tmp_path)  # the run's driver died: compact
+    out = cli("compact", str(folder), cwd=tmp_path)  # the run's driver died: compact
     assert out.returncode == 0 and files(folder) == {"trials": 1, "metrics": 1}, out.stderr
 
 
@@ -251,7 +254,10 @@ def test_bad_target_sizes(text: str):
         parse_size(text)
 
 
-def test_a_run_ends_with_one_file_per_table(tmp_path: Path):
+@pytest.mark.parametrize("switch", [None, "0"], ids=["compacted", f"{SWITCH}=0"])
+def test_a_run_ends_with_one_file_per_table(tmp_path: Path, ray_instance, switch: str | None):
+    """...unless RAYSWEEP_COMPACT=0: then the earlier files stay as they were, beside the
+    run's own."""
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: toy\nexperiment: trivial\ngrid: {x: [1, 2]}\nseeds: 2\n")
     # A trial that failed in an earlier run, as the sink wrote it: one file per table.
@@ -262,15 +268,46 @@ def test_a_run_ends_with_one_file_per_table(tmp_path: Path):
     store.append("trials", [{"trial_id": tid, "status": "failed", "attempt": 1, "error": "E"}])
     step = {"trial_id": tid, "attempt": 1, "time": START, "step": 0, "value": 0.0}
     store.append("metrics", [step], COLUMN_TYPES["metrics"])
-
-    out = sweep("run", str(spec), "-q", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert "not compacted" not in out.stderr
     folder = tmp_path / "results" / "toy"
-    assert files(folder) == {"trials": 1, "metrics": 1}  # the earlier files and this run's
+    earlier = {table: set((folder / table).glob("*.parquet")) for table in TABLES}
+
+    out = cli("run", str(spec), "-q", cwd=tmp_path, env={SWITCH: switch})
+    assert out.returncode == 0, out.stderr
+    now = {table: set((folder / table).glob("*.parquet")) for table in TABLES}
+    if switch is None:  # the earlier files and this run's, rewritten into one
+        assert files(folder) == {"trials": 1, "metrics": 1}
+        assert all(not earlier[t] & now[t] for t in TABLES)
+    else:  # nothing rewritten
+        assert all(earlier[t] < now[t] for t in TABLES), now
     trials = pd.read_parquet(folder / "trials")
     attempts = sorted(zip(trials["status"], trials["attempt"], strict=True))
     assert attempts == [("failed", 1), ("ok", 1), ("ok", 1), ("ok", 1), ("ok", 2)]
     assert len(pd.read_parquet(folder / "metrics")) == 1 + 4 * 5
-    again = sweep("run", str(spec), "--dry-run", cwd=tmp_path)
+    again = cli("run", str(spec), "--dry-run", cwd=tmp_path)
     assert "4 in all, 4 already done, 0 to run" in again.stdout
+
+
+def test_a_run_that_starts_during_a_compaction_waits_for_it(tmp_path: Path, ray_instance):
+    """The run records its start, then waits on the compaction's lock: it removes nothing
+    (not the compaction's hidden folder) and runs no trial until the lock is released."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: toy\nexperiment: trivial\ngrid: {{x: [1, 2]}}\nstorage: {tmp_path}\n")
+    folder = tmp_path / "toy"
+    (folder / ".trials-compact").mkdir(parents=True)  # the compaction's copy, under way
+    with open(folder / ".compact.lock", "a") as lock, ThreadPoolExecutor(1) as pool:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as a compaction holds it while it runs
+        run = pool.submit(run_sweep, str(spec), progress=None)
+        deadline = time.monotonic() + 120
+        while not (folder / "sweep.json").exists():
+            assert time.monotonic() < deadline and not run.done(), run.exception()
+            time.sleep(0.05)
+        time.sleep(1.0)  # time enough to start a trial, were it not waiting
+        assert not run.done()
+        assert (folder / ".trials-compact").exists() and not (folder / "trials").exists()
+        assert json.loads((folder / "sweep.json").read_text())["runs"][0]["status"] == "running"
+        released = pd.Timestamp.now(tz="UTC")
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        assert run.result(timeout=120).count("ok") == 2
+    assert not (folder / ".trials-compact").exists()
+    trials = pd.read_parquet(folder / "trials")
+    assert len(trials) == 2 and (trials["started_at"] > released).all()

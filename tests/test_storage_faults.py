@@ -1,36 +1,56 @@
 """Storage that fails: Parquet files cut short or overwritten with garbage are skipped
-with a warning by every reader, and a disk that fills up mid-sweep stops it cleanly,
-leaving no partial file, so that a rerun after space is freed loses nothing."""
+with a warning by every reader and set aside by the next run, which runs again only the
+trials they held; and a disk that fills up mid-sweep stops it cleanly, leaving no partial
+file, so that a rerun after space is freed loses nothing."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_exactly_once, make_sweep, steps, sweep, trial, write_sweep
+from conftest import assert_exactly_once, cli, make_sweep, steps, sweep, trial, write_sweep
 
 from analysis import load
 from analysis.tables import UnreadableFileWarning
 from orchestrator.store import SweepStore
 
 BLOB_MODULE = """
-    import os
+    import random
     import time
+    import uuid
+    from pathlib import Path
+
+    RAN = Path(__file__).with_name("ran")  # where it exists: a file per execution in it
 
     def experiment(config, trial):
+        if RAN.is_dir():
+            (RAN / f"{trial.id}-{uuid.uuid4().hex}").touch()
         time.sleep(0.2)
         for step in range(2):
             trial.report(step=step, loss=config["x"] / (step + 1))
+        noise = random.Random(f"{config['x']}/{trial.seed}")  # the same in every run
         if config["report_kb"]:  # random text does not compress: rows this big on disk
-            trial.report(noise=os.urandom(config["report_kb"] * 512).hex())
+            trial.report(noise=noise.randbytes(config["report_kb"] * 512).hex())
         if config["artifact_kb"]:
-            trial.save_artifact("blob.bin", os.urandom(config["artifact_kb"] * 1024))
+            trial.save_artifact("blob.bin", noise.randbytes(config["artifact_kb"] * 1024))
         return {"loss": config["x"] / 2}
 """
+VALUES = ["x", "seed", "loss"]
+
+
+def write_spec(folder: Path, **fields) -> Path:
+    return write_sweep(
+        folder, "blob_exp", BLOB_MODULE, name="s", experiment="blob_exp:experiment", **fields
+    )
+
+
+def tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return pd.read_parquet(folder / "trials"), pd.read_parquet(folder / "metrics")
 
 
 def cut_short(path: Path) -> None:
@@ -91,26 +111,42 @@ def test_status_and_load_skip_bad_files_and_name_them(tmp_path: Path):
     assert "5 ok" in status.stdout
 
 
-def test_a_resumed_run_reruns_the_trials_whose_only_row_was_in_a_bad_file(tmp_path: Path):
+def test_a_resumed_run_reruns_the_trials_whose_only_row_was_in_a_bad_file(
+    tmp_path: Path, ray_instance
+):
+    """Two runs with compaction off leave the trials in several files; one of them, cut
+    short, holds some of the rows. The next run sets it aside to corrupt/trials/ with a
+    warning and runs again exactly the trials it held (counted by their executions), which
+    end as they did before."""
     fields = {"grid": {"x": [1, 2, 3]}, "seeds": 2, "params": {"report_kb": 0, "artifact_kb": 0}}
-    spec = write_sweep(tmp_path, "blob_exp", BLOB_MODULE, name="s", experiment=(
-        "blob_exp:experiment"), **fields)  # fmt: skip
-    assert sweep("run", str(spec), cwd=tmp_path).returncode == 0
+    spec = write_spec(tmp_path, **fields)
+    (tmp_path / "ran").mkdir()
+    for seeds in (1, 2):  # the second run's rows in files of their own
+        out = cli("run", str(spec), "-q", "--set", f"seeds={seeds}", cwd=tmp_path,
+                  env={"RAYSWEEP_COMPACT": "0"})  # fmt: skip
+        assert out.returncode == 0, out.stderr
     folder = tmp_path / "results" / "s"
+    before = tables(folder)
+    everyone = set(before[0]["trial_id"])
     bad = files(folder / "trials")[0]
     lost = set(pq.read_table(bad)["trial_id"].to_pylist())
+    assert len(everyone) == 6 and 0 < len(lost) < 6
     cut_short(bad)
 
-    rerun = sweep("run", str(spec), cwd=tmp_path)
+    with pytest.warns(UnreadableFileWarning) as caught:
+        rerun = cli("run", str(spec), "-q", cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"warning: {bad} cannot be read" in rerun.stderr
-    assert f"to {folder / 'corrupt' / 'trials' / bad.name}" in rerun.stderr
+    said = [str(w.message) for w in caught]
+    assert any(m.startswith(f"{bad} cannot be read") for m in said), said
+    assert any(f"to {folder / 'corrupt' / 'trials' / bad.name};" in m for m in said), said
+    assert (folder / "corrupt" / "trials" / bad.name).read_bytes()  # kept for the user
     assert f"6 trials: {6 - len(lost)} already done" in rerun.stdout
-    trials, metrics = pd.read_parquet(folder / "trials"), pd.read_parquet(folder / "metrics")
+    ran = Counter(p.name.split("-")[0] for p in (tmp_path / "ran").iterdir())
+    assert ran == {tid: 1 + (tid in lost) for tid in everyone}  # only the lost ran again
+    trials, metrics = tables(folder)
+    assert_exactly_once(trials, metrics, everyone, before, VALUES)
     ok = trials[trials["status"] == "ok"]
-    assert ok["trial_id"].is_unique and len(ok) == 6
     assert set(ok.loc[ok["attempt"] == 2, "trial_id"]) == lost  # the steps of 1 were kept
-    assert_exactly_once(trials, metrics)
 
 
 @pytest.fixture
@@ -132,17 +168,20 @@ def small_disk(tmp_path: Path):
 @pytest.mark.parametrize(
     ("full_at", "report_kb", "artifact_kb"), [("flush", 256, 0), ("artifact", 0, 512)]
 )
-def test_enospc_leaves_nothing_half_written(tmp_path, small_disk, full_at, report_kb, artifact_kb):
+def test_enospc_leaves_nothing_half_written(
+    tmp_path, small_disk, ray_instance, full_at, report_kb, artifact_kb
+):
     """Four trials whose rows (or artifacts) need about 2 MiB, on a 1 MiB disk: the first
-    writes fit, a later one does not."""
-    fields = {
-        "grid": {"x": [1, 2]},
-        "seeds": 2,
-        "params": {"report_kb": report_kb, "artifact_kb": artifact_kb},
-        "storage": str(small_disk / "results"),
-    }
-    spec = write_sweep(tmp_path, "blob_exp", BLOB_MODULE, name="s", experiment=(
-        "blob_exp:experiment"), **fields)  # fmt: skip
+    writes fit, a later one does not. After space is freed, the rerun ends as the same
+    sweep run on a roomy disk."""
+    fields = {"grid": {"x": [1, 2]}, "seeds": 2,
+              "params": {"report_kb": report_kb, "artifact_kb": artifact_kb}}  # fmt: skip
+    roomy = tmp_path / "roomy"
+    roomy.mkdir()
+    assert cli("run", str(write_spec(roomy, **fields)), "-q", cwd=roomy).returncode == 0
+    undisturbed = tables(roomy / "results" / "s")
+
+    spec = write_spec(tmp_path, storage=str(small_disk / "results"), **fields)
     full = sweep("run", str(spec), cwd=tmp_path)
     assert full.returncode == 3, full.stderr
     assert "error: no space left on the disk holding the sweep folder" in full.stderr
@@ -155,12 +194,13 @@ def test_enospc_leaves_nothing_half_written(tmp_path, small_disk, full_at, repor
         assert path.stat().st_size == artifact_kb * 1024
 
     subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
-    rerun = sweep("run", str(spec), cwd=tmp_path)
+    rerun = cli("run", str(spec), "-q", cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
-    trials, metrics = pd.read_parquet(folder / "trials"), pd.read_parquet(folder / "metrics")
-    ok = trials[trials["status"] == "ok"]
-    assert ok["trial_id"].is_unique and len(ok) == 4
-    assert_exactly_once(trials, metrics)
+    trials, metrics = tables(folder)
+    assert_exactly_once(trials, metrics, set(undisturbed[0]["trial_id"]), undisturbed, VALUES)
+    assert not (folder / "corrupt").exists()
     if artifact_kb:
-        saved = list(folder.glob("artifacts/*/blob.bin"))
-        assert len(saved) == 4 and {p.stat().st_size for p in saved} == {artifact_kb * 1024}
+        saved = {p.parent.name: p.read_bytes() for p in folder.glob("artifacts/*/blob.bin")}
+        assert saved == {
+            p.parent.name: p.read_bytes() for p in roomy.glob("results/s/artifacts/*/blob.bin")
+        }
