@@ -35,6 +35,11 @@ class ProgressLine(tune.Callback):
         self.started = time.monotonic()
         self._shown = 0.0
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its callbacks with the experiment's state (for a restore a sweep
+        never does): the stream stays behind, since only sys.stderr itself pickles."""
+        return {**self.__dict__, "out": None}
+
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self._name_failures()
         if time.monotonic() - self._shown >= self.every_s:

@@ -204,3 +204,13 @@ def test_the_artifact_writer_actor_writes_for_remote_nodes(tmp_path: Path, ray_i
     same = ray_instance.get_actor(writer_name(str(tmp_path), "s"), namespace="raysweep")
     assert same._actor_id == writer._actor_id  # one writer per sweep, found by name
     ray_instance.kill(same)
+
+
+def test_progress_goes_to_any_stream_the_caller_gives(tmp_path: Path):
+    """A notebook's or a log file's stream: Tune pickles its callbacks, and a file opened
+    for writing does not pickle."""
+    log = tmp_path / "progress.log"
+    with log.open("w") as out:
+        result = run_sweep(write_spec(tmp_path, seeds=1, grid={"x": [1]}), progress=out)
+    assert result.count("ok") == 1
+    assert "[mine] 1/1 done" in log.read_text()
