@@ -8,28 +8,36 @@ RayJob manifest, checked for what KubeRay requires (no Kubernetes here to apply 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
+import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from conftest import BIN, REPO, assert_exactly_once, cli_env, sweep, write_sweep
+from conftest import BIN, REPO, assert_exactly_once, cli, cli_env, write_sweep
 from test_clusters import free_port, head, node_of
 
+from orchestrator import run_sweep
 from orchestrator.spec import load_spec
 
 EXPERIMENT = """
     import os
     import time
+    from pathlib import Path
 
     def experiment(config, trial):
         trial.report(step=0, loss=config["x"])
-        while config["x"] >= 2 and os.path.exists(config["hold"]):  # held by the test
+        if config["x"] >= 2 and os.path.exists(config["hold"]):  # held by the test
+            (Path(config["pids"]) / str(config["x"])).write_text(str(os.getpid()))
+        while config["x"] >= 2 and os.path.exists(config["hold"]):
             time.sleep(0.1)
         return {"loss": config["x"] / 2}
 """
@@ -38,16 +46,22 @@ EXPERIMENT = """
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A head with its dashboard (the Jobs API) on a free loopback port and `sweep` on its
-    PATH. A stopped job's driver gets 10 s to end before Ray kills it (3 s by default; it
-    takes about 1 s, this leaves room for a loaded machine)."""
+    PATH, in a Ray temp folder of its own (where the test reads Ray's job supervisor log).
+    `ray job stop` waits Ray's default 3 s (RAY_JOB_STOP_WAIT_TIME_S) before its SIGKILL."""
     home = tmp_path_factory.mktemp("cluster-home")
+    temp = Path(tempfile.mkdtemp(prefix="rs-"))  # short: Ray's socket paths live under it
     env = {**cli_env(), "HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "RAY_JOB_STOP_WAIT_TIME_S": "10"}  # fmt: skip
-    env.pop("RAY_AUTH_MODE", None)  # `ray start`'s own default
+           "RAY_TMPDIR": str(temp)}  # fmt: skip
+    for variable in ("RAY_AUTH_MODE", "RAY_JOB_STOP_WAIT_TIME_S"):
+        env.pop(variable, None)  # `ray start`'s and `ray job stop`'s own defaults
     port = free_port()
-    with head(env, dashboard=port) as address:
-        dashboard = f"http://127.0.0.1:{port}"
-        yield {"address": address, "env": {**env, "RAY_ADDRESS": dashboard}, "home": home}
+    try:
+        with head(env, dashboard=port) as address:
+            dashboard = f"http://127.0.0.1:{port}"
+            yield {"address": address, "env": {**env, "RAY_ADDRESS": dashboard}, "home": home,
+                   "logs": temp / "ray" / "session_latest" / "logs"}  # fmt: skip
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def job(cluster: dict, *args: str) -> subprocess.CompletedProcess:
@@ -66,51 +80,74 @@ def submit(cluster: dict, folder: Path, *flags: str) -> subprocess.CompletedProc
 def working_dir(tmp_path: Path) -> Path:
     """The job's working directory: the experiment module and a spec storing its results in
     `tmp_path/results` (shared: the laptop and the cluster see one file system here).
-    Eight trials; those with x >= 2 wait while the file `tmp_path/hold` exists."""
+    Eight trials; those with x >= 2 write their worker's pid to `tmp_path/pids/<x>` and
+    wait while the file `tmp_path/hold` exists."""
     folder = tmp_path / "sweeps"
     folder.mkdir()
-    hold, storage = str(tmp_path / "hold"), str(tmp_path / "results")
+    (tmp_path / "pids").mkdir()
+    params = {"hold": str(tmp_path / "hold"), "pids": str(tmp_path / "pids")}
     write_sweep(folder, "exp", EXPERIMENT, name="job", experiment="exp:experiment",
-                grid={"x": list(range(8))}, params={"hold": hold}, storage=storage)  # fmt: skip
+                grid={"x": list(range(8))}, params=params,
+                storage=str(tmp_path / "results"))  # fmt: skip
     return folder
+
+
+def alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    with contextlib.suppress(OSError):
+        return "zombie" not in status.read_text()
+    return False
+
+
+def wait_until(ready: Callable[[], bool], what: Callable[[], str], seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready():
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.1)
 
 
 def test_a_job_stopped_mid_sweep_then_submitted_again_runs_each_trial_once_on_the_cluster(
     cluster, tmp_path
 ):
-    """`ray job stop` sends SIGTERM: the driver ends the run as after Ctrl-C, saying so in
-    the job's log; the next submission runs the rest, every trial once, on the cluster's
-    node. Trials 0 and 1 end at once; the others report a step, then wait until the first
-    job is stopped."""
+    """`ray job stop` sends SIGTERM, and SIGKILL 3 s later: the driver ends the run as after
+    Ctrl-C within those 3 s (Ray's supervisor says the job ended gracefully; the job's log
+    and the sweep say interrupted), and the held trials' workers are gone although their
+    hold remains. The next submission runs the rest, every trial once, on the cluster's
+    node. Trials 0 and 1 end at once; the others report a step, then wait."""
     folder = working_dir(tmp_path)
     (tmp_path / "hold").touch()
     sweep_folder = tmp_path / "results" / "job"
     assert submit(cluster, folder, "--no-wait", "--submission-id", "first").returncode == 0
-    deadline = time.monotonic() + 120
-    while not list((sweep_folder / "trials").glob("*.parquet")):
-        assert time.monotonic() < deadline, job(cluster, "logs", "first").stdout
-        time.sleep(0.2)
-    running = sweep("status", str(sweep_folder), cwd=tmp_path).stdout
+    logs = lambda: job(cluster, "logs", "first").stdout  # noqa: E731
+    held = lambda: sorted((tmp_path / "pids").glob("*"))  # noqa: E731
+    wait_until(lambda: len(held()) == 2 and any((sweep_folder / "trials").glob("*")), logs)
+    running = cli("status", str(sweep_folder), cwd=tmp_path).stdout
     assert "8 total" in running and " running " in running, running
+    pids = [int(p.read_text()) for p in held()]
 
     stopped = job(cluster, "stop", "first")
     assert stopped.returncode == 0 and "Job 'first' was stopped" in stopped.stdout, stopped
-    log = job(cluster, "logs", "first").stdout
+    supervisor = "".join(p.read_text() for p in cluster["logs"].glob("jobs/supervisor-*"))
+    assert "has been terminated gracefully with SIGTERM" in supervisor, supervisor
+    assert "force-killed" not in supervisor
+    log = logs()
     assert log.index("joining the Ray cluster at ") < log.index("interrupted; run again to finish")
+    # killed: their hold is still there
+    wait_until(lambda: not any(map(alive, pids)), lambda: f"trials still running: {pids}", 30)
     partial = pd.read_parquet(sweep_folder / "trials")
     assert 0 < (partial["status"] == "ok").sum() < 8
-    assert "interrupted" in sweep("status", str(sweep_folder), cwd=tmp_path).stdout
+    assert "interrupted" in cli("status", str(sweep_folder), cwd=tmp_path).stdout
 
     (tmp_path / "hold").unlink()
     again = submit(cluster, folder, "--submission-id", "second")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     final = pd.read_parquet(sweep_folder / "trials")
+    expected = set(run_sweep(folder / "spec.yaml", dry_run=True).configs)
+    assert_exactly_once(final, pd.read_parquet(sweep_folder / "metrics"), expected)
+    assert set(partial.loc[partial["status"] == "ok", "trial_id"]) < expected
     ok = final[final["status"] == "ok"]
-    assert ok["trial_id"].is_unique and len(ok) == 8
-    assert set(partial["trial_id"]) <= set(ok["trial_id"])
     assert set(ok["node"]) == {node_of(cluster, cluster["home"])}
-    assert_exactly_once(final, pd.read_parquet(sweep_folder / "metrics"))
-    status = sweep("status", str(sweep_folder), cwd=tmp_path).stdout
+    status = cli("status", str(sweep_folder), cwd=tmp_path).stdout
     assert "8 total | 8 ok" in status, status
 
 

@@ -5,20 +5,28 @@ from __future__ import annotations
 
 import os
 import subprocess
+import textwrap
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import ray._private.utils as ray_utils
-from conftest import SWEEP, cli_env, sweep, write_sweep
+import yaml
+from conftest import SWEEP, cli, cli_env, sweep, write_sweep
 
-from orchestrator import oomkill
+from orchestrator import oomkill, run_sweep
 
+# Imported by name on each worker (it is not beside the spec), slower than report_gap: the
+# silence limit counts from when the attempt starts, not from the worker's start.
 HANGS = """
     import os
+    import sys
     import time
     from pathlib import Path
+
+    if any("default_worker" in arg for arg in sys.argv):
+        time.sleep(4)  # a slow import, on workers only
 
     def experiment(config, trial):
         pids = Path(config["pids"]) / config["kind"]
@@ -82,9 +90,13 @@ def memory_cgroup():
     limit = "memory.limit_in_bytes" if counter.name == "memory.oom_control" else "memory.max"
     try:
         group.mkdir()
-        (group / limit).write_text(str(5 * 2**29))
     except OSError as exc:
         pytest.skip(f"cannot make a memory cgroup here: {exc}")
+    try:
+        (group / limit).write_text(str(5 * 2**29))
+    except OSError as exc:
+        group.rmdir()
+        pytest.skip(f"cannot limit a memory cgroup here: {exc}")
     yield group
     deadline = time.monotonic() + 30
     while (group / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
@@ -93,16 +105,24 @@ def memory_cgroup():
 
 
 def test_attempts_past_their_limits_end_as_timeout_and_free_their_worker(tmp_path: Path):
-    (tmp_path / "pids").mkdir()
-    spec = write_sweep(
-        tmp_path, "hangs", HANGS, name="limits", experiment="hangs:experiment",
-        grid={"kind": ["busy", "silent", "fine"]}, params={"pids": str(tmp_path / "pids")},
-        retries=1, limits={"trial_time": 5, "report_gap": "3s"},
-    )  # fmt: skip
-    out = sweep("run", str(spec), "-q", cwd=tmp_path)
+    """A busy attempt ends for trial_time, a silent one for report_gap, each retried once
+    on a new worker. The experiment's module lives outside the spec's folder, so each
+    worker imports it, which takes longer than report_gap: no attempt is charged for it."""
+    site, here = tmp_path / "site", tmp_path / "run"
+    for folder in (site, here, tmp_path / "pids"):
+        folder.mkdir()
+    (site / "hangs.py").write_text(textwrap.dedent(HANGS))
+    spec = here / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "limits", "experiment": "hangs:experiment",
+        "grid": {"kind": ["busy", "silent", "fine"]}, "params": {"pids": str(tmp_path / "pids")},
+        "retries": 1, "limits": {"trial_time": 5, "report_gap": "3s"},
+    }))  # fmt: skip
+    path = os.pathsep.join([str(site), cli_env()["PYTHONPATH"]])
+    out = sweep("run", str(spec), "-q", cwd=here, env={"PYTHONPATH": path})
     assert out.returncode == 1, out.stderr  # two trials failed, every attempt timed out
     assert "(1 ok, 0 failed, 4 timeout" in out.stdout
-    folder = tmp_path / "results" / "limits"
+    folder = here / "results" / "limits"
     trials = pd.read_parquet(folder / "trials").set_index(["kind", "attempt"]).sort_index()
     assert trials.loc["fine", "status"].tolist() == ["ok"]
     for kind, limit in (("busy", "limits.trial_time (5 s)"), ("silent", "limits.report_gap (3 s)")):
@@ -113,7 +133,7 @@ def test_attempts_past_their_limits_end_as_timeout_and_free_their_worker(tmp_pat
     steps = pd.read_parquet(folder / "metrics")
     retried = steps[(steps["attempt"] == 2) & (steps["step"] == 0)]
     assert len(retried) == 2 and (retried["earlier_alive"] == 0).all()  # the first worker died
-    assert "2 failed" in sweep("status", "results/limits", cwd=tmp_path).stdout
+    assert "2 failed" in cli("status", "results/limits", cwd=here).stdout
 
 
 def test_an_attempt_killed_for_memory_ends_as_oom(tmp_path: Path):
@@ -156,3 +176,67 @@ def test_an_attempt_the_kernel_kills_for_memory_ends_as_oom(tmp_path: Path, memo
     assert trials["status"].to_dict() == {"sigkill": "failed", "hoard": "oom"}
     assert "the kernel's OOM killer killed" in trials.loc["hoard", "error"]
     assert "OOM killer killed" not in trials.loc["sigkill", "error"]
+
+
+RAISES = """
+    import torch
+
+    def experiment(config, trial):
+        trial.report(step=0)
+        if config["kind"] == "python":
+            raise MemoryError("cannot allocate the batch")
+        if config["kind"] == "cuda":  # what torch raises when the GPU's memory runs out
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        raise RuntimeError("not about memory")
+"""
+
+
+def test_memory_errors_the_experiment_raises_end_as_oom(tmp_path: Path, ray_instance):
+    """A Python MemoryError and torch's CUDA out-of-memory error are `oom`, with the
+    message; any other exception is `failed`."""
+    spec = write_sweep(
+        tmp_path, "raises", RAISES, name="raises", experiment="raises:experiment",
+        grid={"kind": ["python", "cuda", "other"]}, storage=str(tmp_path / "results"),
+    )  # fmt: skip
+    result = run_sweep(spec, progress=None)
+    trials = result.trials().set_index("kind")
+    assert trials["status"].to_dict() == {"python": "oom", "cuda": "oom", "other": "failed"}
+    assert "cannot allocate the batch" in trials.loc["python", "error"]
+    assert "CUDA out of memory" in trials.loc["cuda", "error"]
+
+
+WAITS = """
+    def experiment(config, trial):
+        trial.report(step=0)
+        return {"twice": 2 * config["x"]}
+"""
+
+
+def test_trials_waiting_for_a_busy_cluster_wait_past_start_time_then_run(
+    tmp_path: Path, ray_instance
+):
+    """Another user's task holds 1 of the 2 CPUs for longer than limits.start_time (and the
+    stuck-worker check's polls); this sweep's trials need both CPUs. They wait, not counted
+    as trials whose workers never start, and run once the CPU is free."""
+    start_time, held = 2, 8
+    spec = write_sweep(
+        tmp_path, "waits", WAITS, name="waits", experiment="waits:experiment",
+        grid={"x": [1, 2]}, resources={"cpu": 2}, limits={"start_time": start_time},
+        storage=str(tmp_path / "results"),
+    )  # fmt: skip
+    holding = tmp_path / "holding"
+
+    def hold(flag: str, seconds: float) -> None:  # nested: shipped by value, as a user's
+        Path(flag).touch()
+        time.sleep(seconds)
+
+    holder = ray_instance.remote(num_cpus=1)(hold).remote(str(holding), held)
+    while not holding.exists():
+        if ray_instance.wait([holder], timeout=0.1)[0]:
+            ray_instance.get(holder)  # it ended without holding: raises why
+    began = time.time()
+    result = run_sweep(spec, progress=None)
+    ray_instance.get(holder)
+    assert result.aborted is None and result.count("ok") == 2, result.rows
+    trials = result.trials()
+    assert (trials["started_at"].min().timestamp() - began) > start_time + 2  # they waited

@@ -24,6 +24,7 @@ from orchestrator import run_sweep
 def cluster():
     from ray.cluster_utils import Cluster
 
+    ray.shutdown()  # the session's local Ray, if an earlier module started it here
     nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     nodes.add_node(num_cpus=2, num_gpus=1)  # logical GPUs: Ray assigns them, no CUDA needed
     nodes.add_node(num_cpus=2, num_gpus=2)

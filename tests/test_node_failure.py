@@ -35,6 +35,7 @@ SOURCE = """
 def cluster():
     from ray.cluster_utils import Cluster
 
+    ray.shutdown()  # the session's local Ray, if an earlier module started it here
     nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     for _ in range(2):
         nodes.add_node(num_cpus=2)
