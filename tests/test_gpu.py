@@ -1,7 +1,7 @@
 """The GPU suite: every shipped quick spec through the CLI with several trials sharing one
 GPU; tri-decoding on the GPU gives the target's own greedy output; the reproducibility LM
-trained on the CPU and on the GPU ends at the same validation loss, and so do fused seeds
-and the same seeds trained alone.
+trained on the CPU and on the GPU follows the same loss curves (train and validation, every
+10th step), and so do fused seeds and the same seeds trained alone.
 
     python -m pytest -m gpu     # on a machine with a CUDA GPU and the CUDA build of torch
 
