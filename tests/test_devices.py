@@ -4,8 +4,10 @@ PyTorch's lazy tensor backend (device "lazy", in CPU builds too) is a second dev
 this machine: an op that mixes a lazy tensor with a CPU tensor fails, as it does with a
 CUDA tensor. Each experiment runs here on "lazy" with the real `Trial` context, so a
 tensor left on the CPU (the index of a batch, a model input, a generator's output) fails
-the test as it failed on a real GPU. Its results must equal the CPU run's: the seeded
-streams (initial weights, batch order, sampling) are the same on every device.
+the test as it failed on a real GPU. The experiments with a fused implementation
+(`fn.fused`: several seeds at once, vmapped) run it too, with two members. Results and
+reported steps must equal the CPU run's: the seeded streams (initial weights, batch
+order, sampling) are the same on every device.
 
 The lazy backend differs from CUDA in three ways, made up for during the check: it
 accepts a CPU random generator for its tensors (CUDA refuses one), so torch's random
@@ -21,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import run_directly
+from conftest import run_directly, run_together
 
 from experiments.lmeval import evaluate
 from experiments.regression import regression
@@ -73,11 +75,22 @@ CASES = {  # experiment, config, the results that must equal the CPU run's
         ["matches_target", "target_calls", "draft_generated_tokens", "little_generated_tokens"],
     ),
     "tridecoding-sampled": (decode, {**DECODE, "greedy": False}, ["target_calls"]),
+    "tridecoding-no-cache": (
+        decode,
+        {**DECODE, "greedy": True, "kv_cache": False},
+        ["matches_target", "target_calls", "draft_generated_tokens", "little_generated_tokens"],
+    ),
     "lmeval-ttt": (
         evaluate,
         {**LMEVAL, "variant": "ttt", "ttt_lr": 0.1},
         ["lexical_acc", "syntactic_acc_norm", "long_loss", "loss_slope"],
     ),
+}
+
+
+FUSED = {  # the experiments with a fused implementation: two seeds at once, vmapped
+    "reproducibility": (train_lm, CASES["reproducibility"][1], ["val_loss"]),
+    "unlearning-graddiff-soft": CASES["unlearning-graddiff-soft"],
 }
 
 
@@ -151,15 +164,32 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> SweepInput:
 def test_every_experiment_keeps_its_tensors_on_the_trial_device(case, lazy, models):
     fn, config, same = CASES[case]
     config = {**config, "seed": 0}  # the seed of the models
-    on_cpu, cpu_steps, _ = run_directly(fn, config, "cpu", {"models": models})
-    elsewhere, steps, _ = run_directly(fn, config, lazy, {"models": models})
-    assert len(steps) == len(cpu_steps)
+    on_cpu = run_directly(fn, config, "cpu", {"models": models})
+    assert_as_on_the_cpu(run_directly(fn, config, lazy, {"models": models}), on_cpu, same)
+
+
+@pytest.mark.parametrize("case", list(FUSED))
+def test_fused_members_keep_their_tensors_on_the_trial_device(case, lazy):
+    fn, config, same = FUSED[case]
+    configs = [{**config, "seed": seed} for seed in (0, 1)]
+    on_cpu = run_together(fn, configs, "cpu")
+    assert on_cpu[0][0][same[0]] != on_cpu[1][0][same[0]]  # two members, not one twice
+    for member, cpu_member in zip(run_together(fn, configs, lazy), on_cpu, strict=True):
+        assert_as_on_the_cpu(member, cpu_member, same)
+
+
+def assert_as_on_the_cpu(elsewhere: tuple, on_cpu: tuple, same: list[str]) -> None:
+    """A run on the lazy device reported the CPU run's steps, to float rounding, and the
+    same `same` results (strings exactly)."""
+    (final, steps, _), (cpu_final, cpu_steps, _) = elsewhere, on_cpu
+    assert [s["step"] for s in steps] == [s["step"] for s in cpu_steps]
+    for got, expected in zip(steps, cpu_steps, strict=True):
+        assert got == pytest.approx(expected, rel=1e-4, abs=1e-5, nan_ok=True)
     for name in same:
-        expected = on_cpu[name]
-        if isinstance(expected, str):
-            assert elsewhere[name] == expected, name
+        if isinstance(cpu_final[name], str):
+            assert final[name] == cpu_final[name], name
         else:
-            assert elsewhere[name] == pytest.approx(expected, rel=1e-4, abs=1e-5), name
+            assert final[name] == pytest.approx(cpu_final[name], rel=1e-4, abs=1e-5), name
 
 
 def test_reported_tensors_arrive_as_numbers_from_any_device(lazy):

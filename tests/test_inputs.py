@@ -31,8 +31,8 @@ MODULE = """
 def produced(ray_instance, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("inputs")
     spec = write_sweep(folder, "pipe", MODULE, name="produce", experiment="pipe:produce",
-                       grid={"x": [1, 2, 3]}, storage=str(folder / "results"))  # fmt: skip
-    assert run_sweep(spec, progress=None).count("ok") == 3
+                       grid={"x": [1, 3]}, storage=str(folder / "results"))  # fmt: skip
+    assert run_sweep(spec, progress=None).count("ok") == 2
     return folder
 
 
@@ -50,7 +50,7 @@ def test_a_sweep_reads_the_artifacts_of_another(produced: Path):
 
 def test_find_says_what_is_missing(produced: Path):
     source = resolve_inputs({"source": str(produced / "results" / "produce")})["source"]
-    assert len(source.trials()) == 3
+    assert len(source.trials()) == 2
     with pytest.raises(LookupError, match="no successful trial with {'x': 9}"):
         source.find(x=9)
     with pytest.raises(KeyError, match="no config key \\['size'\\]"):

@@ -5,8 +5,6 @@ sweeps on a local Ray: baseline and TTT evaluations of trained LMs, and `sweep c
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import cli_env
+from conftest import cli
 
 from analysis.lmeval import ttt_vs_baseline
 from experiments.lm import pairs
@@ -177,7 +175,7 @@ def eval_spec(storage: Path, name: str, variant: str) -> dict:
         "inputs": {"models": str(storage / "lms")},
         "seeds": 2,
         "params": {"variant": variant, "ttt_lr": 0.1, "ttt_steps": 1, "n_pairs": 12,
-                   "pair_context": 16, "n_documents": 4, "document_len": 256, "loss_bin": 32},
+                   "pair_context": 16, "n_documents": 2, "document_len": 256, "loss_bin": 32},
         "storage": str(storage),
     }  # fmt: skip
 
@@ -203,7 +201,7 @@ def test_baseline_and_ttt_evaluations_land_in_the_store(storage: Path, evaluated
     # the first window is scored before any adaptation; later ones after it
     assert np.allclose(base["early_loss"], ttt["early_loss"])
     assert not np.allclose(base["long_loss"], ttt["long_loss"])
-    assert (base["n_documents"] == 4).all() and (base["eval_text_sha1"].nunique() == 1)
+    assert (base["n_documents"] == 2).all() and (base["eval_text_sha1"].nunique() == 1)
     steps = pd.read_parquet(storage / "eval-ttt" / "metrics")
     assert sorted(steps["step"].unique()) == [1 + 32 * i for i in range(255 // 32)]
     assert steps["position_loss"].notna().all()
@@ -219,11 +217,8 @@ def test_an_evaluation_without_its_models_input_is_a_clear_trial_error(storage: 
 
 def test_sweep_compare_shows_baseline_and_ttt_side_by_side(storage: Path, evaluated):
     out = storage / "comparison"
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "sweep"), "compare", str(storage / "eval-baseline"),
-         str(storage / "eval-ttt"), "--out", str(out)],
-        capture_output=True, text=True, env=cli_env(), cwd=storage,
-    )  # fmt: skip
+    done = cli("compare", str(storage / "eval-baseline"), str(storage / "eval-ttt"),
+               "--out", str(out), cwd=storage)  # fmt: skip
     assert done.returncode == 0, done.stderr
     md = (out / "report.md").read_text()
     assert "## LM evaluation: minimal pairs and loss by position" in md

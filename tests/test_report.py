@@ -1,7 +1,8 @@
 """`sweep report | compare | plot` on sweeps run for real (a user's own experiment on
-a local Ray), through the installed command in subprocesses. The experiment plants
-known answers: arm c is 3.0 above arms a and b, which differ by 0.05; one trial
-fails, one reports NaN, one loss goes up."""
+a local Ray): `sweep report` through the installed command in a subprocess, the rest
+through the same command in this process (`cli`). The experiment plants known answers:
+arm c is 3.0 above arms a and b, which differ by 0.05; one trial fails, one reports
+NaN, one loss goes up."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import sweep, write_sweep
+from conftest import cli, sweep, write_sweep
 from scipy import stats
 
 from orchestrator import run_sweep
@@ -35,7 +36,7 @@ MODULE = """
 
 @pytest.fixture(scope="module")
 def results(ray_instance, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two sweeps of the same experiment: known (arms a, b, c x 6 seeds) and other (a, d)."""
+    """Two sweeps of the same experiment: known (arms a, b, c x 6 seeds) and other (a, d x 2)."""
     folder = tmp_path_factory.mktemp("report")
     spec = write_sweep(
         folder,
@@ -48,7 +49,7 @@ def results(ray_instance, tmp_path_factory: pytest.TempPathFactory) -> Path:
         storage=str(folder / "results"),
     )
     run_sweep(spec, progress=None)
-    run_sweep(spec, overrides=["name=other", "grid.arm=[a,d]", "seeds=3"], progress=None)
+    run_sweep(spec, overrides=["name=other", "grid.arm=[a,d]", "seeds=2"], progress=None)
     return folder / "results"
 
 
@@ -111,7 +112,7 @@ def test_html_report_is_one_self_contained_file(results: Path):
 
 
 def test_compare_puts_sweeps_side_by_side(results: Path):
-    done = sweep("compare", "--all", str(results), "--quiet", cwd=results)
+    done = cli("compare", "--all", str(results), "--quiet", cwd=results)
     assert done.returncode == 0, done.stderr
     md = (results / "compare-all" / "report.md").read_text()
     assert "# Comparison: known, other" in md and "## Sweeps side by side" in md
@@ -120,19 +121,19 @@ def test_compare_puts_sweeps_side_by_side(results: Path):
     assert set(summary["group"]) >= {"sweep=known arm=a", "sweep=other arm=a", "sweep=other arm=d"}
     # the same config in two sweeps stays two groups, each with its own seeds
     n = summary[summary["metric"] == "score"].set_index("group")["n"]
-    assert (n["sweep=known arm=a"], n["sweep=other arm=a"]) == (6, 3)
-    two = sweep("compare", str(results / "known"), str(results / "other"), "-q", cwd=results)
+    assert (n["sweep=known arm=a"], n["sweep=other arm=a"]) == (6, 2)
+    two = cli("compare", str(results / "known"), str(results / "other"), "-q", cwd=results)
     assert two.returncode == 0 and (results / "compare-known+other" / "report.html").is_file()
 
 
 def test_plot_draws_one_figure(results: Path):
-    done = sweep("plot", str(results / "known"), "--metric", "loss", cwd=results)
+    done = cli("plot", str(results / "known"), "--metric", "loss", cwd=results)
     assert done.returncode == 0, done.stderr
     png = results / "known" / "plots" / "loss-vs-step.png"
     assert done.stdout.strip() == f"plot: {png}" and png.read_bytes()[:4] == b"\x89PNG"
     out = results / "score.png"
     assert (
-        sweep(
+        cli(
             "plot", str(results / "known"), "--metric", "score", "--out", str(out), cwd=results
         ).returncode
         == 0
@@ -157,7 +158,7 @@ def test_plot_draws_one_figure(results: Path):
 def test_bad_input_exits_2_and_leaves_the_last_report_alone(results: Path, args, message):
     before = sorted((results / "known").rglob("*"))
     stamp = (results / "known" / "report" / "report.html").stat().st_mtime_ns
-    done = sweep(*args, cwd=results)
+    done = cli(*args, cwd=results)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert sorted((results / "known").rglob("*")) == before  # nothing new, nothing half-written
     assert (results / "known" / "report" / "report.html").stat().st_mtime_ns == stamp

@@ -39,22 +39,27 @@ def family(block: int = 48) -> tuple[CharLM, CharLM, CharLM]:
     return tuple(m.double().eval() for m in models)
 
 
-def decoders(
+def decoder(
     models,
-    counters,
-    small_threshold=0.5,
-    draft_threshold=0.5,
-    max_little=3,
-    max_draft=5,
-    cache=True,
-):
+    kind: str,
+    small_threshold: float = 0.5,
+    draft_threshold: float = 0.5,
+    max_little: int = 3,
+    max_draft: int = 5,
+    cache: bool = True,
+) -> tuple[Scorer, Drafter | Cascade, Counters]:
+    """The target and a proposer for it, counting into counters of their own, so that what
+    one decoder did is never credited to the other: `two_level` (draft -> target, blocks
+    of 4) or `tri` (little -> draft -> target, adaptive)."""
+    counters = Counters()
     target, draft, little = (
         Scorer(n, m, counters, cache)
         for n, m in zip(("target", "draft", "little"), models, strict=True)
     )
-    two_level = Drafter(draft, threshold=0.0, max_len=4)
-    tri = Cascade(draft, Drafter(little, small_threshold, max_little), draft_threshold, max_draft)
-    return target, two_level, tri
+    if kind == "two_level":
+        return target, Drafter(draft, threshold=0.0, max_len=4), counters
+    inner = Drafter(little, small_threshold, max_little)
+    return target, Cascade(draft, inner, draft_threshold, max_draft), counters
 
 
 PROMPT = [1, 2, 3, 4, 5]
@@ -100,15 +105,19 @@ def test_a_cache_past_the_context_is_refused():
 )
 def test_greedy_output_is_the_targets_own_for_every_threshold_pair(small, large, cache):
     models = family()
-    counters = Counters()
-    target, two_level, tri = decoders(models, counters, small, large, cache=cache)
     plain = generate(Scorer("plain", models[0], Counters(), cache=False), None, PROMPT, 40)
-    assert generate(target, None, PROMPT, 40) == plain
+    assert generate(Scorer("target", models[0], Counters(), cache), None, PROMPT, 40) == plain
+    target, tri, counters = decoder(models, "tri", small, large, cache=cache)
     assert generate(target, tri, PROMPT, 40) == plain
-    assert generate(target, two_level, PROMPT, 40) == plain
-    assert counters.accepted["draft"] > 0 and counters.accepted["little"] > 0  # both paths ran
+    # both of tri-decoding's levels kept drafts, and the target took several tokens a call
+    assert counters.accepted["little"] > 0 and counters.accepted["draft"] > 0
+    assert counters.calls["target"] < 40
     if cache:  # the little model's rejected drafts were rolled back in its cache
         assert counters.rolled_back["little"] > 0
+    target, two_level, counters = decoder(models, "two_level", cache=cache)
+    assert generate(target, two_level, PROMPT, 40) == plain
+    assert counters.accepted["draft"] > 0 and counters.calls["target"] < 40
+    assert "little" not in counters.calls  # two-level never asks the little model
 
 
 class Constant(torch.nn.Module):
@@ -146,14 +155,18 @@ def test_step_time_leaves_prompt_prefills_out():
 
 
 def test_counters_are_consistent():
-    counters = Counters()
-    target, _, tri = decoders(family(), counters)
+    models = family()
+    alone = Counters()  # the control: plain decoding calls the target once per token
+    assert len(generate(Scorer("target", models[0], alone), None, PROMPT, 40)) == 40
+    assert alone.calls["target"] == 40
+    target, tri, counters = decoder(models, "tri")
     out = generate(target, tri, PROMPT, 40)
     assert len(out) == 40
     for level in ("little", "draft"):
-        assert 0 <= counters.accepted[level] <= counters.generated[level]
-    assert len(out) / counters.calls["target"] >= 1  # tokens per target call
-    assert counters.calls["target"] <= 40 and counters.seconds["target"] > 0
+        assert 0 < counters.accepted[level] <= counters.generated[level]
+    # each target call appends the draft tokens it kept and one token of its own
+    assert counters.accepted["draft"] + counters.calls["target"] == 40
+    assert counters.calls["target"] < 40 and counters.seconds["target"] > 0
 
 
 LENGTH = 3  # tokens per sample: enough for the little model to propose to the draft
@@ -178,8 +191,7 @@ def exact_joint(model: CharLM, prompt: list[int]) -> np.ndarray:
 
 def test_sampled_tokens_follow_the_targets_distribution_through_all_three_levels():
     models = family(block=8)
-    counters = Counters()
-    target, _, tri = decoders(models, counters, 0.3, 0.3, max_little=2, max_draft=2)
+    target, tri, counters = decoder(models, "tri", 0.3, 0.3, max_little=2, max_draft=2)
     prompt = [0]
     exact = exact_joint(models[0], prompt)
     g = torch.Generator().manual_seed(1)
@@ -193,6 +205,6 @@ def test_sampled_tokens_follow_the_targets_distribution_through_all_three_levels
     got = np.append(observed[keep], observed[~keep].sum())
     assert stats.chisquare(got, expected).pvalue > 1e-3
     # the control: the draft model's own samples are told apart from the target's
-    draft_alone = Drafter(Scorer("draft", models[1], counters), 0.0, LENGTH)
+    draft_alone = Drafter(Scorer("draft", models[1], Counters()), 0.0, LENGTH)
     control = joint_frequencies(lambda: draft_alone.propose(prompt, LENGTH, False, g)[0], runs)
     assert stats.chisquare(np.append(control[keep], control[~keep].sum()), expected).pvalue < 1e-6

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import gzip
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import cli_env, run_directly, run_together
+from conftest import cli, run_directly, run_together
 
 from analysis.unlearning import soft_vs_hard, targets_label
 from experiments.stacked import Stack
@@ -193,10 +191,7 @@ def test_a_sweep_records_before_and_after_and_the_reference(sweep: Path):
 
 
 def test_the_report_shows_soft_vs_hard_distributions_and_tests(sweep: Path):
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "sweep"), "report", str(sweep)],
-        capture_output=True, text=True, env=cli_env(), cwd=sweep.parent,
-    )  # fmt: skip
+    done = cli("report", str(sweep), cwd=sweep.parent)
     assert done.returncode == 0, done.stderr
     md = (sweep / "report" / "report.md").read_text()
     assert "## Unlearning: soft vs hard targets" in md
