@@ -82,8 +82,7 @@ def head(env: dict[str, str], dashboard: int | None = None) -> Iterator[str]:
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        gcs = lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close()  # noqa: E731
-        wait_for(gcs, process, deadline)
+        wait_for(lambda: started(env, port), process, deadline)
         if dashboard:  # the Jobs API answers a little after the GCS
             api = f"http://127.0.0.1:{dashboard}/api/version"
             wait_for(lambda: urllib.request.urlopen(api, timeout=2).close(), process, deadline)
@@ -91,6 +90,15 @@ def head(env: dict[str, str], dashboard: int | None = None) -> Iterator[str]:
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the head and every Ray process it started
         process.wait(timeout=60)
+
+
+def started(env: dict[str, str], port: int) -> None:
+    """Raise OSError until `ray start` has ended its start: it writes the cluster's address
+    to its temp folder last, after the GCS answers. Until then `--address auto` does not
+    find the cluster there and picks any other Ray on this machine."""
+    written = Path(env.get("RAY_TMPDIR", "/tmp"), "ray", "ray_current_cluster").read_text()
+    if not written.strip().endswith(f":{port}"):
+        raise FileNotFoundError(f"ray start has not written its address yet ({written!r})")
 
 
 def wait_for(ready: Callable[[], object], process: subprocess.Popen, deadline: float) -> None:
