@@ -1,8 +1,9 @@
 """Shared fixtures and helpers. Tests that need Ray in this process use `ray_instance`:
-one real local Ray for the whole session (a module that needs a cluster of its own shuts
-it down; the next module that asks starts it again). `sweep` runs the real console script
-in a subprocess, for what only a process shows (exit codes of the installed entry point,
-signals, kills); `cli` runs the same command in this process, for everything else."""
+one real local Ray for each test process (pytest-xdist runs three, each on whole files; a
+module that needs a cluster of its own shuts it down; the next module that asks starts it
+again). `sweep` runs the real console script in a subprocess, for what only a process
+shows (exit codes of the installed entry point, signals, kills); `cli` runs the same
+command in this process, for everything else."""
 
 from __future__ import annotations
 
