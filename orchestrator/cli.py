@@ -60,7 +60,18 @@ def _warning_text(message: Warning | str, category: type[Warning], *where: objec
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Run ML experiment sweeps on Ray Tune; results land in Parquet."""
+    """Run ML experiment sweeps on Ray Tune; every trial lands in Parquet.
+
+    \b
+    sweep run spec.yaml                  run a sweep (again: resume, retry, extend)
+    sweep run spec.yaml --dry-run        the trials it would run
+    sweep status results/NAME            counts, failures, GPU memory, trials
+    sweep report results/NAME            statistics and figures: report.html
+    sweep experiments                    what `experiment:` can name
+
+    `sweep COMMAND --help` for each. Bad input exits 2 with a message naming the key,
+    before anything is written.
+    """
     warnings.formatwarning = _warning_text
 
 
@@ -71,7 +82,9 @@ def main() -> None:
     "overrides",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override a spec field: --set seeds=5, --set grid.lr=[0.1,0.3], --set resources.gpu=0.25.",
+    help="Set a spec key as if the file said it (repeatable; dotted keys, YAML values), "
+    "checked as the file is: --set seeds=5, --set grid.lr=[0.1,0.3], --set params.steps=50, "
+    "--set resources.gpu=0.25.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the trials it would run, and run nothing.")
 @click.option(
@@ -93,7 +106,8 @@ def run(
     sweep stopped because its trials could not start, 2 for bad input (nothing was
     written), 3 when the storage's disk is full (free space, then run again: finished
     trials are kept), 130 when it was interrupted (Ctrl-C, SIGTERM, `ray job stop`: run
-    it again to finish; nothing recorded is lost).
+    it again to finish; nothing recorded is lost), 137 when Ray had not let it in after
+    `limits.start_time` (nothing was written).
 
     Limits per attempt go in the spec, `limits: {trial_time: 2h, report_gap: 10m}`: an
     attempt past either is stopped, recorded as `timeout` and retried per `retries`.
@@ -196,7 +210,11 @@ def _trials_table(table: pd.DataFrame) -> list[str]:
 @main.command(name="ls")
 @click.argument("root", default="results", metavar="[ROOT]")
 def ls_(root: str) -> None:
-    """List the sweeps under ROOT, a folder or a URI (default: results/)."""
+    """List the sweeps under ROOT, a folder or a URI (default: results/).
+
+    One line per sweep: its experiment, trials ok / failed / total, when it started and
+    when it was last written. `sweep status SWEEP_DIR` shows one of them in full.
+    """
     table = ls_table(root)
     if table.empty:
         click.echo(f"no sweeps under {root}/")
@@ -207,8 +225,12 @@ def ls_(root: str) -> None:
 @main.command()
 @click.argument("sweep_dir", metavar="SWEEP_DIR")
 def status(sweep_dir: str) -> None:
-    """Show one sweep (a folder or a URI): counts, runs, failed trials, NaN/Inf metrics,
-    trials."""
+    """Show one sweep, SWEEP_DIR a folder or a URI (s3://bucket/results/name).
+
+    Counts (ok, failed, not run), each run with its git commit, failed trials with their
+    errors, NaN/Inf metric values, GPU memory per attempt, and the trials. Safe to run
+    while the sweep runs.
+    """
     store = store_at(sweep_dir)
     if not store.exists():
         raise InputError(f"{sweep_dir}: not a sweep folder (no sweep.json); see `sweep ls`")
@@ -243,7 +265,12 @@ def compact_(sweep_dir: str, target_size: str) -> None:
 @main.command()
 @click.argument("name", required=False)
 def experiments(name: str | None) -> None:
-    """List the experiments `experiment:` can name; with NAME, that one's parameters."""
+    """List the experiments `experiment:` can name; with NAME, that one's parameters.
+
+    NAME is a registered name or module:function (a module in this folder works too).
+    Its parameters are listed with type, bounds, default and help: what `params:` and
+    `grid:` may set.
+    """
     if name is None:
         for known, where in available().items():
             click.echo(f"{known:<24} {where}")
@@ -369,7 +396,16 @@ def compare(
     help="PNG file (default: SWEEP_DIR/plots/<metric>[-vs-<x>].png).",
 )
 def plot(sweep_dir: str, metric: str, x: str | None, by: str | None, out: Path | None) -> None:
-    """Draw one figure of a sweep's metric."""
+    """Draw one figure of a sweep's metric as a PNG.
+
+    \b
+    sweep plot results/regression --metric val_loss --x lr --by optimizer
+    sweep plot results/regression --metric train_loss      (per step, per group)
+
+    A per-step metric against its step, a final metric against a parameter (--x), or a
+    final metric's distribution per group (a group is a config without its seed); lines
+    show the mean over seeds with a 95% band. Successful trials only.
+    """
     from orchestrator import reporting  # scipy and matplotlib: only when needed
 
     click.echo(f"plot: {reporting.plot(sweep_dir, metric, x, by, out)}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
 import yaml
 from pydantic import (
@@ -312,36 +312,52 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:
-    """`a.b=value`: value parsed as YAML; the key must exist (a field, or a key in the file)."""
+    """`a.b=value`, the value parsed as YAML, put into `raw` as if the file said it.
+
+    A key of one of the spec's models must be one of its fields (with a did-you-mean);
+    inside a mapping of free keys (params, grid, inputs, report.directions, ...) any key
+    may be set or added, and mappings on the way are made when the file lacks them. The
+    result is then checked exactly as a file that says the same: the spec's models here,
+    the experiment's declared parameters when the sweep is planned."""
     key, sep, text = override.partition("=")
-    if not sep or not key:
+    parts = key.split(".")
+    if not sep or not all(parts):
         raise InputError(f"--set {override!r}: expected key=value, e.g. --set seeds=5")
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         value = text
-    parts = key.split(".")
     node: dict[str, Any] = raw
-    model: type[BaseModel] | None = SweepSpec
+    model: type[BaseModel] | None = SweepSpec  # None: inside a mapping of free keys
     for depth, part in enumerate(parts):
-        known = list(model.model_fields) if model else list(node)
-        if part not in known:
-            path = ".".join(parts[: depth + 1])
-            raise InputError(f"--set {key}: no key {path!r} in the spec{did_you_mean(part, known)}")
+        path = ".".join(parts[: depth + 1])
+        if model is not None and part not in model.model_fields:
+            raise InputError(
+                f"--set {key}: no key {path!r} in the spec{did_you_mean(part, model.model_fields)}"
+            )
         if depth == len(parts) - 1:
             node[part] = value
             return
-        field = model.model_fields[part].annotation if model else None
-        sub_model = _model_in(field)
+        annotation = model.model_fields[part].annotation if model is not None else None
+        sub_model = _model_in(annotation)
         child = node.get(part)
-        if child is None and sub_model is not None:
+        if child is None and (model is None or sub_model is not None or _mapping(annotation)):
             child = {}
         elif isinstance(child, str) and sub_model is not None:
             child = _shorthand(child)
         if not isinstance(child, dict):
-            raise InputError(f"--set {key}: {'.'.join(parts[: depth + 1])} is not a mapping")
+            now = "" if child is None else f" (it is {child!r})"
+            raise InputError(
+                f"--set {key}: {path} is not a mapping{now}; set it whole: --set {path}=..."
+            )
         node[part] = child = dict(child)
         node, model = child, sub_model
+
+
+def _mapping(annotation: Any) -> bool:
+    """Whether an annotation like `dict[str, Any]` or `dict[str, str] | None` takes a mapping."""
+    candidates = getattr(annotation, "__args__", None) or (annotation,)
+    return get_origin(annotation) is dict or any(get_origin(c) is dict for c in candidates)
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

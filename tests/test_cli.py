@@ -118,7 +118,7 @@ BAD_INPUTS = [
     ({"grid": {"x": []}}, [], "grid.x is an empty list"),
     ({"seeds": -2}, [], "seeds is a count"),
     ({"seeds": 1.5}, [], "seeds is a count"),
-    ({}, ["--set", "params.slep=1"], "no key 'params.slep'"),
+    ({}, ["--set", "params.sleep.s=1"], "params.sleep is not a mapping (it is 0.0)"),
     ({}, ["--set", "sedes=1"], 'did you mean "seeds"'),
     ({"storage": "/proc/raysweep"}, [], "cannot write under /proc"),
     ({}, ["--address", f"127.0.0.1:{free_port()}"], "nothing answers there"),

@@ -241,3 +241,67 @@ def test_a_folder_from_before_typed_parameters_opens_reports_and_resumes(tmp_pat
     assert (folder / "report" / "report.html").is_file()
     again = cli("run", "spec.yaml", "--dry-run", cwd=tmp_path).stdout
     assert "2 in all, 2 already done, 0 to run" in again
+
+
+def _regression_spec(folder: Path, **fields) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {"name": "r", "experiment": "regression", "params": {"lr": 0.1, "steps": 5}}
+    (folder / "spec.yaml").write_text(yaml.safe_dump({**spec, **fields}))
+    return folder / "spec.yaml"
+
+
+def test_set_adds_declared_parameters_and_a_grid_the_file_lacks(tmp_path, monkeypatch):
+    """`samples` is declared by the experiment and absent from the file, which has no grid:
+    --set puts both in every trial's config, the same trials as a file that says so."""
+    from orchestrator.runner import run_sweep
+
+    monkeypatch.chdir(tmp_path)
+    overrides = ["params.samples=64", "grid.noise=[0.1, 0.9]"]
+    by_set = run_sweep(_regression_spec(tmp_path / "set"), overrides=overrides, dry_run=True)
+    configs = sorted(by_set.configs.values(), key=lambda c: c["noise"])
+    assert [(c["noise"], c["samples"], c["features"]) for c in configs] == [
+        (0.1, 64, 16),
+        (0.9, 64, 16),
+    ]  # features: the declared default
+    in_file = _regression_spec(tmp_path / "file", params={"lr": 0.1, "steps": 5, "samples": 64},
+                               grid={"noise": [0.1, 0.9]})  # fmt: skip
+    assert set(run_sweep(in_file, dry_run=True).configs) == set(by_set.configs)
+    out = cli("run", "set/spec.yaml", "--dry-run", *(f"--set={o}" for o in overrides),
+              cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "trials: 2 in all" in out.stdout and "samples=64" in out.stdout
+    assert "0.9" in out.stdout.splitlines()[-1]  # a row per trial, its noise in it
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_parameter_set_on_the_command_line_reaches_the_trials(tmp_path, ray_instance):
+    write_sweep(tmp_path, "mine", MODULE, name="u", experiment="mine:declared")  # no params
+    out = cli("run", "spec.yaml", "-q", "--set", "params.width=8", "--set", "grid.rate=[0.5, 1.0]",
+              cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    trials = pd.read_parquet(tmp_path / "results" / "u" / "trials").sort_values("rate")
+    assert trials["width"].tolist() == [8, 8] and trials["loss"].tolist() == [4.0, 8.0]
+
+
+@pytest.mark.parametrize(
+    ("params", "override", "says"),
+    [
+        ({"dropout": 0.1}, "params.dropout=0.1", "params.dropout: experiment regression has no "
+                                                 "parameter 'dropout'"),
+        ({"stepz": 5}, "params.stepz=5", 'did you mean "steps"'),
+        ({"samples": "many"}, "params.samples=many", "params.samples: 'many' is not allowed"),
+        ({"samples": 2}, "params.samples=2", "params.samples: 2 is not allowed"),
+        ({"samples": 6.5}, "params.samples=6.5", "params.samples: 6.5 is not allowed"),
+        ({"lr": "1e-3"}, "params.lr=1e-3", "params.lr: '1e-3' is not allowed"),  # YAML: text
+    ],
+)  # fmt: skip
+def test_set_is_refused_exactly_as_the_same_key_in_the_file(tmp_path, params, override, says):
+    """Exit 2, the same message word for word, nothing written."""
+    in_file = _regression_spec(tmp_path / "file", params={"lr": 0.1, "steps": 5, **params})
+    by_set = _regression_spec(tmp_path / "set")
+    file_out = cli("run", "spec.yaml", cwd=in_file.parent)
+    set_out = cli("run", "spec.yaml", "--set", override, cwd=by_set.parent)
+    assert file_out.returncode == set_out.returncode == 2, set_out.stderr
+    assert says in set_out.stderr and set_out.stderr == file_out.stderr
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert written == ["file", "file/spec.yaml", "set", "set/spec.yaml"]

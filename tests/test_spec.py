@@ -105,16 +105,80 @@ def test_overrides_set_fields_and_nested_keys():
     ("override", "message"),
     [
         ("sedes=3", "no key 'sedes' in the spec (did you mean \"seeds\"?)"),
-        ("params.stepz=3", "no key 'params.stepz'"),
+        ("limits.trial_tme=1h", "no key 'limits.trial_tme' in the spec"),
+        ("limits.trial_tme=1h", 'did you mean "trial_time"'),
         ("resources.gpus=1", 'did you mean "gpu"'),
         ("justakey", "expected key=value"),
+        ("params..steps=3", "expected key=value"),
         ("seeds=-4", "seeds is a count"),
+        ("seeds.x=1", "--set seeds.x: seeds is not a mapping; set it whole: --set seeds=..."),
+        ("params.steps.x=1", "params.steps is not a mapping (it is 5)"),
     ],
 )
 def test_bad_overrides(override, message):
     with pytest.raises(InputError) as err:
         load_spec({**BASE, "params": {"steps": 5}}, [override])
     assert message in str(err.value)
+
+
+SET_IN_FILE = {
+    "params": {"steps": 5, "dropout": 0.1},
+    "grid": {"lr": [0.1, 0.3], "cell": [{"a": 1}, {"a": 2, "b": 3}]},
+    "limits": {"trial_time": "2h"},
+    "report": {"directions": {"loss": "lower"}, "profiles": {"mine": {"loss": 1}}},
+    "scheduler": {"metric": "loss"},
+    "inputs": {"models": "results/m"},
+}
+SET_BY_OVERRIDES = [
+    "params.dropout=0.1",  # a key the file's params lacks
+    "grid.lr=[0.1, 0.3]",  # a grid where the file has none
+    "grid.cell=[{a: 1}, {a: 2, b: 3}]",
+    "limits.trial_time=2h",  # a section the file lacks, its other keys at their defaults
+    "report.directions.loss=lower",  # two levels down, in a mapping of free keys
+    "report.profiles.mine.loss=1",
+    "scheduler.metric=loss",  # an optional section, made
+    "inputs.models=results/m",
+]
+
+
+def test_set_adds_any_key_as_if_the_file_said_it():
+    by_set = load_spec({**BASE, "params": {"steps": 5}}, SET_BY_OVERRIDES)
+    assert by_set == load_spec({**BASE, **SET_IN_FILE})
+    assert by_set.params == {"steps": 5, "dropout": 0.1}
+    assert by_set.grid["lr"] == [0.1, 0.3] and by_set.limits.trial_time == 7200
+    assert by_set.limits.start_time == 300 and by_set.scheduler.max_t == 100
+    assert by_set.report.directions == {"loss": "lower"}
+    assert by_set.config_keys == ["steps", "dropout", "lr", "a", "b", "seed"]
+
+
+def test_set_leaves_the_callers_dict_alone():
+    raw = {**BASE, "params": {"steps": 5}, "report": {"directions": {"x": "higher"}}}
+    load_spec(raw, ["params.dropout=0.1", "report.directions.loss=lower"])
+    assert raw == {**BASE, "params": {"steps": 5}, "report": {"directions": {"x": "higher"}}}
+
+
+@pytest.mark.parametrize(
+    ("fields", "override"),
+    [
+        ({"retries": "many"}, "retries=many"),
+        ({"resources": {"gpu": -1}}, "resources.gpu=-1"),
+        ({"limits": {"trial_time": "soon"}}, "limits.trial_time=soon"),
+        ({"grid": {"lr": []}}, "grid.lr=[]"),
+        ({"grid": {"lr": 0.1}}, "grid.lr=0.1"),
+        ({"grid": {"seed": [1, 2]}}, "grid.seed=[1, 2]"),
+        ({"params": {"duration_s": 1}}, "params.duration_s=1"),
+        ({"report": {"directions": {"loss": "down"}}}, "report.directions.loss=down"),
+        ({"scheduler": {"mode": "min"}}, "scheduler.mode=min"),
+        ({"bundle": {"by": ["seed"]}}, "bundle.by=[seed]"),
+    ],
+)
+def test_a_bad_value_by_set_is_refused_as_in_the_file(fields, override):
+    """The same message, word for word, as the file that says it."""
+    with pytest.raises(InputError) as in_file:
+        load_spec({**BASE, **fields})
+    with pytest.raises(InputError) as by_set:
+        load_spec(BASE, [override])
+    assert str(by_set.value) == str(in_file.value)
 
 
 def test_expand_is_grid_times_seeds_with_params():
