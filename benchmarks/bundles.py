@@ -11,6 +11,7 @@
     python benchmarks/bundles.py                          # all three, CPU, N=2000
     python benchmarks/bundles.py --parts fused --device cuda --fused-steps 100
     python benchmarks/bundles.py --parts scale --sizes 200 2000 10000
+    python benchmarks/bundles.py --parts cost --plot docs/figures/bundles-cost.png
 
 Runs of the same part go back to back, alternating their order each repeat (a noisy
 machine drifts for all alike); medians are reported, and ratios run by run.
@@ -55,7 +56,7 @@ def compare(runs: dict[str, Any], n: int, repeats: int) -> dict[str, list[float]
     return times
 
 
-def cost(n: int, repeats: int) -> None:
+def cost(n: int, repeats: int) -> dict[str, float]:
     runs = {
         "ray-tasks": with_tasks,
         "tune-tuned": lambda n, f: with_tune(n, f, tuned=True),
@@ -67,9 +68,50 @@ def cost(n: int, repeats: int) -> None:
     base = statistics.median(times["ray-tasks"]) / n
     print(f"\n1. per-trial cost, {n} trivial trials, 2 CPUs, median of {repeats}")
     print(f"{'runner':<18} {'ms/trial':>9} {'vs ray-tasks':>13}")
+    per_trial = {}
     for name, values in times.items():
         per = statistics.median(values) / n
+        per_trial[name] = per * 1e3
         print(f"{name:<18} {per * 1e3:>9.2f} {per / base:>12.2f}x")
+    return per_trial
+
+
+LABELS = {
+    "ray-tasks": "plain Ray tasks",
+    "tune-tuned": "Ray Tune, tuned by hand",
+    "sweep": "raysweep, one Tune trial each",
+    "sweep-bundle-10": "raysweep, bundles of 10",
+    "sweep-bundle-100": "raysweep, bundles of 100",
+}
+
+
+def plot_cost(ms_per_trial: dict[str, float], n: int, repeats: int, path: Path) -> None:
+    """The cost table as a bar chart (log scale), for the README."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(reversed(ms_per_trial))  # first runner on top
+    values = [ms_per_trial[name] for name in names]
+    fig, ax = plt.subplots(figsize=(7, 2.6), dpi=120)
+    colors = ["#4c72b0" if name.startswith("sweep-bundle") else "#999999" for name in names]
+    ax.barh([LABELS.get(name, name) for name in names], values, color=colors)
+    ax.set_xscale("log")
+    ax.set_xlim(min(values) / 2, max(values) * 4)
+    for y, value in enumerate(values):
+        ax.text(value * 1.08, y, f"{value:.1f} ms", va="center", fontsize=9)
+    ax.set_xlabel("ms per trial (log scale; lower is better)")
+    ax.set_title(
+        f"Cost per trivial trial: {n:,} trials, 5 reported steps each, 2 CPUs, median of {repeats}",
+        fontsize=9,
+    )
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    print(f"figure: {path}")
 
 
 def scale(sizes: list[int], repeats: int) -> None:
@@ -129,6 +171,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     parser.add_argument("--fused-steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (fused, CPU)")
+    parser.add_argument("--plot", type=Path, help="cost: also draw its table into this PNG")
     args = parser.parse_args()
     if {"cost", "scale"} & set(args.parts):
         import ray
@@ -137,7 +180,9 @@ def main() -> None:
         seconds(with_tasks, 10)  # start the workers once, for everyone
         seconds(lambda n, f: with_tune(n, f, tuned=True), 4)
         if "cost" in args.parts:
-            cost(args.trials, args.repeats)
+            ms_per_trial = cost(args.trials, args.repeats)
+            if args.plot:
+                plot_cost(ms_per_trial, args.trials, args.repeats, args.plot)
         if "scale" in args.parts:
             scale(args.sizes, args.repeats)
         ray.shutdown()
