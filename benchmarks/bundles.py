@@ -86,7 +86,7 @@ LABELS = {
 
 
 def plot_cost(ms_per_trial: dict[str, float], n: int, repeats: int, path: Path) -> None:
-    """The cost table as a bar chart (log scale), for the README."""
+    """The cost table as a bar chart (log scale): the README's figure."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,4 +1,4 @@
-"""Tri-decoding with and without KV caches: what the README's tri-decoding section quotes.
+"""Tri-decoding with and without KV caches: the figures docs/performance.md quotes.
 
 1. steps   the time of one cached forward pass of k new tokens (k = 1: a decoding step;
            more: verifying a draft) after a 64-token prefill, and of one uncached pass
@@ -7,7 +7,7 @@
            speedups with 95% intervals (markdown), from their trials tables.
 
     python benchmarks/kv_cache.py --parts steps table      # after lm-sizes.yaml, then
-    # tridecoding.yaml, with and without --set params.kv_cache=false (see the README)
+    # tridecoding.yaml, with and without --set params.kv_cache=false
 """
 
 from __future__ import annotations

@@ -171,7 +171,7 @@ def _describe_plan(plan: Plan) -> str:
     if plan.params is None:
         lines.append(
             f"parameters: unchecked (experiment {spec.experiment} declares none; see "
-            "@parameters in the README): trials get params and grid values as written"
+            "@parameters in docs/experiments.md): trials get params and grid values as written"
         )
     if spec.search.algorithm != "grid":
         lines.append(f"search: {spec.search.algorithm}, sampling from: {dict(spec.grid)}")

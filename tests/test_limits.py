@@ -129,7 +129,10 @@ def test_attempts_past_their_limits_end_as_timeout_and_free_their_worker(tmp_pat
         attempts = trials.loc[kind]
         assert attempts.index.tolist() == [1, 2] and (attempts["status"] == "timeout").all()
         assert attempts["error"].str.contains(limit, regex=False).all()
-    assert (trials.loc["busy", "duration_s"] >= 5).all()
+    # Past report_gap, so trial_time ended it. The limit counts on the driver from Tune's
+    # start of the attempt, a little before the worker's started_at, from which duration_s
+    # counts: on a loaded machine 5 s of the one can be 4.9 of the other.
+    assert (trials.loc["busy", "duration_s"] > 4).all()
     steps = pd.read_parquet(folder / "metrics")
     retried = steps[(steps["attempt"] == 2) & (steps["step"] == 0)]
     assert len(retried) == 2 and (retried["earlier_alive"] == 0).all()  # the first worker died
