@@ -16,6 +16,7 @@ import re
 import shlex
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, cli
@@ -133,3 +134,15 @@ def test_every_command_a_page_shows_runs(page: Path, folder: Path):
                 "(needs a cluster) / (needs a GPU)"
             )
         RAN.add(command)
+
+
+def test_the_readme_notebook_snippet_runs_on_a_regression_sweep(folder: Path, monkeypatch):
+    """The README's "Results in a notebook" code runs on results/regression, and its
+    `sweep.ok` is one row per successful trial."""
+    (snippet,) = re.findall(r"^```python\n(.*?)^```", section("Results in a notebook"), re.M | re.S)
+    monkeypatch.chdir(folder)
+    names: dict = {}
+    exec(snippet, names)  # noqa: S102 - the README's own code
+    trials = pd.read_parquet(folder / "results" / "regression" / "trials")
+    ok = trials.loc[trials["status"] == "ok", "trial_id"]
+    assert sorted(names["sweep"].ok["trial_id"]) == sorted(ok) and ok.is_unique
