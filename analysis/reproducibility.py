@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.aggregates import aggregate
+from analysis.columns import Status
 from analysis.document import Section, fmt, markdown_table
 from analysis.settings import ReportSettings
 from analysis.sweep import Folder, Sweep, load
@@ -65,7 +66,7 @@ def compute_pairs(
     folder = Folder.at(sweep_dir)  # only sweep.json and trials/: the metrics are not needed
     meta = json.loads(folder.read("sweep.json"))
     trials = read_parquet(folder.fs, folder.parquet_files("trials"))[0].to_pandas()
-    trials = trials[trials["status"] == "ok"].drop_duplicates("trial_id").sort_values("seed")
+    trials = trials[trials["status"] == Status.OK].drop_duplicates("trial_id").sort_values("seed")
     group_cols = [c for c in meta["config_columns"] if c != "seed"]
     arrays = functools.cache(lambda trial_id: _arrays(folder, trial_id, probs, labels))
     rows = []

@@ -27,12 +27,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from analysis.columns import BOOKKEEPING, PAIR_COLUMNS, STEP_COLUMNS
+from analysis.columns import BOOKKEEPING, PAIR_COLUMNS, STEP_COLUMNS, SUCCESS
 from analysis.errors import AnalysisError
 from analysis.settings import ReportSettings
 from analysis.tables import read_parquet
-
-SUCCEEDED = ("ok", "stopped")
 
 
 @dataclass
@@ -59,7 +57,7 @@ class Sweep:
     @cached_property
     def ok(self) -> pd.DataFrame:
         """One row per trial that succeeded: its last successful attempt."""
-        done = self.trials[self.trials["status"].isin(SUCCEEDED)]
+        done = self.trials[self.trials["status"].isin(SUCCESS)]
         return done.sort_values("attempt").drop_duplicates(["sweep", "trial_id"], keep="last")
 
     @cached_property

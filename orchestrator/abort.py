@@ -1,8 +1,8 @@
-"""Stopping a whole sweep from the driver, and saying why afterwards.
+"""Aborting a whole sweep from the driver, and saying why afterwards.
 
 An exception raised in a Tune callback reaches `Tuner.fit()` as a TuneError wrapping a
 traceback, and cuts short the bookkeeping after it. A callback (or anything the runner
-wraps) calls `abort.stop(reason)` instead: Tune asks this stopper after every event,
+wraps) calls `abort.because(reason)` instead: Tune asks this stopper after every event,
 stops every trial, and returns; the runner records the run, then `raise_reason()`.
 
 Two reasons stop a sweep: the storage is full (store.StorageFull), or its trials cannot
@@ -21,6 +21,7 @@ from typing import Any
 
 from ray import tune
 
+from analysis.columns import Status
 from orchestrator.errors import TrialsCannotStart
 
 CHECKS = (
@@ -31,12 +32,12 @@ CHECKS = (
 
 
 class Abort(tune.Stopper):
-    """A Tune stopper that ends the sweep once `stop` was called; the first reason wins."""
+    """A Tune stopper that ends the sweep once `because` was called; the first reason wins."""
 
     def __init__(self) -> None:
         self.reason: Exception | None = None
 
-    def stop(self, reason: Exception) -> None:
+    def because(self, reason: Exception) -> None:
         if self.reason is None:
             self.reason = reason
 
@@ -46,7 +47,7 @@ class Abort(tune.Stopper):
         try:
             yield
         except errors as exc:
-            self.stop(exc)
+            self.because(exc)
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return False  # single trials are not stopped here
@@ -69,16 +70,16 @@ class StartWatch:
         self.deaths = 0
         self.watching = True
 
-    def attempt_ended(self, status: str, reported: bool, error: str | None) -> None:
+    def attempt_ended(self, status: Status, reported: bool, error: str | None) -> None:
         if not self.watching:
             return
-        if reported or status != "failed":  # it ran: succeeded, or timed out, or ran out of memory
+        if reported or status != Status.FAILED:  # it ran: succeeded, timed out, ran out of memory
             self.watching = False
             return
         self.deaths += 1
         if self.deaths >= self.limit:
             self.watching = False
-            self.abort.stop(
+            self.abort.because(
                 TrialsCannotStart(
                     f"the first {self.deaths} attempts of this run all died before the experiment "
                     f"ran (none reported anything), so the sweep stopped instead of retrying "

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 import click
 import pandas as pd
 
+from analysis.columns import Status
 from analysis.errors import AnalysisError
 from analysis.tables import UnreadableFileWarning
 from orchestrator.compaction import TARGET_BYTES, compact, parse_size
 from orchestrator.errors import InputError, TrialsCannotStart
-from orchestrator.outcomes import FAILED
 from orchestrator.params import declared, describe
 from orchestrator.registry import available, resolve
 from orchestrator.store import StorageFull, store_at
@@ -132,14 +132,12 @@ def run(
         click.echo(_describe_plan(outcome))
         return
     unsuccessful = "".join(
-        f", {n} {status}"
-        for status in FAILED[1:]
-        if (n := outcome.count(status))  # timeout, oom
+        f", {n} {status}" for status in (Status.TIMEOUT, Status.OOM) if (n := outcome.count(status))
     )
     click.echo(
         f"{outcome.total} trials: {outcome.skipped} already done, ran {len(outcome.rows)} attempts "
-        f"({outcome.count('ok')} ok, {outcome.count('failed')} failed{unsuccessful}, "
-        f"{outcome.count('stopped')} stopped early)"
+        f"({outcome.count(Status.OK)} ok, {outcome.count(Status.FAILED)} failed{unsuccessful}, "
+        f"{outcome.count(Status.STOPPED)} stopped early)"
         + (" - interrupted; run again to finish" if outcome.interrupted else "")
     )
     click.echo(f"results: {outcome.path}   (sweep status {outcome.path})")

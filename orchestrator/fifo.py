@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray.tune.experiment import Trial
+from ray.tune.experiment import Trial as TuneTrial
 from ray.tune.schedulers import FIFOScheduler
 
-ENDED = (Trial.TERMINATED, Trial.ERROR)
+ENDED = (TuneTrial.TERMINATED, TuneTrial.ERROR)
 
 
 class FIFO(FIFOScheduler):
@@ -26,11 +26,11 @@ class FIFO(FIFOScheduler):
         super().__init__()
         self._ended = 0  # the trials before this index have all ended
 
-    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+    def choose_trial_to_run(self, tune_controller: Any) -> TuneTrial | None:
         trials = tune_controller.get_trials()
         while self._ended < len(trials) and trials[self._ended].status in ENDED:
             self._ended += 1
-        for status in (Trial.PENDING, Trial.PAUSED):
+        for status in (TuneTrial.PENDING, TuneTrial.PAUSED):
             for i in range(self._ended, len(trials)):
                 if trials[i].status == status:
                     return trials[i]

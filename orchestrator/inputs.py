@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.columns import SUCCESS
 from orchestrator.errors import InputError
 from orchestrator.store import SweepStore, store_at
 
@@ -32,7 +33,7 @@ class SweepInput:
         """One row per successful trial (its last successful attempt)."""
         if self._trials is None:
             table = self._store().read("trials")
-            done = table[table["status"].isin(["ok", "stopped"])]
+            done = table[table["status"].isin(SUCCESS)]
             self._trials = done.sort_values("attempt").drop_duplicates("trial_id", keep="last")
         return self._trials
 
@@ -67,7 +68,7 @@ def resolve_inputs(inputs: dict[str, str]) -> dict[str, SweepInput]:
                 "run that sweep first, or fix the path (relative to where you run)"
             )
         table = store.read("trials", ["status"])
-        if not table["status"].isin(["ok", "stopped"]).any():
+        if not table["status"].isin(SUCCESS).any():
             raise InputError(f"inputs.{name}: {store.uri} has no successful trial yet")
         resolved[name] = SweepInput(name, store.uri)
     return resolved

@@ -21,11 +21,11 @@ from orchestrator.spec import Limits
 
 
 class TrialLimits(tune.Callback):
-    """Kills attempts past the spec's `limits`; `reason(trial)` says why it killed one."""
+    """Kills attempts past the spec's `limits`; `reason(tune_trial)` says why it killed one."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self._running: dict[str, Any] = {}  # Tune trial id -> trial, while its attempt runs
+        self._running: dict[str, Any] = {}  # Tune trial id -> Tune trial, while it runs
         self._started: dict[str, float] = {}  # Tune trial id -> when this attempt started
         self._heard: dict[str, float] = {}  # ... and when it last reported
         self._reasons: dict[str, str] = {}
@@ -47,23 +47,23 @@ class TrialLimits(tune.Callback):
         """Looks at the attempts this callback saw start, not at every trial of the sweep:
         Tune calls this thousands of times in a sweep of thousands of trials."""
         now = time.monotonic()
-        for key, trial in list(self._running.items()):
-            if trial.status != "RUNNING":
+        for key, tune_trial in list(self._running.items()):
+            if tune_trial.status != "RUNNING":
                 self._forget(key)  # ended; a retry starts again through on_trial_start
                 continue
             reason = self._over(now - self._started[key], now - self._heard[key])
-            if reason and trial.temporary_state.ray_actor is not None:
+            if reason and tune_trial.temporary_state.ray_actor is not None:
                 self._forget(key)
                 self._reasons[key] = reason
-                ray.kill(trial.temporary_state.ray_actor, no_restart=True)
+                ray.kill(tune_trial.temporary_state.ray_actor, no_restart=True)
 
     def _forget(self, key: str) -> None:
         for table in (self._running, self._started, self._heard):
             table.pop(key, None)
 
-    def reason(self, trial: Any) -> str | None:
-        """Why this callback stopped the trial's attempt that just ended, if it did."""
-        return self._reasons.pop(trial.trial_id, None)
+    def reason(self, tune_trial: Any) -> str | None:
+        """Why this callback stopped the Tune trial's attempt that just ended, if it did."""
+        return self._reasons.pop(tune_trial.trial_id, None)
 
     def _over(self, ran: float, silent: float) -> str | None:
         wall, gap = self.limits.trial_time, self.limits.report_gap

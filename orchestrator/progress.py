@@ -43,7 +43,7 @@ class ProgressLine(tune.Callback):
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self._name_failures()
         if time.monotonic() - self._shown >= self.every_s:
-            self._show(sum(t.status == "RUNNING" for t in trials))
+            self._show(sum(tune_trial.status == "RUNNING" for tune_trial in trials))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._name_failures()

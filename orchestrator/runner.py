@@ -26,6 +26,7 @@ from typing import Any, TextIO
 import pandas as pd
 from pydantic import BaseModel
 
+from analysis.columns import FAILURE, SUCCESS, Status
 from orchestrator.abort import Abort
 from orchestrator.bundles import (
     BUNDLE_KEY,
@@ -39,7 +40,6 @@ from orchestrator.connection import choose, connect
 from orchestrator.errors import InputError
 from orchestrator.inputs import SweepInput, resolve_inputs
 from orchestrator.leftovers import left_behind, next_attempts, remove_temporary
-from orchestrator.outcomes import FAILED, SUCCEEDED
 from orchestrator.params import check_spec, declared, effective
 from orchestrator.provenance import git_state
 from orchestrator.registry import Experiment, resolve
@@ -56,8 +56,6 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter honours ver
 # cost that grows with the sweep (1.3 s per snapshot at 1,000 trials). A sweep resumes
 # from its own tables, never through Tune: one snapshot an hour, and the last, will do.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3600")
-
-DONE = SUCCEEDED
 
 
 @dataclass
@@ -131,14 +129,14 @@ class SweepResult:
     after_sweep: str | None = None  # what the experiment's after_sweep step returned
     after_sweep_error: str | None = None
 
-    def count(self, status: str) -> int:
+    def count(self, status: Status | str) -> int:
         """Attempts of this run with this status (a retried trial counts once per attempt)."""
         return sum(r["status"] == status for r in self.rows)
 
     @property
     def failed_trials(self) -> set[str]:
         """Trials of this run whose every attempt failed."""
-        succeeded = {r["trial_id"] for r in self.rows if r["status"] in DONE}
+        succeeded = {r["trial_id"] for r in self.rows if r["status"] in SUCCESS}
         return {r["trial_id"] for r in self.rows} - succeeded
 
     def trials(self) -> pd.DataFrame:
@@ -167,7 +165,9 @@ def plan(
             f"{spec.experiment!r}: give this sweep another name (or --set name=...)"
         )
     previous = store.read("trials", ["trial_id", "status", "attempt"])
-    done = set(previous.loc[previous["status"].isin(DONE), "trial_id"]) if len(previous) else set()
+    done: set[str] = set()
+    if len(previous):
+        done = set(previous.loc[previous["status"].isin(SUCCESS), "trial_id"])
     configs = {trial_id(spec.experiment, c): c for c in grid}
     return Plan(spec, store, configs, done, previous, source_dir, params, fused)
 
@@ -247,8 +247,8 @@ def _execute(
     from orchestrator.artifacts import writer_name
     from orchestrator.limits import TrialLimits
     from orchestrator.progress import ProgressLine
+    from orchestrator.signals import Interrupt, on_signals
     from orchestrator.sink import ParquetSink
-    from orchestrator.stopping import Stop, on_signals
     from orchestrator.stuck import StuckWorkers
     from orchestrator.trainable import RunContext, Shipped, make_trainable
     from orchestrator.tune_fixes import treat_out_of_memory_as_actor_death
@@ -280,8 +280,8 @@ def _execute(
     callbacks: list[Any] = [sink, limits, StuckWorkers(abort, spec.limits.start_time)]
     if progress is not None:
         callbacks.append(ProgressLine(spec.name, sink, the_plan.to_run, progress))
-    stop = Stop()
-    callbacks.append(stop)  # last: it may end the step
+    interrupt = Interrupt()
+    callbacks.append(interrupt)  # last: it may end the step
     bundled = spec.bundle is not None
     trainable = tune.with_resources(
         (make_bundle_trainable if bundled else make_trainable)(fn, Shipped(ctx)),
@@ -305,11 +305,11 @@ def _execute(
     level = tune_logger.level
     tune_logger.setLevel(logging.CRITICAL)  # failures are recorded in the table and counted
     try:
-        with on_signals(stop):  # after connect(): it replaces Ray's SIGTERM handler
+        with on_signals(interrupt):  # after connect(): it replaces Ray's SIGTERM handler
             tuner.fit()
     except KeyboardInterrupt:
         result.interrupted = True
-        stop.kill_running()
+        interrupt.kill_running()
     finally:
         tune_logger.setLevel(level)
         sink.flush()
@@ -323,7 +323,7 @@ def _execute(
     if not result.interrupted and abort.reason is None:
         compact_after_run(store, progress)
     abort.raise_reason()
-    if not result.interrupted and result.count("ok"):
+    if not result.interrupted and result.count(Status.OK):
         _after_sweep(fn, store.uri, result, progress)
     return result
 
@@ -431,7 +431,7 @@ def _record_run_end(store: SweepStore, run: dict[str, Any], result: SweepResult)
             entry.update(
                 finished_at=_now(),
                 status=_run_status(result),
-                **{status: result.count(status) for status in (*SUCCEEDED, *FAILED)},
+                **{status: result.count(status) for status in (*SUCCESS, *FAILURE)},
             )
     meta["updated_at"] = _now()
     store.write_meta(meta)

@@ -17,13 +17,13 @@ from typing import Any
 import pyarrow as pa
 from ray import tune
 
-from analysis.columns import DEVICE_COLUMNS
+from analysis.columns import DEVICE_COLUMNS, SUCCESS, Status
 from orchestrator import oomkill
 from orchestrator.abort import Abort, StartWatch
 from orchestrator.bundles import BUNDLE_KEY, ONE_AT_A_TIME, decode, encode
 from orchestrator.leftovers import LEFT_BEHIND
 from orchestrator.limits import TrialLimits
-from orchestrator.outcomes import SUCCEEDED, failure_status
+from orchestrator.outcomes import failure_status
 from orchestrator.store import StorageFull, SweepStore
 from orchestrator.trainable import META_KEY
 from orchestrator.trials import TrialIndex
@@ -57,7 +57,7 @@ COLUMN_TYPES = {
 
 # META_KEY entries that are not columns of the trials table.
 _NOT_COLUMNS = ("kind", "names", "error", "full", "time", "member")
-STOPPED = "the sweep stopped while this trial ran in its bundle (see the run's reason)"
+CUT_SHORT = "the sweep stopped while this trial ran in its bundle (see the run's reason)"
 UNCERTAIN = (
     "the worker of this trial's bundle died while this trial or one after it ran; the bundle "
     "runs again one trial at a time to find which (this attempt is not counted as a retry)"
@@ -81,6 +81,9 @@ class ParquetSink(tune.Callback):
     each recorded as it ends. When the bundle fails, it runs again with the members that
     have neither succeeded nor used up their retries; which member a dead worker was
     running is found as `_bundle_failed` says.
+
+    Tune passes its trial to the hooks as `trial` (a keyword); below them it is `tune_trial`,
+    and our trials are their ids.
     """
 
     def __init__(
@@ -109,7 +112,7 @@ class ParquetSink(tune.Callback):
         self.retried = 0  # attempts that failed and run again
         self._live: dict[tuple[str, str | None], _Attempt] = {}  # (Tune trial, member)
         self._tries: dict[str, int] = {}  # bundle members: attempts in this run
-        self._outcome: dict[str, str] = {}  # ... and the status of the last one
+        self._outcome: dict[str, Status] = {}  # ... and the status of the last one
         self._ended_in_attempt: dict[str, set[str]] = {}  # Tune trial -> members that ended
         self._buffers: dict[str, list[dict[str, Any]]] = {"trials": [], "metrics": []}
         self._last_flush = time.monotonic()
@@ -129,11 +132,11 @@ class ParquetSink(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if BUNDLE_KEY in trial.config:
             for live in self._members_running(trial):  # the sweep stopped while they ran
-                self._member_ended(trial, live, "failed", STOPPED)
+                self._member_ended(trial, live, Status.FAILED, CUT_SHORT)
             return
         live = self._live.get((trial.trial_id, None)) or self._begin(trial)
         self.ended += 1
-        self._end(trial, "ok" if live.final is not None else "stopped")
+        self._end(trial, Status.OK if live.final is not None else Status.STOPPED)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if BUNDLE_KEY in trial.config:
@@ -143,7 +146,7 @@ class ParquetSink(tune.Callback):
             self._ended_in_attempt.pop(trial.trial_id, None)
             return
         self.retried += 1
-        self._end(trial, "failed")
+        self._end(trial, Status.FAILED)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if BUNDLE_KEY in trial.config:
@@ -151,7 +154,7 @@ class ParquetSink(tune.Callback):
             return
         self.ended += 1
         self.failed.append(self.index.lookup(trial.config)[0])
-        self._end(trial, "failed")
+        self._end(trial, Status.FAILED)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self._maybe_flush()
@@ -176,11 +179,11 @@ class ParquetSink(tune.Callback):
         if time.monotonic() - self._last_flush >= self.flush_s:
             self.flush()
 
-    def _report(self, trial: Any, result: dict[str, Any]) -> None:
+    def _report(self, tune_trial: Any, result: dict[str, Any]) -> None:
         """One report of an attempt (of a bundle's member, if it names one)."""
         meta = result.get(META_KEY, {})
         member = meta.get("member")
-        live = self._live.get((trial.trial_id, member)) or self._begin(trial, member)
+        live = self._live.get((tune_trial.trial_id, member)) or self._begin(tune_trial, member)
         values = {name: result[name] for name in meta.get("names", ())}
         live.meta.update({k: v for k, v in meta.items() if k not in _NOT_COLUMNS})
         if meta.get("kind") == "step":
@@ -193,68 +196,70 @@ class ParquetSink(tune.Callback):
         elif meta.get("kind") == "error":
             live.error = meta["error"]
             if meta.get("full"):  # an artifact write found the storage full
-                self.abort.stop(StorageFull(meta["full"]))
+                self.abort.because(StorageFull(meta["full"]))
         if member is not None and meta.get("kind") in ("final", "error"):
-            status = "ok" if live.final is not None else failure_status(live.error)
-            self._member_ended(trial, live, status, live.error)
+            status = Status.OK if live.final is not None else failure_status(live.error)
+            self._member_ended(tune_trial, live, status, live.error)
 
-    def _begin(self, trial: Any, member: str | None = None) -> _Attempt:
+    def _begin(self, tune_trial: Any, member: str | None = None) -> _Attempt:
         """A new attempt of the trial (or of the bundle's member), tracked until it ends."""
-        self._live[(trial.trial_id, member)] = live = self._new_attempt(trial, member)
+        self._live[(tune_trial.trial_id, member)] = live = self._new_attempt(tune_trial, member)
         return live
 
-    def _new_attempt(self, trial: Any, member: str | None = None) -> _Attempt:
+    def _new_attempt(self, tune_trial: Any, member: str | None = None) -> _Attempt:
         """The next attempt of the trial (or member), numbered, not tracked."""
         if member is None:
-            tid, config = self.index.lookup(trial.config)
+            tid, config = self.index.lookup(tune_trial.config)
         else:
             tid, config = member, dict(self.index.configs[member])
         attempt = self.next_attempt.get(tid, 1)
         self.next_attempt[tid] = attempt + 1
         live = _Attempt(tid, attempt, config)
         if member is not None:
-            live.meta["bundle"] = decode(trial.config[BUNDLE_KEY])[0]
+            live.meta["bundle"] = decode(tune_trial.config[BUNDLE_KEY])[0]
         return live
 
-    def _end(self, trial: Any, status: str) -> None:
-        live = self._live.pop((trial.trial_id, None), None)
+    def _end(self, tune_trial: Any, status: Status) -> None:
+        live = self._live.pop((tune_trial.trial_id, None), None)
         if live is None:  # ended before it started, e.g. it could not be scheduled
-            live = self._new_attempt(trial)
+            live = self._new_attempt(tune_trial)
         error = None
-        if status == "failed":
-            error, status = self._why_failed(trial, live.error)
+        if status == Status.FAILED:
+            error, status = self._why_failed(tune_trial, live.error)
         self._write_row(live, status, error)
 
-    def _why_failed(self, trial: Any, reported: str | None) -> tuple[str, str]:
+    def _why_failed(self, tune_trial: Any, reported: str | None) -> tuple[str, Status]:
         """The error text and status of a failed attempt: stopped for a limit, killed for
         memory, or what it reported (or Ray recorded)."""
-        timeout = self.limits.reason(trial) if self.limits else None
-        error = timeout or reported or _error_text(trial)
+        timeout = self.limits.reason(tune_trial) if self.limits else None
+        error = timeout or reported or _error_text(tune_trial)
         killed = None if timeout or reported else oomkill.explain(error)
         error = f"{killed}\n{error}" if killed else error
-        return error, "timeout" if timeout else "oom" if killed else failure_status(error)
+        return error, Status.TIMEOUT if timeout else Status.OOM if killed else failure_status(error)
 
-    def _write_row(self, live: _Attempt, status: str, error: str | None) -> None:
+    def _write_row(self, live: _Attempt, status: Status, error: str | None) -> None:
         self.watch.attempt_ended(status, reported=bool(live.meta), error=error)
         self._buffers["trials"].append(self._row(live, status, error, finished=time.time()))
         self._maybe_flush()
 
-    def _members_running(self, trial: Any) -> list[_Attempt]:
-        keys = [key for key in self._live if key[0] == trial.trial_id and key[1] is not None]
+    def _members_running(self, tune_trial: Any) -> list[_Attempt]:
+        keys = [key for key in self._live if key[0] == tune_trial.trial_id and key[1] is not None]
         return [self._live.pop(key) for key in keys]
 
-    def _member_ended(self, trial: Any, live: _Attempt, status: str, error: str | None) -> None:
-        self._live.pop((trial.trial_id, live.trial_id), None)
+    def _member_ended(
+        self, tune_trial: Any, live: _Attempt, status: Status, error: str | None
+    ) -> None:
+        self._live.pop((tune_trial.trial_id, live.trial_id), None)
         self._tries[live.trial_id] = self._tries.get(live.trial_id, 0) + 1
-        self._ended_in_attempt.setdefault(trial.trial_id, set()).add(live.trial_id)
+        self._ended_in_attempt.setdefault(tune_trial.trial_id, set()).add(live.trial_id)
         self._outcome[live.trial_id] = status
-        if status in SUCCEEDED or self._tries[live.trial_id] > self.retries:
+        if status in SUCCESS or self._tries[live.trial_id] > self.retries:
             self.ended += 1
-            if status not in SUCCEEDED:
+            if status not in SUCCESS:
                 self.failed.append(live.trial_id)
         self._write_row(live, status, error)
 
-    def _bundle_failed(self, trial: Any) -> None:
+    def _bundle_failed(self, tune_trial: Any) -> None:
         """The bundle's worker failed. When every member of the attempt has an outcome, the
         bundle raised bundles.MembersFailed for those that failed, recorded already.
         Otherwise it died: reports of the last bundles.FLUSH_S seconds died with it, so
@@ -262,29 +267,29 @@ class ParquetSink(tune.Callback):
         says so, not counted against their retries, and the bundle runs again one member
         at a time (each outcome sent as it ends). Then the member it was running is known,
         the first without an outcome, and it is charged the failure."""
-        _, members = decode(trial.config[BUNDLE_KEY])
-        ended = self._ended_in_attempt.get(trial.trial_id, set())
+        _, members = decode(tune_trial.config[BUNDLE_KEY])
+        ended = self._ended_in_attempt.get(tune_trial.trial_id, set())
         unknown = [m for m in members if m not in ended]
-        running = self._members_running(trial)
-        if unknown and not trial.config.get(ONE_AT_A_TIME):
-            error, _ = self._why_failed(trial, None)
+        running = self._members_running(tune_trial)
+        if unknown and not tune_trial.config.get(ONE_AT_A_TIME):
+            error, _ = self._why_failed(tune_trial, None)
             for live in running:
-                self._write_row(live, "failed", f"{UNCERTAIN}\n{error}")
-            trial.config[ONE_AT_A_TIME] = True  # read when Tune restarts it
+                self._write_row(live, Status.FAILED, f"{UNCERTAIN}\n{error}")
+            tune_trial.config[ONE_AT_A_TIME] = True  # read when Tune restarts it
             return
         if unknown and not running:
-            running = [self._new_attempt(trial, unknown[0])]
+            running = [self._new_attempt(tune_trial, unknown[0])]
         for live in running:
-            error, status = self._why_failed(trial, live.error)
-            self._member_ended(trial, live, status, error)
+            error, status = self._why_failed(tune_trial, live.error)
+            self._member_ended(tune_trial, live, status, error)
 
-    def _rerun(self, trial: Any) -> str:
+    def _rerun(self, tune_trial: Any) -> str:
         """The bundle's members that run again: neither succeeded nor out of retries."""
-        bundle_id, members = decode(trial.config[BUNDLE_KEY])
+        bundle_id, members = decode(tune_trial.config[BUNDLE_KEY])
         again = [
             m
             for m in members
-            if self._outcome.get(m) not in SUCCEEDED and self._tries.get(m, 0) <= self.retries
+            if self._outcome.get(m) not in SUCCESS and self._tries.get(m, 0) <= self.retries
         ]
         return encode(again, bundle_id)
 
@@ -295,11 +300,11 @@ class ParquetSink(tune.Callback):
         for a in attempts.itertuples():
             config = configs.get(a.trial_id, {})
             live = _Attempt(a.trial_id, a.attempt, config, {"started_at": a.first})
-            rows.append(self._row(live, "failed", LEFT_BEHIND, finished=a.last))
+            rows.append(self._row(live, Status.FAILED, LEFT_BEHIND, finished=a.last))
         self.store.append("trials", rows, COLUMN_TYPES["trials"])
 
     def _row(
-        self, live: _Attempt, status: str, error: str | None, finished: float
+        self, live: _Attempt, status: Status, error: str | None, finished: float
     ) -> dict[str, Any]:
         """The trials-table row of an attempt that ended."""
         started = live.meta.pop("started_at", None)
@@ -336,9 +341,9 @@ def _scalar(value: Any) -> Any:
     return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
 
 
-def _error_text(trial: Any) -> str:
+def _error_text(tune_trial: Any) -> str:
     """The error Ray recorded when a trial died outside the experiment (a lost node, say)."""
-    path = getattr(trial, "error_file", None)
+    path = getattr(tune_trial, "error_file", None)
     if path and Path(path).is_file():
         return Path(path).read_text()
     return "the trial's worker died without reporting an error (node lost or out of memory?)"

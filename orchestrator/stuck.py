@@ -55,15 +55,15 @@ class StuckWorkers(tune.Callback):
         if self.limit is None or now - self._asked < POLL_S:
             return
         self._asked = now
-        running = sum(trial.status == "RUNNING" for trial in trials)
-        waiting = any(trial.status == "PENDING" for trial in trials)
+        running = sum(tune_trial.status == "RUNNING" for tune_trial in trials)
+        waiting = any(tune_trial.status == "PENDING" for tune_trial in trials)
         surplus = self._ready() - running
         if surplus <= 0 or not waiting:
             self._since = None
         elif self._since is None:
             self._since = now
         elif now - self._since >= self.limit:
-            self.abort.stop(
+            self.abort.because(
                 TrialsCannotStart(
                     f"{surplus} trial(s) have had their resources for {now - self._since:.0f} s "
                     f"(limits.start_time: {self.limit:g} s) and no worker came up to run them, "

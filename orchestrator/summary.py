@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from orchestrator.outcomes import FAILED, SUCCEEDED
+from analysis.columns import FAILURE, SUCCESS
 from orchestrator.spec import RESERVED_KEYS
 from orchestrator.store import SweepStore
 
@@ -49,7 +49,8 @@ def latest_status(trials: pd.DataFrame) -> pd.Series:
     failed (failed, timeout, oom)."""
     if trials.empty:
         return pd.Series(dtype=object)
-    rank = trials["status"].map({"ok": 2, "stopped": 1}).fillna(0)
+    # the best attempt of a trial shows: ok, then stopped (SUCCESS lists the best first)
+    rank = trials["status"].map({s: len(SUCCESS) - i for i, s in enumerate(SUCCESS)}).fillna(0)
     best = trials.assign(rank=rank).sort_values("rank").groupby("trial_id")["status"].last()
     return best
 
@@ -61,8 +62,8 @@ def summarise(store: SweepStore, trials: pd.DataFrame | None = None) -> SweepSum
         trials = store.read("trials", ["trial_id", "status"])
     status = latest_status(trials)
     runs = meta.get("runs", [])
-    ok = int(status.isin(SUCCEEDED).sum())
-    failed = int(status.isin(FAILED).sum())
+    ok = int(status.isin(SUCCESS).sum())
+    failed = int(status.isin(FAILURE).sum())
     total = max(runs[-1]["total"] if runs else 0, len(status))
     return SweepSummary(
         name=meta.get("name", Path(store.path).name),
@@ -129,7 +130,7 @@ def status_text(store: SweepStore, max_rows: int = 30) -> str:
         f"  trials   {s.total} total | {s.ok} ok | {s.failed} failed | {s.pending} not run",
     ]
     for run in meta.get("runs", []):
-        counts = ", ".join(f"{run[k]} {k}" for k in (*SUCCEEDED, *FAILED) if run.get(k))
+        counts = ", ".join(f"{run[k]} {k}" for k in (*SUCCESS, *FAILURE) if run.get(k))
         dirty = " (dirty)" if run.get("git_dirty") else ""
         lines.append(
             f"  run {run['run_id']}  {run['started_at']}  {run_state(run):<11} "
@@ -146,7 +147,7 @@ def status_text(store: SweepStore, max_rows: int = 30) -> str:
             f"{bundled['trial_id'].nunique()} trials (spec bundle: {meta['spec'].get('bundle')})"
         )
     failed = trials[
-        trials["trial_id"].isin(latest_status(trials).loc[lambda x: x.isin(FAILED)].index)
+        trials["trial_id"].isin(latest_status(trials).loc[lambda x: x.isin(FAILURE)].index)
     ]
     if len(failed):
         lines.append("failed trials (last attempt; full tracebacks in the `error` column):")
