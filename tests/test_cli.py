@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -38,10 +39,14 @@ SLOW_MODULE = """
 
     HOLD = Path(__file__).with_name("hold")  # while it exists, trials with x >= 5 never end
     HELD = Path(__file__).with_name("held")  # ... and the others wait until one has reported
+    HOLDERS = Path(__file__).with_name("holders")  # a file per process that holds a trial
 
     def experiment(config, trial):
         meet()
         held = config["x"] >= 5 and HOLD.exists()
+        if held:
+            HOLDERS.mkdir(exist_ok=True)
+            (HOLDERS / str(os.getpid())).touch()
         while HOLD.exists() and not held and not HELD.exists():
             time.sleep(0.02)
         for step in range(2):
@@ -212,9 +217,24 @@ def held(folder: Path) -> set[str]:
 
 def hold(folder: Path) -> None:
     """From the next run of the spec in `folder` on: trials with x >= 5 report a step and
-    never end; the others end once one of those has reported."""
+    never end; the others end once one of those has reported. A killed driver's Ray workers
+    die a little after it: first wait until those that held trials are gone (one still
+    alive would mark `held` for the next run before any of its trials reported)."""
+    deadline = time.monotonic() + 60
+    for pid in folder.glob("holders/*"):
+        while _alive(pid.name):
+            assert time.monotonic() < deadline, f"worker {pid.name} of a killed run lives on"
+            time.sleep(0.1)
+        pid.unlink()
     (folder / "hold").touch()
     (folder / "held").unlink(missing_ok=True)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
