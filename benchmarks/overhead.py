@@ -30,9 +30,9 @@ import ray
 from ray import tune
 
 from orchestrator import run_sweep
+from orchestrator.messages import Report, to_result
 from orchestrator.sink import ParquetSink
 from orchestrator.store import SweepStore
-from orchestrator.trainable import META_KEY
 from orchestrator.trials import CELL_KEY, TrialIndex
 
 STEPS = 5
@@ -116,9 +116,8 @@ def sink_rows_per_second(trials: int, steps: int) -> tuple[int, float]:
         for step in range(steps):
             now = time.time()
             for t in fake:
-                info = {"kind": "step", "names": ["step", "loss", "acc"], "time": now}
-                result = {"step": step, "loss": 1.0 / (step + 1), "acc": 0.5, META_KEY: info}
-                sink.on_trial_result(0, fake, t, result)
+                metrics = {"step": step, "loss": 1.0 / (step + 1), "acc": 0.5}
+                sink.on_trial_result(0, fake, t, to_result(Report("step", metrics, time=now)))
         for t in fake:
             sink.on_trial_complete(0, fake, t)
         sink.flush()

@@ -25,10 +25,10 @@ from typing import Any
 from orchestrator import devices, oomkill
 from orchestrator.context import seed_everything
 from orchestrator.errors import InputError
+from orchestrator.messages import Report, to_result
 from orchestrator.spec import Bundle
 from orchestrator.store import StorageFull
 from orchestrator.trainable import (
-    META_KEY,
     Outcome,
     RunContext,
     Shipped,
@@ -97,17 +97,11 @@ def decode(value: str) -> tuple[str, list[str]]:
     return bundle_id, [m for m in members.split(",") if m]
 
 
-def member_ended(result: dict[str, Any]) -> bool:
-    """Whether a Tune result of a bundle carries the end of a member."""
-    meta = result.get(META_KEY, {})
-    items = meta.get("items", ()) if meta.get("kind") == "batch" else ()
-    return any(item[META_KEY]["kind"] in ("final", "error") for item in items)
-
-
 def make_bundle_trainable(fn: Callable[..., Any], ctx: Shipped) -> Callable[[dict[str, Any]], None]:
     def raysweep_bundle(tune_config: dict[str, Any]) -> None:
         flush_s = 0.0 if tune_config.get(ONE_AT_A_TIME) else FLUSH_S
-        run_bundle(fn, ctx.get(), *decode(tune_config[BUNDLE_KEY]), flush_s)
+        _, members = decode(tune_config[BUNDLE_KEY])  # the driver keeps the bundle's id
+        run_bundle(fn, ctx.get(), members, flush_s)
 
     return raysweep_bundle
 
@@ -117,11 +111,11 @@ class Outbox:
     FLUSH_S seconds: a bundle of small trials would otherwise cost a Tune result per step."""
 
     def __init__(self, flush_s: float = FLUSH_S) -> None:
-        self.items: list[dict[str, Any]] = []
+        self.items: list[Report] = []
         self.flush_s = flush_s
         self.sent = time.monotonic()
 
-    def add(self, report: dict[str, Any]) -> None:
+    def add(self, report: Report) -> None:
         self.items.append(report)
         if time.monotonic() - self.sent >= self.flush_s:
             self.flush()
@@ -130,30 +124,28 @@ class Outbox:
         from ray import tune
 
         if self.items:
-            tune.report({META_KEY: {"kind": "batch", "items": self.items}})
+            tune.report(to_result(*self.items))
         self.items, self.sent = [], time.monotonic()
 
 
 def run_bundle(
     fn: Callable[..., Any],
     ctx: RunContext,
-    bundle_id: str,
     members: list[str],
     flush_s: float = FLUSH_S,
 ) -> None:
-    """Run the members, each recorded on its own; raise MembersFailed if some raised and the
-    spec allows retries. None left (all done or out of retries when Tune restarted the
-    bundle): nothing to do."""
+    """Run the members, each recorded on its own (the driver knows their bundle); raise
+    MembersFailed if some raised and the spec allows retries. None left (all done or out of
+    retries when Tune restarted the bundle): nothing to do."""
     if not members:
         return
     outbox = Outbox(flush_s)
-    tag = {"bundle": bundle_id}
     with oomkill.watched():
         try:
             if callable(getattr(fn, "fused", None)):
-                outcomes = _fused(fn.fused, ctx, members, outbox, tag)
+                outcomes = _fused(fn.fused, ctx, members, outbox)
             else:
-                outcomes = _one_by_one(fn, ctx, members, outbox, tag)
+                outcomes = _one_by_one(fn, ctx, members, outbox)
         finally:
             outbox.flush()
     errors = [o.exception for o in outcomes if o.exception is not None]
@@ -165,15 +157,15 @@ def run_bundle(
 
 
 def _one_by_one(
-    fn: Callable[..., Any], ctx: RunContext, members: list[str], outbox: Outbox, tag: dict
+    fn: Callable[..., Any], ctx: RunContext, members: list[str], outbox: Outbox
 ) -> list[Outcome]:
     outcomes = []
     for tid in members:
         config = dict(ctx.index.configs[tid])
-        trial, meta, latest = start(ctx, tid, config, outbox.add, {**tag, "member": tid})
+        trial, where, latest = start(ctx, tid, config, outbox.add, member=tid)
         seed_everything(trial.seed)
         outcome = attempt(fn, config, trial, latest)
-        outbox.add({**outcome.metrics, META_KEY: {**meta, **outcome.info}})
+        outbox.add(outcome.report(where, tid))
         outcomes.append(outcome)
         if isinstance(outcome.exception, StorageFull):
             break  # the driver stops the sweep; the members left run next time
@@ -181,13 +173,13 @@ def _one_by_one(
 
 
 def _fused(
-    fused: Callable[..., Any], ctx: RunContext, members: list[str], outbox: Outbox, tag: dict
+    fused: Callable[..., Any], ctx: RunContext, members: list[str], outbox: Outbox
 ) -> list[Outcome]:
     """All members at once through `fused(configs, trials)`; if it raises, every member
     failed with its traceback."""
     configs = [dict(ctx.index.configs[tid]) for tid in members]
     started = [
-        start(ctx, tid, config, outbox.add, {**tag, "member": tid})
+        start(ctx, tid, config, outbox.add, member=tid)
         for tid, config in zip(members, configs, strict=True)
     ]
     trials = [trial for trial, _, _ in started]
@@ -207,6 +199,6 @@ def _fused(
             ended(trial, latest, final, config)
             for (trial, _, latest), final, config in zip(started, finals, configs, strict=True)
         ]
-    for (_, meta, _), outcome in zip(started, outcomes, strict=True):
-        outbox.add({**outcome.metrics, META_KEY: {**meta, **outcome.info}})
+    for tid, (_, where, _), outcome in zip(members, started, outcomes, strict=True):
+        outbox.add(outcome.report(where, tid))
     return outcomes

@@ -16,7 +16,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from orchestrator.bundles import member_ended
+from orchestrator.messages import member_ended
 from orchestrator.spec import Limits
 
 

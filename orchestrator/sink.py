@@ -23,9 +23,9 @@ from orchestrator.abort import Abort, StartWatch
 from orchestrator.bundles import BUNDLE_KEY, ONE_AT_A_TIME, decode, encode
 from orchestrator.leftovers import LEFT_BEHIND
 from orchestrator.limits import TrialLimits
+from orchestrator.messages import Report, from_result
 from orchestrator.outcomes import failure_status
 from orchestrator.store import StorageFull, SweepStore
-from orchestrator.trainable import META_KEY
 from orchestrator.trials import TrialIndex
 
 _TEXT = pa.string()
@@ -55,8 +55,6 @@ COLUMN_TYPES = {
 }
 
 
-# META_KEY entries that are not columns of the trials table.
-_NOT_COLUMNS = ("kind", "names", "error", "full", "time", "member")
 CUT_SHORT = "the sweep stopped while this trial ran in its bundle (see the run's reason)"
 UNCERTAIN = (
     "the worker of this trial's bundle died while this trial or one after it ran; the bundle "
@@ -124,8 +122,7 @@ class ParquetSink(tune.Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        meta = result.get(META_KEY, {})
-        for report in meta["items"] if meta.get("kind") == "batch" else [result]:
+        for report in from_result(result):
             self._report(trial, report)
         self._maybe_flush()
 
@@ -179,25 +176,21 @@ class ParquetSink(tune.Callback):
         if time.monotonic() - self._last_flush >= self.flush_s:
             self.flush()
 
-    def _report(self, tune_trial: Any, result: dict[str, Any]) -> None:
+    def _report(self, tune_trial: Any, report: Report) -> None:
         """One report of an attempt (of a bundle's member, if it names one)."""
-        meta = result.get(META_KEY, {})
-        member = meta.get("member")
+        member = report.member
         live = self._live.get((tune_trial.trial_id, member)) or self._begin(tune_trial, member)
-        values = {name: result[name] for name in meta.get("names", ())}
-        live.meta.update({k: v for k, v in meta.items() if k not in _NOT_COLUMNS})
-        if meta.get("kind") == "step":
-            stamp = _utc(meta["time"])
-            self._buffers["metrics"].append(
-                {"trial_id": live.trial_id, "attempt": live.attempt, "time": stamp, **values}
-            )
-        elif meta.get("kind") == "final":
-            live.final = values
-        elif meta.get("kind") == "error":
-            live.error = meta["error"]
-            if meta.get("full"):  # an artifact write found the storage full
-                self.abort.because(StorageFull(meta["full"]))
-        if member is not None and meta.get("kind") in ("final", "error"):
+        live.meta.update(report.columns)
+        if report.kind == "step":
+            row = {"trial_id": live.trial_id, "attempt": live.attempt, "time": _utc(report.time)}
+            self._buffers["metrics"].append({**row, **report.metrics})
+        elif report.kind == "final":
+            live.final = report.metrics
+        else:
+            live.error = report.error
+            if report.full:  # an artifact write found the storage full
+                self.abort.because(StorageFull(report.full))
+        if member is not None and report.ends:
             status = Status.OK if live.final is not None else failure_status(live.error)
             self._member_ended(tune_trial, live, status, live.error)
 

@@ -4,8 +4,8 @@ It seeds the generators, builds the `Trial` context, sends each step to the
 driver through `ray.tune.report`, and ends with one report that carries the
 final metrics (or the traceback): the last reported value of every metric,
 overridden by what the experiment returns. Everything the driver's sink needs travels in
-the reported results under META_KEY. A bundle of trials (orchestrator/bundles.py) uses
-the same pieces for each of its members.
+those reports (orchestrator/messages.py). A bundle of trials (orchestrator/bundles.py)
+uses the same pieces for each of its members.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from orchestrator import devices, oomkill
 from orchestrator.artifacts import ArtifactWriter, encode, remote_writer
 from orchestrator.context import Trial, check_metrics, seed_everything
 from orchestrator.inputs import SweepInput
+from orchestrator.messages import Report, to_result
 from orchestrator.provenance import package_versions
 from orchestrator.store import StorageFull
 from orchestrator.trials import TrialIndex
 
-META_KEY = "__raysweep__"
-Send = Callable[[dict[str, Any]], None]  # one report to the driver: metrics + META_KEY
+Send = Callable[[Report], None]  # one report to the driver
 
 
 @dataclass(frozen=True)
@@ -75,11 +75,11 @@ def make_trainable(fn: Callable[..., Any], ctx: Shipped) -> Callable[[dict[str, 
 def run_trial(fn: Callable[..., Any], ctx: RunContext, tid: str, config: dict[str, Any]) -> None:
     from ray import tune
 
-    trial, meta, latest = start(ctx, tid, config, tune.report)
+    trial, where, latest = start(ctx, tid, config, lambda report: tune.report(to_result(report)))
     seed_everything(trial.seed)
     with oomkill.watched():
         outcome = attempt(fn, config, trial, latest)
-        tune.report({**outcome.metrics, META_KEY: {**meta, **outcome.info}})
+        tune.report(to_result(outcome.report(where)))
         if outcome.exception is not None:
             raise outcome.exception
 
@@ -89,19 +89,17 @@ def start(
     tid: str,
     config: dict[str, Any],
     send: Send,
-    tag: dict[str, Any] | None = None,
+    member: str | None = None,
 ) -> tuple[Trial, dict[str, Any], dict[str, Any]]:
-    """The `Trial` of one attempt, what the driver learns of where it runs (`meta`, sent with
-    its first report) and the last reported value of each metric (`latest`, filled as it
-    reports). `tag` goes with every report (a bundle member's id, say)."""
+    """The `Trial` of one attempt, what the driver learns of where it runs (`where`, sent
+    with its first report and its last) and the last reported value of each metric
+    (`latest`, filled as it reports). `member`: the trial's id, when a bundle runs it."""
     import ray
 
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
     node = ray.get_runtime_context().get_node_id()
     device = "cuda" if gpu_ids else "cpu"
-    tag = tag or {}
-    meta: dict[str, Any] = {
-        **tag,
+    where: dict[str, Any] = {
         "started_at": time.time(),
         "node": node,
         "host": socket.gethostname(),
@@ -111,18 +109,27 @@ def start(
     }
     saver = _artifact_saver(ctx, tid, local=node == ctx.driver_node)
     latest: dict[str, Any] = {}
-    trial = Trial(tid, config, device, _reporter(meta, latest, send, tag), saver, ctx.inputs)
-    return trial, meta, latest
+    trial = Trial(tid, config, device, _reporter(where, latest, send, member), saver, ctx.inputs)
+    return trial, where, latest
 
 
 @dataclass
 class Outcome:
-    """How an attempt ended: the metrics and META_KEY info of its last report, and the
-    exception it raised, if it did."""
+    """How an attempt ended: its final metrics and device usage, or the exception it raised
+    and its traceback."""
 
     metrics: dict[str, Any]
-    info: dict[str, Any]
+    usage: dict[str, Any]
     exception: Exception | None = None
+    error: str | None = None
+
+    def report(self, where: dict[str, Any], member: str | None = None) -> Report:
+        """The attempt's last report: what `start` gave as `where`, and how it ended."""
+        columns = {**where, **self.usage}
+        if self.exception is None:
+            return Report("final", self.metrics, columns, member)
+        full = str(self.exception) if isinstance(self.exception, StorageFull) else None
+        return Report("error", {}, columns, member, error=self.error, full=full)
 
 
 def attempt(
@@ -147,30 +154,25 @@ def ended(trial: Trial, latest: dict[str, Any], final: Any, config: dict[str, An
         final = {**latest, **check_metrics(final, config)}
     except Exception as exc:
         return failed(trial, exc)
-    info = {**devices.usage(trial.device), "kind": "final", "names": list(final)}
-    return Outcome(final, info)
+    return Outcome(final, devices.usage(trial.device))
 
 
 def failed(trial: Trial, exc: Exception, text: str | None = None) -> Outcome:
     """The outcome of an attempt that raised `exc` (call inside its `except` block)."""
-    info = {**devices.usage(trial.device), "kind": "error", "error": text or traceback.format_exc()}
-    if isinstance(exc, StorageFull):  # the driver stops the sweep
-        info["full"] = str(exc)
-    return Outcome({}, info, exc)
+    return Outcome({}, devices.usage(trial.device), exc, text or traceback.format_exc())
 
 
 def _reporter(
-    meta: dict[str, Any], latest: dict[str, Any], send: Send, tag: dict[str, Any]
+    where: dict[str, Any], latest: dict[str, Any], send: Send, member: str | None
 ) -> Callable[[dict[str, Any]], None]:
     first = True
 
     def report(metrics: dict[str, Any]) -> None:
         nonlocal first
-        extra = meta if first else tag  # the first step tells the driver where it runs
+        columns = where if first else {}  # the first step tells the driver where it runs
         first = False
         latest.update((k, v) for k, v in metrics.items() if k != "step")
-        info = {**extra, "kind": "step", "names": list(metrics), "time": time.time()}
-        send({**metrics, META_KEY: info})
+        send(Report("step", metrics, columns, member, time=time.time()))
 
     return report
 
