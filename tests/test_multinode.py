@@ -61,12 +61,22 @@ def test_fractional_gpu_trials_share_the_device_and_see_cuda(tmp_path: Path, clu
     source = """
         import os
         import time
+        from pathlib import Path
 
         def experiment(config, trial):
-            time.sleep(1.5)  # long enough for two trials to hold the GPU at once
+            # Wait (30 s at most) until a second trial runs, so that two surely hold the GPU
+            # at once if the resources let them, however slowly a loaded machine starts them.
+            meet = Path(config["meet"])
+            (meet / trial.id).touch()
+            deadline = time.monotonic() + 30
+            while len(os.listdir(meet)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)
             return {"seen": trial.device, "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
     """
-    spec = {"name": "gpu", "experiment": "gpu_exp:experiment", "grid": {"x": [1, 2]}, "seeds": 2}
+    (tmp_path / "meet").mkdir()
+    spec = {"name": "gpu", "experiment": "gpu_exp:experiment", "grid": {"x": [1, 2]}, "seeds": 2,
+            "params": {"meet": str(tmp_path / "meet")}}  # fmt: skip
     write_sweep(
         tmp_path, "gpu_exp", source, **spec, resources={"cpu": 0.5, "gpu": 0.5},
         storage=str(tmp_path / "results"),
