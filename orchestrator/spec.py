@@ -354,16 +354,21 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         node, model = child, sub_model
 
 
+def _alternatives(annotation: Any) -> tuple[Any, ...]:
+    """The types an annotation names: `Scheduler | None` -> (Scheduler, None)."""
+    return getattr(annotation, "__args__", None) or (annotation,)
+
+
 def _mapping(annotation: Any) -> bool:
     """Whether an annotation like `dict[str, Any]` or `dict[str, str] | None` takes a mapping."""
-    candidates = getattr(annotation, "__args__", None) or (annotation,)
-    return get_origin(annotation) is dict or any(get_origin(c) is dict for c in candidates)
+    return get_origin(annotation) is dict or any(
+        get_origin(c) is dict for c in _alternatives(annotation)
+    )
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     """The pydantic model inside an annotation like `Search` or `Scheduler | None`."""
-    candidates = getattr(annotation, "__args__", None) or (annotation,)
-    for candidate in candidates:
+    for candidate in _alternatives(annotation):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
     return None
