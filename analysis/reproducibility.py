@@ -21,11 +21,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.aggregates import aggregate
-from analysis.columns import Status
 from analysis.document import Section, fmt, markdown_table
 from analysis.settings import ReportSettings
 from analysis.sweep import Folder, Sweep, load
-from analysis.tables import read_parquet
+from analysis.tables import Status, read_parquet
 
 PAIR_METRICS = ["pd", "relative_pd", "top1_mismatch_pct"]
 # What `sweep report` knows about this family (the spec's report: section overrides it).

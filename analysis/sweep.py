@@ -27,10 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from analysis.columns import BOOKKEEPING, PAIR_COLUMNS, STEP_COLUMNS, SUCCESS
 from analysis.errors import AnalysisError
 from analysis.settings import ReportSettings
-from analysis.tables import read_parquet
+from analysis.tables import BOOKKEEPING, PAIR_COLUMNS, STEP_COLUMNS, SUCCESS, read_parquet
 
 
 @dataclass

@@ -1,6 +1,10 @@
-"""Reading a sweep table's Parquet files, some of which may be unreadable.
+"""A sweep's Parquet tables, as the orchestrator writes them and the analysis reads them.
 
-A file cut short (a copy interrupted, a disk error) must not stop `sweep status`,
+The contract both sides import (docs/results.md): the statuses of an attempt, the
+columns that are not results, the types of the columns that may be all null, and the
+reader.
+
+Reading: a file cut short (a copy interrupted, a disk error) must not stop `sweep status`,
 `sweep report`, `analysis.load` or a resumed run: every reader goes through
 `read_parquet`, which reads the files in one call and, only when that fails, file by
 file, leaving out each file it cannot read with an `UnreadableFileWarning` naming it.
@@ -14,10 +18,96 @@ schema is the union of every readable file's, promoted as the store promotes the
 from __future__ import annotations
 
 import warnings
+from enum import Enum
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+
+class Status(str, Enum):
+    """How an attempt ended: the trials table's `status`, written as the strings below.
+
+    `ok`: the experiment returned; `stopped`: early stopping (ASHA) ended it, which counts
+    as done. `failed`, `timeout` (past the spec's `limits`) and `oom` (memory ran out) are
+    attempts that did not succeed: the trial runs again per `retries`, and on the next run.
+    """
+
+    OK = "ok"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    OOM = "oom"
+
+    def __str__(self) -> str:  # "ok", as in the table, in f-strings too
+        return self.value
+
+
+# The statuses of an attempt that succeeded, the best first: a trial with one is done.
+SUCCESS = (Status.OK, Status.STOPPED)
+# ... and of one that did not.
+FAILURE = (Status.FAILED, Status.TIMEOUT, Status.OOM)
+
+# Where a trial ran (orchestrator/devices.py): the device, and on a GPU its name, memory,
+# CUDA and driver versions, and the trial's peak memory in bytes.
+DEVICE_COLUMNS = (
+    "device",
+    "gpu_name",
+    "gpu_memory_total",
+    "gpu_memory_peak",
+    "gpu_memory_reserved",
+    "cuda_version",
+    "gpu_driver",
+)
+# The trials table's bookkeeping: neither config nor results.
+BOOKKEEPING = frozenset(DEVICE_COLUMNS) | frozenset(
+    {
+        "trial_id",
+        "sweep",
+        "experiment",
+        "status",
+        "attempt",
+        "error",
+        "started_at",
+        "finished_at",
+        "node",
+        "host",
+        "gpu_ids",
+        "bundle",
+        "run_id",
+        "git_commit",
+        "git_dirty",
+    }
+)
+# The metrics table's keys, and the pairs table's (pairs of seeds of one config).
+STEP_COLUMNS = frozenset({"sweep", "trial_id", "attempt", "time", "step"})
+PAIR_COLUMNS = frozenset({"sweep", "seed_a", "seed_b", "trial_a", "trial_b", "n_positions"})
+
+_TEXT = pa.string()
+_TIME = pa.timestamp("us", tz="UTC")
+# Types of the columns that may be all null in a file (so Arrow could not infer them).
+COLUMN_TYPES = {
+    "trials": {
+        "error": _TEXT,
+        "started_at": _TIME,
+        "finished_at": _TIME,
+        "duration_s": pa.float64(),
+        "node": _TEXT,
+        "host": _TEXT,
+        "gpu_ids": _TEXT,
+        "bundle": _TEXT,
+        "device": _TEXT,
+        "gpu_name": _TEXT,
+        "gpu_memory_total": pa.int64(),
+        "gpu_memory_peak": pa.int64(),
+        "gpu_memory_reserved": pa.int64(),
+        "cuda_version": _TEXT,
+        "gpu_driver": _TEXT,
+        "git_commit": _TEXT,
+        "git_dirty": pa.bool_(),
+    },
+    "metrics": {"time": _TIME, "step": pa.int64()},
+}
 
 # What a file that is not (or no longer) Parquet raises: ArrowInvalid, or OSError for a
 # footer that cannot be decoded.

@@ -6,7 +6,8 @@ run, in one process on one Ray instance, through:
   tune-tuned   Ray Tune with reuse_actors=True and TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1
   tune-stock   Ray Tune with its defaults
   ray-tasks    plain Ray tasks
-and the Parquet sink alone is fed many trials' results at once (rows/second).
+and the ledger alone (with its Parquet writer) is fed many trials' results at once
+(rows/second).
 
     python benchmarks/overhead.py                  # N=200, stock Tune on 50 trials
     python benchmarks/overhead.py --trials 100 --stock-trials 100 --repeats 3
@@ -30,10 +31,13 @@ import ray
 from ray import tune
 
 from orchestrator import run_sweep
+from orchestrator.abort import Abort
+from orchestrator.bundles import BUNDLE_KEY
+from orchestrator.ledger import Ledger
 from orchestrator.messages import Report, to_result
-from orchestrator.sink import ParquetSink
 from orchestrator.store import SweepStore
-from orchestrator.trials import CELL_KEY, TrialIndex
+from orchestrator.trials import TrialIndex
+from orchestrator.writer import TableWriter
 
 STEPS = 5
 
@@ -100,27 +104,27 @@ def seconds(run: Callable[[int, str], None], n: int) -> float:
         return time.perf_counter() - start
 
 
-def sink_rows_per_second(trials: int, steps: int) -> tuple[int, float]:
-    """Feed the sink `trials` interleaved trials' step results, as Tune would."""
+def ledger_rows_per_second(trials: int, steps: int) -> tuple[int, float]:
+    """Feed the ledger `trials` interleaved trials' step results, as Tune would."""
     with tempfile.TemporaryDirectory() as folder:
         store = SweepStore(folder, "sink")
         run_info = {"sweep": "sink", "run_id": "bench", "git_commit": None, "git_dirty": None}
         index = TrialIndex("trivial", {f"t{i}": {"x": i, "seed": 0} for i in range(trials)})
-        sink = ParquetSink(store, index, run_info, {})
-        fake = [
-            SimpleNamespace(trial_id=f"t{i}", config={CELL_KEY: f"t{i}"}) for i in range(trials)
+        ledger = Ledger(index, TableWriter(store, Abort()), run_info, {})
+        fake = [  # Tune trials, each running a bundle of one (orchestrator/bundles.py)
+            SimpleNamespace(trial_id=f"t{i}", config={BUNDLE_KEY: f":t{i}"}) for i in range(trials)
         ]
         start = time.perf_counter()
-        for t in fake:
-            sink.on_trial_start(0, fake, t)
         for step in range(steps):
             now = time.time()
             for t in fake:
                 metrics = {"step": step, "loss": 1.0 / (step + 1), "acc": 0.5}
-                sink.on_trial_result(0, fake, t, to_result(Report("step", metrics, time=now)))
+                report = Report("step", t.trial_id, metrics, time=now)
+                ledger.on_trial_result(0, fake, t, to_result(report, top=True))
         for t in fake:
-            sink.on_trial_complete(0, fake, t)
-        sink.flush()
+            ledger.on_trial_result(0, fake, t, to_result(Report("final", t.trial_id), top=True))
+            ledger.on_trial_complete(0, fake, t)
+        ledger.writer.flush()
         elapsed = time.perf_counter() - start
         rows = len(store.read("metrics", ["step"]))
     assert rows == trials * steps
@@ -172,10 +176,8 @@ def main() -> None:
         f"fastest vs fastest {min(times['sweep']) / min(times['tune-tuned']):.2f}x"
     )
 
-    rows, rate = sink_rows_per_second(trials=200, steps=500)
-    print(
-        f"\nParquet sink alone: 200 trials reporting at once, {rows} step rows: {rate:,.0f} rows/s"
-    )
+    rows, rate = ledger_rows_per_second(trials=200, steps=500)
+    print(f"\nThe ledger alone: 200 trials reporting at once, {rows} step rows: {rate:,.0f} rows/s")
 
 
 if __name__ == "__main__":

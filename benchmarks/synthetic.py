@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.sink import COLUMN_TYPES
+from analysis.tables import COLUMN_TYPES
 from orchestrator.store import SweepStore
 from orchestrator.trials import trial_id
 

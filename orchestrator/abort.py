@@ -21,7 +21,7 @@ from typing import Any
 
 from ray import tune
 
-from analysis.columns import Status
+from analysis.tables import Status
 from orchestrator.errors import TrialsCannotStart
 
 CHECKS = (

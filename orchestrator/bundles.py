@@ -1,17 +1,21 @@
-"""Trial bundles: several trials of a grid sweep run by one Ray Tune trial.
+"""Bundles: what each Ray Tune trial of a sweep runs. A solo trial is a bundle of one.
 
 Tune's own cost per trial (an actor task, a placement group, results through its event
 loop) is the floor under a sweep of many small trials; a bundle pays it once for up to
-`bundle.size` trials. Trials that differ only in the keys of the spec's `bundle.by`
-(seeds, by default) are grouped, in spec order. The driver sees each member as an
-ordinary trial with its own id, attempts and rows (orchestrator/sink.py), plus a `bundle`
-column.
+`bundle.size` trials. With the spec's `bundle:`, trials that differ only in the keys of
+`bundle.by` (seeds, by default) are grouped, in spec order; without it, each grid trial
+is a bundle of one, and a trial that a searcher sampled is one too. The driver sees each
+member as an ordinary trial with its own id, attempts and rows (orchestrator/ledger.py),
+plus, in a bundled sweep, a `bundle` column.
 
 A bundle runs its members one after another in one worker, each seeded and reported as
-its solo trial would be; or, when the experiment has a fused implementation
+it would be alone; or, when the experiment has a fused implementation
 (`fn.fused(configs, trials) -> [final metrics, ...]`, one model per member trained at
 once), all together. Members' reports reach the driver in batches, one Tune result every
-`FLUSH_S` seconds at most.
+`FLUSH_S` seconds at most; a bundle of one sends each report at once, its metrics where
+Tune's searchers and schedulers look, and fails as its trial fails.
+
+This module is the only one that knows how a bundle travels in a Tune config.
 """
 
 from __future__ import annotations
@@ -20,25 +24,19 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from orchestrator import devices, oomkill
 from orchestrator.context import seed_everything
 from orchestrator.errors import InputError
 from orchestrator.messages import Report, to_result
-from orchestrator.spec import Bundle
+from orchestrator.spec import Bundle as BundleSpec
 from orchestrator.store import StorageFull
-from orchestrator.trainable import (
-    Outcome,
-    RunContext,
-    Shipped,
-    attempt,
-    ended,
-    failed,
-    start,
-)
+from orchestrator.trainable import Outcome, RunContext, Shipped, attempt, ended, failed, start
+from orchestrator.trials import TrialIndex
 
-BUNDLE_KEY = "__bundle__"  # a bundled Tune trial's config: {BUNDLE_KEY: encode(members)}
+BUNDLE_KEY = "__bundle__"  # a grid sweep's Tune config: {BUNDLE_KEY: "<bundle id>:<id>,<id>"}
 ONE_AT_A_TIME = "__one_at_a_time__"  # set after its worker died: send each outcome at once
 FLUSH_S = 0.5
 
@@ -47,9 +45,25 @@ class MembersFailed(Exception):
     """Raised by a bundle whose members raised, so that Tune retries it (with only those)."""
 
 
-def group(configs: dict[str, dict[str, Any]], bundle: Bundle) -> list[list[str]]:
+@dataclass(frozen=True)
+class Bundle:
+    """The trials one Tune trial runs: their ids and configs, in order."""
+
+    id: str | None  # the trials table's `bundle`: None for a trial of an unbundled sweep
+    members: dict[str, dict[str, Any]]  # trial id -> config
+    one_at_a_time: bool = False  # its worker died: each outcome is sent as it ends
+
+    @property
+    def alone(self) -> bool:
+        """One trial: this Tune trial is that trial, for Tune's searchers and schedulers."""
+        return len(self.members) == 1
+
+
+def group(configs: dict[str, dict[str, Any]], bundle: BundleSpec | None) -> list[list[str]]:
     """The trial ids of `configs` in bundles: same config but for the `by` keys, at most
-    `size` each, in the order of `configs`."""
+    `size` each, in the order of `configs`; without the spec's `bundle`, one each."""
+    if bundle is None:
+        return [[tid] for tid in configs]
     groups: dict[str, list[str]] = {}
     for tid, config in configs.items():
         rest = {} if bundle.by == "*" else {k: v for k, v in config.items() if k not in bundle.by}
@@ -85,34 +99,69 @@ def check_fusable(
             )
 
 
-def encode(members: list[str], bundle_id: str | None = None) -> str:
-    """A bundle as one short string in its Tune config: `<bundle id>:<id>,<id>,...`; the
-    bundle id is fixed when it is formed and kept when it runs again with fewer members."""
-    bundle_id = bundle_id or hashlib.sha1(",".join(members).encode()).hexdigest()[:12]
+def param_space(bundles: list[list[str]], labelled: bool) -> dict[str, Any]:
+    """Tune's param space of a grid sweep: one Tune trial per bundle. `labelled`: the spec
+    bundles trials, and each bundle gets an id for the `bundle` column."""
+    from ray import tune
+
+    return {
+        BUNDLE_KEY: tune.grid_search([_encode(ids, None if labelled else "") for ids in bundles])
+    }
+
+
+def bundle_of(tune_config: dict[str, Any], index: TrialIndex) -> Bundle:
+    """The bundle a Tune config carries; a config a searcher sampled is a bundle of one."""
+    if BUNDLE_KEY not in tune_config:
+        tid, config = index.lookup(tune_config)
+        return Bundle(None, {tid: config})
+    bundle_id, ids = _decode(tune_config[BUNDLE_KEY])
+    members = {tid: dict(index.configs[tid]) for tid in ids}
+    return Bundle(bundle_id or None, members, bool(tune_config.get(ONE_AT_A_TIME)))
+
+
+def run_again(tune_config: dict[str, Any], ids: list[str], one_at_a_time: bool = False) -> None:
+    """What the Tune trial runs when Tune restarts it (Tune restarts it with this config):
+    only the members `ids`, and, after its worker died, each outcome sent as it ends. A
+    trial a searcher sampled has one member; Tune restarts it only within its retries."""
+    if BUNDLE_KEY in tune_config:
+        bundle_id, _ = _decode(tune_config[BUNDLE_KEY])
+        tune_config[BUNDLE_KEY] = _encode(ids, bundle_id)
+    if one_at_a_time:
+        tune_config[ONE_AT_A_TIME] = True
+
+
+def _encode(members: list[str], bundle_id: str | None = None) -> str:
+    """A bundle as one short string: Tune copies and saves configs often. The id is fixed
+    when the bundle is formed ("" for none) and kept when it runs again with fewer members."""
+    if bundle_id is None:
+        bundle_id = hashlib.sha1(",".join(members).encode()).hexdigest()[:12]
     return f"{bundle_id}:{','.join(members)}"
 
 
-def decode(value: str) -> tuple[str, list[str]]:
+def _decode(value: str) -> tuple[str, list[str]]:
     bundle_id, _, members = value.partition(":")
     return bundle_id, [m for m in members.split(",") if m]
 
 
-def make_bundle_trainable(fn: Callable[..., Any], ctx: Shipped) -> Callable[[dict[str, Any]], None]:
-    def raysweep_bundle(tune_config: dict[str, Any]) -> None:
-        flush_s = 0.0 if tune_config.get(ONE_AT_A_TIME) else FLUSH_S
-        _, members = decode(tune_config[BUNDLE_KEY])  # the driver keeps the bundle's id
-        run_bundle(fn, ctx.get(), members, flush_s)
+def make_trainable(fn: Callable[..., Any], ctx: Shipped) -> Callable[[dict[str, Any]], None]:
+    """The function Ray Tune runs for each of its trials."""
 
-    return raysweep_bundle
+    def raysweep_trial(tune_config: dict[str, Any]) -> None:
+        context = ctx.get()
+        run_bundle(fn, context, bundle_of(tune_config, context.index))
+
+    return raysweep_trial
 
 
 class Outbox:
     """The members' reports, sent to the driver together in one Tune result at most every
-    FLUSH_S seconds: a bundle of small trials would otherwise cost a Tune result per step."""
+    `flush_s` seconds: a bundle of small trials would otherwise cost a Tune result per
+    step. `alone`: a bundle of one, whose metrics go where Tune's searchers look."""
 
-    def __init__(self, flush_s: float = FLUSH_S) -> None:
+    def __init__(self, flush_s: float = FLUSH_S, alone: bool = False) -> None:
         self.items: list[Report] = []
         self.flush_s = flush_s
+        self.alone = alone
         self.sent = time.monotonic()
 
     def add(self, report: Report) -> None:
@@ -123,46 +172,44 @@ class Outbox:
     def flush(self) -> None:
         from ray import tune
 
-        if self.items:
-            tune.report(to_result(*self.items))
-        self.items, self.sent = [], time.monotonic()
+        items, self.items, self.sent = self.items, [], time.monotonic()
+        if items:  # taken first: once Tune stopped the trial, reporting raises
+            tune.report(to_result(*items, top=self.alone))
 
 
-def run_bundle(
-    fn: Callable[..., Any],
-    ctx: RunContext,
-    members: list[str],
-    flush_s: float = FLUSH_S,
-) -> None:
-    """Run the members, each recorded on its own (the driver knows their bundle); raise
-    MembersFailed if some raised and the spec allows retries. None left (all done or out of
-    retries when Tune restarted the bundle): nothing to do."""
-    if not members:
+def run_bundle(fn: Callable[..., Any], ctx: RunContext, bundle: Bundle) -> None:
+    """Run the members, each recorded on its own. A bundle of one raises what its trial
+    raised; a larger one raises MembersFailed if some raised and the spec allows retries.
+    None left (all done or out of retries when Tune restarted the bundle): nothing to do."""
+    if not bundle.members:
         return
-    outbox = Outbox(flush_s)
+    now = bundle.alone or bundle.one_at_a_time
+    outbox = Outbox(0.0 if now else FLUSH_S, bundle.alone)
+    fused = getattr(fn, "fused", None) if bundle.id is not None else None
     with oomkill.watched():
         try:
-            if callable(getattr(fn, "fused", None)):
-                outcomes = _fused(fn.fused, ctx, members, outbox)
+            if callable(fused):
+                outcomes = _fused(fused, ctx, bundle.members, outbox)
             else:
-                outcomes = _one_by_one(fn, ctx, members, outbox)
+                outcomes = _one_by_one(fn, ctx, bundle.members, outbox)
         finally:
             outbox.flush()
     errors = [o.exception for o in outcomes if o.exception is not None]
     full = [e for e in errors if isinstance(e, StorageFull)]
-    if full:
-        raise full[0]
+    if full or (errors and bundle.alone):
+        raise (full or errors)[0]
     if errors and ctx.retries:
-        raise MembersFailed(f"{len(errors)} of {len(members)} members failed; they run again")
+        raise MembersFailed(
+            f"{len(errors)} of {len(bundle.members)} members failed; they run again"
+        )
 
 
 def _one_by_one(
-    fn: Callable[..., Any], ctx: RunContext, members: list[str], outbox: Outbox
+    fn: Callable[..., Any], ctx: RunContext, members: dict[str, dict[str, Any]], outbox: Outbox
 ) -> list[Outcome]:
     outcomes = []
-    for tid in members:
-        config = dict(ctx.index.configs[tid])
-        trial, where, latest = start(ctx, tid, config, outbox.add, member=tid)
+    for tid, config in members.items():
+        trial, where, latest = start(ctx, tid, config, outbox.add)
         seed_everything(trial.seed)
         outcome = attempt(fn, config, trial, latest)
         outbox.add(outcome.report(where, tid))
@@ -173,15 +220,12 @@ def _one_by_one(
 
 
 def _fused(
-    fused: Callable[..., Any], ctx: RunContext, members: list[str], outbox: Outbox
+    fused: Callable[..., Any], ctx: RunContext, members: dict[str, dict[str, Any]], outbox: Outbox
 ) -> list[Outcome]:
     """All members at once through `fused(configs, trials)`; if it raises, every member
     failed with its traceback."""
-    configs = [dict(ctx.index.configs[tid]) for tid in members]
-    started = [
-        start(ctx, tid, config, outbox.add, member=tid)
-        for tid, config in zip(members, configs, strict=True)
-    ]
+    configs = list(members.values())
+    started = [start(ctx, tid, config, outbox.add) for tid, config in members.items()]
     trials = [trial for trial, _, _ in started]
     seed_everything(trials[0].seed)  # the fused code seeds each member's own generators
     try:

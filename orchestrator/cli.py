@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING
 import click
 import pandas as pd
 
-from analysis.columns import Status
 from analysis.errors import AnalysisError
-from analysis.tables import UnreadableFileWarning
+from analysis.tables import Status, UnreadableFileWarning
 from orchestrator.compaction import TARGET_BYTES, compact, parse_size
 from orchestrator.errors import InputError, TrialsCannotStart
 from orchestrator.params import declared, describe

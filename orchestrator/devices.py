@@ -17,7 +17,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
-from analysis.columns import DEVICE_COLUMNS
+from analysis.tables import DEVICE_COLUMNS
 
 
 def describe(device: str) -> dict[str, Any]:

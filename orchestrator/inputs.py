@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.columns import SUCCESS
+from analysis.tables import SUCCESS
 from orchestrator.errors import InputError
 from orchestrator.store import SweepStore, store_at
 

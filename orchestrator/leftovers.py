@@ -1,6 +1,6 @@
 """What a killed driver leaves in a sweep's folder, found and set right by the next run.
 
-The sink writes a running trial's steps before the trial's row (the row comes when the
+The writer writes a running trial's steps before the trial's row (the row comes when the
 attempt ends), so a driver killed in between leaves steps in metrics/ whose attempt has
 no row in trials/. The next run numbers its attempts past every attempt seen in either
 table, so (trial_id, attempt, step) never repeats, and records each such attempt as
@@ -15,11 +15,6 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from orchestrator.store import SweepStore
-
-LEFT_BEHIND = (
-    "the driver stopped (interrupted, killed, crashed, or its storage was full) while this "
-    "attempt ran; its steps up to then are in metrics/, its result was never recorded"
-)
 
 
 def left_behind(trials: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """Attempts killed by the kernel's OOM killer, told apart from other worker deaths.
 
-Ray's memory monitor says when it kills a worker (outcomes.py reads that). The kernel's
+Ray's memory monitor says when it kills a worker (failures.py reads that). The kernel's
 OOM killer acts when a memory cgroup's limit (a container's, a Slurm job's) or the
 machine's memory runs out first; it sends SIGKILL, and Ray reports only that the worker
 died. The kernel counts those kills per memory cgroup (`oom_kill` in memory.events on

@@ -11,22 +11,22 @@ from typing import Any, TextIO
 
 from ray import tune
 
-from orchestrator.sink import ParquetSink
+from orchestrator.ledger import Ledger
 
 
 class ProgressLine(tune.Callback):
-    """Counts what the sink recorded (trials, not Tune's trials: a bundle holds several)."""
+    """Counts what the ledger recorded (trials, not Tune's trials: a bundle holds several)."""
 
     def __init__(
         self,
         sweep: str,
-        sink: ParquetSink,
+        ledger: Ledger,
         total: int,
         out: TextIO = sys.stderr,
         every_s: float = 10.0,
     ) -> None:
         self.sweep = sweep
-        self.sink = sink
+        self.ledger = ledger
         self.total = total
         self.out = out
         self.tty = out.isatty()
@@ -52,18 +52,18 @@ class ProgressLine(tune.Callback):
             self.out.write("\n")
 
     def _name_failures(self) -> None:
-        """A line for each trial the sink recorded as failed for good since the last call."""
-        for tid in self.sink.failed[self.said :]:
+        """A line for each trial the ledger recorded as failed for good since the last call."""
+        for tid in self.ledger.failed[self.said :]:
             self._say(f"trial {tid} failed; its traceback is in the trials table (sweep status)")
-        self.said = len(self.sink.failed)
+        self.said = len(self.ledger.failed)
 
     def line(self, running: int) -> str:
-        finished, failed = self.sink.ended, len(self.sink.failed)
+        finished, failed = self.ledger.ended, len(self.ledger.failed)
         elapsed = time.monotonic() - self.started
         eta = "?"
         if finished:
             eta = _clock(elapsed / finished * max(self.total - finished, 0))
-        retried = f" | {self.sink.retried} retried" if self.sink.retried else ""
+        retried = f" | {self.ledger.retried} retried" if self.ledger.retried else ""
         return (
             f"[{self.sweep}] {finished}/{self.total} done | {running} running | "
             f"{failed} failed{retried} | elapsed {_clock(elapsed)} | ETA {eta}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
-import logging
 import os
 import shutil
 import socket
@@ -19,22 +18,15 @@ import tempfile
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
 from pydantic import BaseModel
 
-from analysis.columns import FAILURE, SUCCESS, Status
+from analysis.tables import FAILURE, SUCCESS, Status
 from orchestrator.abort import Abort
-from orchestrator.bundles import (
-    BUNDLE_KEY,
-    check_fusable,
-    encode,
-    group,
-    make_bundle_trainable,
-)
+from orchestrator.bundles import check_fusable, group
 from orchestrator.compaction import compact_after_run, recover
 from orchestrator.connection import choose, connect
 from orchestrator.errors import InputError
@@ -44,18 +36,8 @@ from orchestrator.params import check_spec, declared, effective
 from orchestrator.provenance import git_state
 from orchestrator.registry import Experiment, resolve
 from orchestrator.spec import SweepSpec, load_spec
-from orchestrator.store import StorageFull, SweepStore, store_at
-from orchestrator.trials import CELL_KEY, TrialIndex, expand, search_space, trial_id
-
-# Tune's own JSON/CSV/TensorBoard loggers are replaced by our Parquet sink; they
-# cost about a second per trial. Our final/error reports need not carry the metric.
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter honours verbose=0
-# Tune snapshots every trial's state as JSON (for Tuner.restore) at least every 10 s, a
-# cost that grows with the sweep (1.3 s per snapshot at 1,000 trials). A sweep resumes
-# from its own tables, never through Tune: one snapshot an hour, and the last, will do.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3600")
+from orchestrator.store import StorageFull, SweepStore, now, store_at
+from orchestrator.trials import TrialIndex, expand, trial_id
 
 
 @dataclass
@@ -96,9 +78,12 @@ class Plan:
     @functools.cached_property
     def bundles(self) -> list[list[str]]:
         """The pending trials in bundles (spec `bundle:`), or one bundle each without it."""
-        if self.spec.bundle is None:
-            return [[tid] for tid in self.pending]
         return group({tid: self.configs[tid] for tid in self.pending}, self.spec.bundle)
+
+    def index(self) -> TrialIndex:
+        """The configs of the trials this run may run, as the trials and the ledger see them."""
+        pending = {tid: self.configs[tid] for tid in self.pending}
+        return TrialIndex(self.spec.experiment, pending, functools.partial(effective, self.params))
 
     def table(self) -> pd.DataFrame:
         """One row per trial of a grid sweep: its id, whether it still runs, its bundle (a
@@ -241,91 +226,91 @@ def _execute(
     progress: TextIO | None,
     result: SweepResult,
 ) -> SweepResult:
-    import ray
-    from ray import tune
-
-    from orchestrator.artifacts import writer_name
-    from orchestrator.limits import TrialLimits
-    from orchestrator.progress import ProgressLine
+    """Run the plan's trials on Ray Tune: the ledger records every attempt as it ends."""
+    from orchestrator.bundles import make_trainable
     from orchestrator.signals import Interrupt, on_signals
-    from orchestrator.sink import ParquetSink
-    from orchestrator.stuck import StuckWorkers
-    from orchestrator.trainable import RunContext, Shipped, make_trainable
-    from orchestrator.tune_fixes import treat_out_of_memory_as_actor_death
-
-    treat_out_of_memory_as_actor_death()
+    from orchestrator.trainable import Shipped
+    from orchestrator.tuner import make_tuner, quiet
 
     spec, store = the_plan.spec, the_plan.store
-    run = _record_run_start(the_plan, address)
+    run = _run_entry(the_plan, address)
+    store.begin_run(run, _sweep_entry(the_plan))
     recover(store)  # after the run is recorded, so no compaction starts while it writes
-    storage_root = store.uri.rsplit("/", 1)[0]
-    pending = {tid: the_plan.configs[tid] for tid in the_plan.pending}
-    index = TrialIndex(spec.experiment, pending, functools.partial(effective, the_plan.params))
-    node = ray.get_runtime_context().get_node_id()
-    ctx = RunContext(index, storage_root, spec.name, node, inputs, spec.retries)
-    steps = store.read("metrics", ["trial_id", "attempt", "time"])  # only when trials run
-    abort, limits = Abort(), TrialLimits(spec.limits)
-    sink = ParquetSink(
-        store,
-        index,
-        run,
-        next_attempts(the_plan.attempts, steps),
-        abort=abort,
-        limits=limits,
-        retries=spec.retries,
-    )
-    remove_temporary(store)
-    store.set_aside_unreadable()
-    sink.record_left_behind(left_behind(the_plan.attempts, steps), the_plan.configs)
-    callbacks: list[Any] = [sink, limits, StuckWorkers(abort, spec.limits.start_time)]
-    if progress is not None:
-        callbacks.append(ProgressLine(spec.name, sink, the_plan.to_run, progress))
-    interrupt = Interrupt()
+    abort, interrupt = Abort(), Interrupt()
+    ledger, callbacks = _callbacks(the_plan, run, abort, progress)
     callbacks.append(interrupt)  # last: it may end the step
-    bundled = spec.bundle is not None
-    trainable = tune.with_resources(
-        (make_bundle_trainable if bundled else make_trainable)(fn, Shipped(ctx)),
-        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
-    )
+    trainable = make_trainable(fn, Shipped(_context(the_plan, inputs)))
     scratch = tempfile.mkdtemp(prefix="raysweep-tune-")
-    tuner = tune.Tuner(
+    tuner = make_tuner(
+        spec,
         trainable,
-        param_space=_param_space(the_plan),
-        tune_config=_tune_config(spec, the_plan.to_run),
-        run_config=tune.RunConfig(
-            name=f"{spec.name}-{run['run_id']}",
-            storage_path=scratch,
-            callbacks=callbacks,
-            stop=abort,
-            verbose=0,
-            failure_config=tune.FailureConfig(max_failures=_max_failures(spec)),
-        ),
+        grid=the_plan.bundles,
+        to_run=the_plan.to_run,
+        name=f"{spec.name}-{run['run_id']}",
+        scratch=scratch,
+        callbacks=callbacks,
+        stopper=abort,
     )
-    tune_logger = logging.getLogger("ray.tune")
-    level = tune_logger.level
-    tune_logger.setLevel(logging.CRITICAL)  # failures are recorded in the table and counted
     try:
-        with on_signals(interrupt):  # after connect(): it replaces Ray's SIGTERM handler
+        with on_signals(interrupt), quiet():  # after connect(): it replaces Ray's SIGTERM handler
             tuner.fit()
     except KeyboardInterrupt:
         result.interrupted = True
         interrupt.kill_running()
     finally:
-        tune_logger.setLevel(level)
-        sink.flush()
-        result.rows = sink.finished
+        ledger.writer.flush()
+        result.rows = ledger.writer.written
         result.aborted = str(abort.reason) if abort.reason else None
-        result.interrupted |= sink.ended < the_plan.to_run  # Tune ends early on SIGUSR1
+        result.interrupted |= ledger.ended < the_plan.to_run  # Tune ends early on SIGUSR1
         with abort.on(StorageFull):
-            _record_run_end(store, run, result)
+            store.end_run(run, status=_run_status(result), **_counts(result))
         shutil.rmtree(scratch, ignore_errors=True)
-        _stop_artifact_writer(writer_name(storage_root, spec.name))
+        _stop_artifact_writer(store, spec.name)
     if not result.interrupted and abort.reason is None:
         compact_after_run(store, progress)
     abort.raise_reason()
     if not result.interrupted and result.count(Status.OK):
         _after_sweep(fn, store.uri, result, progress)
     return result
+
+
+def _callbacks(
+    the_plan: Plan, run: dict[str, Any], abort: Abort, progress: TextIO | None
+) -> tuple[Any, list[Any]]:
+    """The ledger, and the Tune callbacks of a run: the ledger, the limits and the watch
+    for stuck workers, and a progress line. The ledger first sets right what a killed
+    driver left in the tables (orchestrator/leftovers.py)."""
+    from orchestrator.ledger import Ledger
+    from orchestrator.limits import TrialLimits
+    from orchestrator.progress import ProgressLine
+    from orchestrator.stuck import StuckWorkers
+    from orchestrator.writer import TableWriter
+
+    spec, store = the_plan.spec, the_plan.store
+    steps = store.read("metrics", ["trial_id", "attempt", "time"])  # only when trials run
+    limits = TrialLimits(spec.limits)
+    attempts = next_attempts(the_plan.attempts, steps)
+    ledger = Ledger(
+        the_plan.index(), TableWriter(store, abort), run, attempts, spec.retries, limits
+    )
+    remove_temporary(store)
+    store.set_aside_unreadable()
+    ledger.record_left_behind(left_behind(the_plan.attempts, steps), the_plan.configs)
+    callbacks: list[Any] = [ledger, limits, StuckWorkers(abort, spec.limits.start_time)]
+    if progress is not None:
+        callbacks.append(ProgressLine(spec.name, ledger, the_plan.to_run, progress))
+    return ledger, callbacks
+
+
+def _context(the_plan: Plan, inputs: dict[str, SweepInput]) -> Any:
+    """What every trial of the run needs to know (orchestrator/trainable.py)."""
+    import ray
+
+    from orchestrator.trainable import RunContext
+
+    spec, store = the_plan.spec, the_plan.store
+    driver = ray.get_runtime_context().get_node_id()
+    return RunContext(the_plan.index(), store.root, spec.name, driver, inputs, spec.retries)
 
 
 def _after_sweep(fn: Experiment, sweep_uri: str, result: SweepResult, out: TextIO | None) -> None:
@@ -341,67 +326,12 @@ def _after_sweep(fn: Experiment, sweep_uri: str, result: SweepResult, out: TextI
             out.write(f"after_sweep {after.__qualname__} failed:\n{result.after_sweep_error}")
 
 
-def _param_space(the_plan: Plan) -> dict[str, Any]:
-    from ray import tune
-
-    spec = the_plan.spec
-    if spec.bundle is not None:
-        return {BUNDLE_KEY: tune.grid_search([encode(ids) for ids in the_plan.bundles])}
-    if spec.search.algorithm == "grid":
-        return {CELL_KEY: tune.grid_search(the_plan.pending)}
-    return search_space(spec)
-
-
-def _max_failures(spec: SweepSpec) -> int:
-    """Tune's retries: per trial as the spec says; for a bundle, enough for each member's:
-    each failed attempt of a bundle charges at least one member, but for the first death of
-    its worker (orchestrator/sink.py)."""
-    if spec.bundle is None:
-        return spec.retries
-    return spec.bundle.size * (spec.retries + 1) + 1
-
-
-def _tune_config(spec: SweepSpec, to_run: int) -> Any:
-    from ray import tune
-
-    from orchestrator.fifo import FIFO
-
-    search, scheduler = spec.search, spec.scheduler
-    search_alg = None
-    if search.algorithm == "optuna":
-        from orchestrator.searchers import FinalMetricOptuna
-
-        search_alg = FinalMetricOptuna(metric=search.metric, mode=search.mode)
-    asha = None
-    if scheduler is not None:
-        asha = tune.schedulers.ASHAScheduler(
-            time_attr="step",
-            metric=scheduler.metric or search.metric,
-            mode=scheduler.mode or search.mode or "min",
-            max_t=scheduler.max_t,
-            grace_period=scheduler.grace_period,
-            reduction_factor=scheduler.reduction_factor,
-        )
-    return tune.TuneConfig(
-        num_samples=1 if search.algorithm == "grid" else to_run,
-        search_alg=search_alg,
-        scheduler=asha or FIFO(),  # orchestrator/fifo.py: Tune's order, found faster
-        max_concurrent_trials=spec.max_concurrent,
-        reuse_actors=True,
-    )
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _record_run_start(the_plan: Plan, address: str | None) -> dict[str, Any]:
-    spec, store = the_plan.spec, the_plan.store
-    meta = store.read_meta() or {"name": spec.name, "created_at": _now(), "runs": []}
-    run = {
-        "sweep": spec.name,
+def _run_entry(the_plan: Plan, address: str | None) -> dict[str, Any]:
+    """This run, as sweep.json's list of runs holds it."""
+    return {
+        "sweep": the_plan.spec.name,
         "run_id": uuid.uuid4().hex[:8],
-        "started_at": _now(),
+        "started_at": now(),
         "finished_at": None,
         "status": "running",
         "total": the_plan.total,
@@ -411,30 +341,22 @@ def _record_run_start(the_plan: Plan, address: str | None) -> dict[str, Any]:
         "address": address,
         **git_state(the_plan.source_dir),
     }
-    meta.update(
-        experiment=spec.experiment,
-        spec=spec.model_dump(),
-        config_columns=the_plan.config_columns,
-        inputs={name: store_at(where).uri for name, where in spec.inputs.items()},
-        source_dir=str(the_plan.source_dir),  # where `sweep report` finds a user's module
-        updated_at=_now(),
-    )
-    meta["runs"].append(run)
-    store.write_meta(meta)
-    return run
 
 
-def _record_run_end(store: SweepStore, run: dict[str, Any], result: SweepResult) -> None:
-    meta = store.read_meta() or {"runs": [run]}
-    for entry in meta["runs"]:
-        if entry["run_id"] == run["run_id"]:
-            entry.update(
-                finished_at=_now(),
-                status=_run_status(result),
-                **{status: result.count(status) for status in (*SUCCESS, *FAILURE)},
-            )
-    meta["updated_at"] = _now()
-    store.write_meta(meta)
+def _sweep_entry(the_plan: Plan) -> dict[str, Any]:
+    """What sweep.json says of the sweep, as of this run."""
+    spec = the_plan.spec
+    return {
+        "experiment": spec.experiment,
+        "spec": spec.model_dump(),
+        "config_columns": the_plan.config_columns,
+        "inputs": {name: store_at(where).uri for name, where in spec.inputs.items()},
+        "source_dir": str(the_plan.source_dir),  # where `sweep report` finds a user's module
+    }
+
+
+def _counts(result: SweepResult) -> dict[str, int]:
+    return {status: result.count(status) for status in (*SUCCESS, *FAILURE)}
 
 
 def _run_status(result: SweepResult) -> str:
@@ -443,8 +365,11 @@ def _run_status(result: SweepResult) -> str:
     return "interrupted" if result.interrupted else "finished"
 
 
-def _stop_artifact_writer(name: str) -> None:
+def _stop_artifact_writer(store: SweepStore, sweep: str) -> None:
     import ray
 
+    from orchestrator.artifacts import writer_name
+
+    name = writer_name(store.root, sweep)
     with contextlib.suppress(ValueError):  # raised when no trial ran on another node
         ray.kill(ray.get_actor(name, namespace="raysweep"))

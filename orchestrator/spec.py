@@ -22,8 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-from analysis.columns import BOOKKEEPING
 from analysis.settings import ReportSettings
+from analysis.tables import BOOKKEEPING
 from orchestrator.errors import InputError, did_you_mean
 
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")

@@ -26,6 +26,7 @@ import tempfile
 import time
 import uuid
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,11 @@ class SweepStore:
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self._schemas: dict[str, pa.Schema | None] = {}
         self.unreadable: set[str] = set()  # table files reads left out; see set_aside_unreadable
+
+    @property
+    def root(self) -> str:
+        """The storage the sweep's folder is in."""
+        return self.uri.rsplit("/", 1)[0]
 
     def table_dir(self, table: str) -> str:
         return _join(self.path, table)
@@ -169,6 +175,23 @@ class SweepStore:
         data = json.dumps(meta, indent=2, default=str).encode()
         self.write_bytes(_join(self.path, "sweep.json"), data)
 
+    def begin_run(self, run: dict[str, Any], sweep: dict[str, Any]) -> None:
+        """Record in sweep.json that a run began: `run` (its id, host, git state, ...) joins
+        the list of runs; `sweep` (experiment, spec, ...) updates what the sweep is."""
+        meta = self.read_meta() or {"name": run["sweep"], "created_at": now(), "runs": []}
+        meta.update(sweep, updated_at=now())
+        meta["runs"].append(run)
+        self.write_meta(meta)
+
+    def end_run(self, run: dict[str, Any], **ended: Any) -> None:
+        """Record how the run ended (its status and counts) in its entry of sweep.json."""
+        meta = self.read_meta() or {"runs": [run]}
+        for entry in meta["runs"]:
+            if entry["run_id"] == run["run_id"]:
+                entry.update(finished_at=now(), **ended)
+        meta["updated_at"] = now()
+        self.write_meta(meta)
+
     def _files(self, table: str) -> list[str]:
         selector = pafs.FileSelector(self.table_dir(table), allow_not_found=True)
         infos = self.fs.get_file_info(selector)
@@ -194,6 +217,11 @@ def _write_local(path: str, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def now() -> str:
+    """The time of day in sweep.json: UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _join(*parts: str) -> str:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from analysis.columns import FAILURE, SUCCESS
+from analysis.tables import FAILURE, SUCCESS
 from orchestrator.spec import RESERVED_KEYS
 from orchestrator.store import SweepStore
 

@@ -1,11 +1,10 @@
-"""The function Ray Tune runs for every trial: it wraps the experiment function.
+"""One attempt of a trial in a worker: the pieces a bundle (orchestrator/bundles.py) runs
+each of its members with.
 
-It seeds the generators, builds the `Trial` context, sends each step to the
-driver through `ray.tune.report`, and ends with one report that carries the
-final metrics (or the traceback): the last reported value of every metric,
-overridden by what the experiment returns. Everything the driver's sink needs travels in
-those reports (orchestrator/messages.py). A bundle of trials (orchestrator/bundles.py)
-uses the same pieces for each of its members.
+`start` builds the `Trial` context, whose reports go to the driver; `attempt` runs the
+experiment function and gives its `Outcome`: the final metrics (the last reported value
+of every metric, overridden by what the experiment returns) or the traceback. Everything
+the driver's ledger needs travels in the reports (orchestrator/messages.py).
 """
 
 from __future__ import annotations
@@ -17,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator import devices, oomkill
+from orchestrator import devices
 from orchestrator.artifacts import ArtifactWriter, encode, remote_writer
-from orchestrator.context import Trial, check_metrics, seed_everything
+from orchestrator.context import Trial, check_metrics
 from orchestrator.inputs import SweepInput
-from orchestrator.messages import Report, to_result
+from orchestrator.messages import Report
 from orchestrator.provenance import package_versions
 from orchestrator.store import StorageFull
 from orchestrator.trials import TrialIndex
@@ -64,36 +63,15 @@ class Shipped:
         return self._fetched[key]
 
 
-def make_trainable(fn: Callable[..., Any], ctx: Shipped) -> Callable[[dict[str, Any]], None]:
-    def raysweep_trial(tune_config: dict[str, Any]) -> None:
-        context = ctx.get()
-        run_trial(fn, context, *context.index.lookup(tune_config))
-
-    return raysweep_trial
-
-
-def run_trial(fn: Callable[..., Any], ctx: RunContext, tid: str, config: dict[str, Any]) -> None:
-    from ray import tune
-
-    trial, where, latest = start(ctx, tid, config, lambda report: tune.report(to_result(report)))
-    seed_everything(trial.seed)
-    with oomkill.watched():
-        outcome = attempt(fn, config, trial, latest)
-        tune.report(to_result(outcome.report(where)))
-        if outcome.exception is not None:
-            raise outcome.exception
-
-
 def start(
     ctx: RunContext,
     tid: str,
     config: dict[str, Any],
     send: Send,
-    member: str | None = None,
 ) -> tuple[Trial, dict[str, Any], dict[str, Any]]:
     """The `Trial` of one attempt, what the driver learns of where it runs (`where`, sent
     with its first report and its last) and the last reported value of each metric
-    (`latest`, filled as it reports). `member`: the trial's id, when a bundle runs it."""
+    (`latest`, filled as it reports)."""
     import ray
 
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
@@ -109,7 +87,7 @@ def start(
     }
     saver = _artifact_saver(ctx, tid, local=node == ctx.driver_node)
     latest: dict[str, Any] = {}
-    trial = Trial(tid, config, device, _reporter(where, latest, send, member), saver, ctx.inputs)
+    trial = Trial(tid, config, device, _reporter(where, latest, send, tid), saver, ctx.inputs)
     return trial, where, latest
 
 
@@ -123,13 +101,13 @@ class Outcome:
     exception: Exception | None = None
     error: str | None = None
 
-    def report(self, where: dict[str, Any], member: str | None = None) -> Report:
+    def report(self, where: dict[str, Any], trial_id: str) -> Report:
         """The attempt's last report: what `start` gave as `where`, and how it ended."""
         columns = {**where, **self.usage}
         if self.exception is None:
-            return Report("final", self.metrics, columns, member)
+            return Report("final", trial_id, self.metrics, columns)
         full = str(self.exception) if isinstance(self.exception, StorageFull) else None
-        return Report("error", {}, columns, member, error=self.error, full=full)
+        return Report("error", trial_id, {}, columns, error=self.error, full=full)
 
 
 def attempt(
@@ -163,7 +141,7 @@ def failed(trial: Trial, exc: Exception, text: str | None = None) -> Outcome:
 
 
 def _reporter(
-    where: dict[str, Any], latest: dict[str, Any], send: Send, member: str | None
+    where: dict[str, Any], latest: dict[str, Any], send: Send, trial_id: str
 ) -> Callable[[dict[str, Any]], None]:
     first = True
 
@@ -172,7 +150,7 @@ def _reporter(
         columns = where if first else {}  # the first step tells the driver where it runs
         first = False
         latest.update((k, v) for k, v in metrics.items() if k != "step")
-        send(Report("step", metrics, columns, member, time=time.time()))
+        send(Report("step", trial_id, metrics, columns, time=time.time()))
 
     return report
 

@@ -16,10 +16,6 @@ from typing import Any
 
 from orchestrator.spec import SweepSpec, linked
 
-# In grid mode a Tune config is only {CELL_KEY: trial id}: Tune copies and saves
-# configs often, and a short id keeps that cheap however large the configs are.
-CELL_KEY = "__trial_id__"
-
 
 def trial_id(experiment: str, config: dict[str, Any]) -> str:
     """Stable 16-hex-digit id of (experiment, full config including seed)."""
@@ -45,18 +41,17 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class TrialIndex:
-    """Maps the configs Tune hands out back to (trial id, experiment config)."""
+    """The configs of a run's trials: a grid's by id (a Tune config names them, as
+    orchestrator/bundles.py says), a searcher's from the config Tune sampled."""
 
     experiment: str
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # grid mode: by id
     # search mode: a sampled config as the trial runs it (orchestrator/params.effective)
     complete: Callable[[dict[str, Any]], dict[str, Any]] = dict
 
-    def lookup(self, tune_config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        if CELL_KEY in tune_config:
-            tid = tune_config[CELL_KEY]
-            return tid, dict(self.configs[tid])
-        config = self.complete(tune_config)  # search mode: Tune sampled it
+    def lookup(self, sampled: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The id and config of the trial a searcher sampled."""
+        config = self.complete(sampled)
         return trial_id(self.experiment, config), config
 
 

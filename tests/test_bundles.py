@@ -14,7 +14,7 @@ from conftest import assert_exactly_once, cli, run_directly, start_and_kill, swe
 
 from orchestrator import run_sweep, trial_id
 from orchestrator.errors import InputError
-from orchestrator.sink import UNCERTAIN
+from orchestrator.failures import UNCERTAIN
 
 # Seeded draws in every step and in the result: a member that ran with another's seed or
 # generator state, or reported to another's row, changes the numbers. Each execution

@@ -25,12 +25,12 @@ import pytest
 from conftest import SWEEP, cli, cli_env, sweep
 
 from analysis import load
+from analysis.tables import COLUMN_TYPES
 from orchestrator.compaction import SWITCH, compact, parse_size
 from orchestrator.errors import InputError
 from orchestrator.params import declared, effective
 from orchestrator.registry import resolve
 from orchestrator.runner import plan, run_sweep
-from orchestrator.sink import COLUMN_TYPES
 from orchestrator.spec import load_spec
 from orchestrator.store import TABLES, SweepStore
 from orchestrator.summary import status_text

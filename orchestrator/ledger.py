@@ -1,0 +1,253 @@
+"""The ledger: Ray Tune's events and the workers' reports, turned into attempts and rows.
+
+Every Tune trial runs a bundle of our trials (orchestrator/bundles.py; a solo trial is a
+bundle of one). A member's attempt begins with its first report, ends with its last
+(final metrics or error) and becomes one row of the trials table; its steps become rows
+of the metrics table. The ledger numbers attempts, counts retries per trial, gives each
+failed attempt its status and error (orchestrator/failures.py), and says what a Tune
+trial runs when Tune restarts it. The writer (orchestrator/writer.py) stores the rows.
+
+Tune passes its trial to the hooks as `trial` (a keyword); below them it is `tune_trial`,
+and our trials are their ids.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+from analysis.tables import DEVICE_COLUMNS, SUCCESS, Status
+from orchestrator import bundles
+from orchestrator.abort import StartWatch
+from orchestrator.failures import CUT_SHORT, LEFT_BEHIND, UNCERTAIN, Stopper, classify, status_of
+from orchestrator.messages import Report, from_result
+from orchestrator.store import StorageFull
+from orchestrator.trials import TrialIndex
+from orchestrator.writer import TableWriter
+
+
+@dataclass
+class Attempt:
+    """One attempt of a trial, from its first report to its row."""
+
+    trial_id: str
+    attempt: int
+    config: dict[str, Any]
+    bundle: str | None = None  # the bundle's id, in a bundled sweep
+    columns: dict[str, Any] = field(default_factory=dict)  # where it ran, what it used
+    final: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class Ledger(tune.Callback):
+    """Records every attempt of the run's trials as rows, through `writer`.
+
+    `next_attempt`: each trial's next attempt number (past those in the tables); `limits`
+    says which attempts it stopped; `retries`: the spec's, per trial."""
+
+    def __init__(
+        self,
+        index: TrialIndex,
+        writer: TableWriter,
+        run_info: dict[str, Any],
+        next_attempt: dict[str, int],
+        retries: int = 0,
+        limits: Stopper | None = None,
+    ) -> None:
+        self.index = index
+        self.writer = writer
+        self.run_info = run_info  # sweep, run_id, git state: the same on every row
+        self.next_attempt = dict(next_attempt)
+        self.retries = retries
+        self.limits = limits
+        self.watch = StartWatch(writer.abort)  # stops a sweep whose trials cannot start
+        self.ended = 0  # trials done for good: complete, or failed after their retries
+        self.failed: list[str] = []  # ids of the trials failed for good, in order
+        self.retried = 0  # attempts that failed and run again
+        self._live: dict[tuple[str, str], Attempt] = {}  # (Tune trial id, trial id)
+        self._tries: dict[str, int] = {}  # trial id -> attempts in this run
+        self._outcome: dict[str, Status] = {}  # ... and the status of the last one
+        self._ended_in_attempt: dict[str, set[str]] = {}  # Tune trial id -> trials that ended
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        for report in from_result(result):
+            self._report(trial, report)
+        self.writer.maybe_flush()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """A Tune trial that ended with trials still running was stopped: by Tune's
+        scheduler (early stopping: done), or with the whole sweep (to run again)."""
+        cut_short = self.writer.abort.reason is not None
+        for live in self._running(trial):
+            if cut_short:
+                self._ended(trial, live, Status.FAILED, CUT_SHORT)
+            else:
+                self._ended(trial, live, Status.STOPPED, None)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """The Tune trial failed and Tune runs it again: with the trials that have neither
+        succeeded nor used up their retries."""
+        self._failed(trial)
+        again = [
+            tid
+            for tid in self._bundle(trial).members
+            if self._outcome.get(tid) not in SUCCESS and self._tries.get(tid, 0) <= self.retries
+        ]
+        bundles.run_again(trial.config, again)
+        self.retried += sum(self._tries.get(tid, 0) > 0 for tid in again)
+        self._ended_in_attempt.pop(trial.trial_id, None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._failed(trial)
+
+    def _failed(self, tune_trial: Any) -> None:
+        """The Tune trial failed. When every trial of its attempt has an outcome, it raised
+        for those that failed, recorded already. Otherwise its worker died: reports of the
+        last bundles.FLUSH_S seconds died with it. With one trial left without an outcome,
+        that one was running, and it is charged the failure. With more, which one ran is
+        not known: those seen running get a failed row that says so, not counted against
+        their retries, and the bundle runs again one trial at a time (each outcome sent as
+        it ends), so that the next death names its trial."""
+        bundle = self._bundle(tune_trial)
+        ended = self._ended_in_attempt.get(tune_trial.trial_id, set())
+        unknown = [tid for tid in bundle.members if tid not in ended]
+        running = self._running(tune_trial)
+        if len(unknown) > 1 and not bundle.one_at_a_time:
+            error, _ = classify(tune_trial, None, self.limits)
+            for live in running:
+                self._write(live, Status.FAILED, f"{UNCERTAIN}\n{error}")
+            bundles.run_again(tune_trial.config, list(bundle.members), one_at_a_time=True)
+            return
+        if unknown and not running:
+            running = [self._new_attempt(tune_trial, unknown[0])]
+        for live in running:
+            error, status = classify(tune_trial, live.error, self.limits)
+            self._ended(tune_trial, live, status, error)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.writer.maybe_flush()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.writer.flush()
+
+    def record_left_behind(self, attempts: pd.DataFrame, configs: dict[str, dict]) -> None:
+        """Rows, failed and saying why, for attempts that a killed driver left with steps
+        but no row (orchestrator/leftovers.py); written at once, not counted in this run."""
+        rows = [
+            self._row(
+                Attempt(
+                    a.trial_id,
+                    a.attempt,
+                    configs.get(a.trial_id, {}),
+                    None,
+                    {"started_at": a.first},
+                ),
+                Status.FAILED,
+                LEFT_BEHIND,
+                finished=a.last,
+            )
+            for a in attempts.itertuples()
+        ]
+        self.writer.write_now("trials", rows)
+
+    def _bundle(self, tune_trial: Any) -> bundles.Bundle:
+        return bundles.bundle_of(tune_trial.config, self.index)
+
+    def _report(self, tune_trial: Any, report: Report) -> None:
+        """One report of an attempt: a step, or its end."""
+        key = (tune_trial.trial_id, report.trial_id)
+        live = self._live.get(key) or self._begin(tune_trial, report.trial_id)
+        live.columns.update(report.columns)
+        if report.kind == "step":
+            row = {"trial_id": live.trial_id, "attempt": live.attempt, "time": _utc(report.time)}
+            self.writer.add("metrics", {**row, **report.metrics})
+        elif report.kind == "final":
+            live.final = report.metrics
+        else:
+            live.error = report.error
+            if report.full:  # an artifact write found the storage full
+                self.writer.abort.because(StorageFull(report.full))
+        if report.ends:
+            status = Status.OK if live.final is not None else status_of(live.error)
+            self._ended(tune_trial, live, status, live.error)
+
+    def _begin(self, tune_trial: Any, tid: str) -> Attempt:
+        """A new attempt of the trial, tracked until it ends."""
+        self._live[(tune_trial.trial_id, tid)] = live = self._new_attempt(tune_trial, tid)
+        return live
+
+    def _new_attempt(self, tune_trial: Any, tid: str) -> Attempt:
+        """The next attempt of the trial, numbered, not tracked."""
+        bundle = self._bundle(tune_trial)
+        attempt = self.next_attempt.get(tid, 1)
+        self.next_attempt[tid] = attempt + 1
+        return Attempt(tid, attempt, bundle.members[tid], bundle.id)
+
+    def _running(self, tune_trial: Any) -> list[Attempt]:
+        """The attempts of the Tune trial still running, no longer tracked."""
+        keys = [key for key in self._live if key[0] == tune_trial.trial_id]
+        return [self._live.pop(key) for key in keys]
+
+    def _ended(self, tune_trial: Any, live: Attempt, status: Status, error: str | None) -> None:
+        """The attempt ended: counted against its trial's retries, and written."""
+        tid = live.trial_id
+        self._live.pop((tune_trial.trial_id, tid), None)
+        self._tries[tid] = self._tries.get(tid, 0) + 1
+        self._ended_in_attempt.setdefault(tune_trial.trial_id, set()).add(tid)
+        self._outcome[tid] = status
+        if status in SUCCESS or self._tries[tid] > self.retries:
+            self.ended += 1
+            if status not in SUCCESS:
+                self.failed.append(tid)
+        self._write(live, status, error)
+
+    def _write(self, live: Attempt, status: Status, error: str | None) -> None:
+        self.watch.attempt_ended(status, reported=bool(live.columns), error=error)
+        self.writer.add("trials", self._row(live, status, error, finished=time.time()))
+        self.writer.maybe_flush()
+
+    def _row(
+        self, live: Attempt, status: Status, error: str | None, finished: float
+    ) -> dict[str, Any]:
+        """The trials-table row of an attempt that ended."""
+        columns = dict(live.columns)
+        started = columns.pop("started_at", None)
+        return {
+            "trial_id": live.trial_id,
+            "sweep": self.run_info["sweep"],
+            "experiment": self.index.experiment,
+            "status": status,
+            "attempt": live.attempt,
+            "error": error,
+            "started_at": _utc(started),
+            "finished_at": _utc(finished),
+            "duration_s": None if started is None else finished - started,
+            "node": columns.pop("node", None),
+            "host": columns.pop("host", None),
+            "gpu_ids": columns.pop("gpu_ids", None),
+            "bundle": live.bundle,
+            **{name: columns.pop(name, None) for name in DEVICE_COLUMNS},
+            **{k: _scalar(v) for k, v in live.config.items()},
+            **(live.final or {}),
+            "run_id": self.run_info["run_id"],
+            "git_commit": self.run_info["git_commit"],
+            "git_dirty": self.run_info["git_dirty"],
+            **columns,  # package versions of the worker
+        }
+
+
+def _utc(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def _scalar(value: Any) -> Any:
+    """Config values as table cells: lists and dicts become JSON text."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
