@@ -19,7 +19,6 @@ machine drifts for all alike); medians are reported, and ratios run by run.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # overhead.py, beside this file
 
+from common import script_parser, start_local_ray  # noqa: E402
 from overhead import seconds, with_tasks, with_tune  # noqa: E402
 
 from orchestrator import run_sweep  # noqa: E402
@@ -160,9 +160,7 @@ def fused(members: list[int], device: str, steps: int, threads: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--parts", nargs="+", default=["cost", "scale", "fused"])
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 2000])
@@ -176,7 +174,7 @@ def main() -> None:
     if {"cost", "scale"} & set(args.parts):
         import ray
 
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        start_local_ray()
         seconds(with_tasks, 10)  # start the workers once, for everyone
         seconds(lambda n, f: with_tune(n, f, tuned=True), 4)
         if "cost" in args.parts:

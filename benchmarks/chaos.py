@@ -62,6 +62,7 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from common import script_parser
 from ray.cluster_utils import Cluster
 
 REPO = Path(__file__).resolve().parent.parent
@@ -431,9 +432,7 @@ def print_report(args: argparse.Namespace, calm: Runs, runs: Runs, found: dict[s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--trials", type=int, default=500)
     parser.add_argument("--driver-kills", type=int, default=5)
     parser.add_argument("--worker-kills", type=int, default=20)

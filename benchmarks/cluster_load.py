@@ -16,19 +16,17 @@ Ray's own release test accepts about 14-20% overhead for 10,000 one-second trial
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 
 import ray
+from common import script_parser
 from overhead import STEPS, seconds, with_sweep, with_tune
 from ray.cluster_utils import Cluster
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--stock-trials", type=int, default=120)
     parser.add_argument("--duration", type=float, default=1.0)

@@ -14,12 +14,12 @@ script works; its numbers say nothing about GPUs.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 
 import ray
 import torch
+from common import script_parser
 
 from orchestrator import run_sweep
 
@@ -43,9 +43,7 @@ def run(k: int, trials: int, steps: int, gpu: bool) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--packing", type=int, nargs="+", default=[1, 2, 4, 8])

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from common import script_parser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, run from anywhere
 
@@ -106,9 +106,7 @@ def table(cached: Path, uncached: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--parts", nargs="+", default=["steps", "table"])
     parser.add_argument("--models", type=Path, default=Path("results/lm-sizes"))
     parser.add_argument("--cached", type=Path, default=Path("results/tridecoding"))

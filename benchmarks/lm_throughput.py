@@ -12,11 +12,11 @@ with the ratio to ReLU.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
+from common import script_parser
 
 from experiments.lm.data import batches, load_corpus
 from experiments.lm.model import CharLM, ModelConfig
@@ -47,9 +47,7 @@ def tokens_per_second(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=50)

@@ -31,7 +31,6 @@ number of rows (checked); times are only reported.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import statistics
@@ -43,6 +42,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.json as pajson
+from common import script_parser
 from synthetic import NAME, build_sweep
 
 from analysis import load
@@ -102,9 +102,7 @@ def folder_for(storage: Path, trials: int, steps: int) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--trials", type=int, default=1000, help="a multiple of 50")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)

@@ -18,7 +18,6 @@ run (they run back to back); stock Tune, the slowest by far, runs once.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -28,6 +27,7 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 
 import ray
+from common import script_parser
 from ray import tune
 
 from orchestrator import run_sweep
@@ -132,9 +132,7 @@ def ledger_rows_per_second(trials: int, steps: int) -> tuple[int, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--stock-trials", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=7)

@@ -19,7 +19,6 @@ report's figure count and size are printed. Times are only reported.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import shutil
 import statistics
@@ -28,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common import script_parser
 from synthetic import DIRECTIONS, build_sweep
 
 from analysis import analyse, load, write_report
@@ -41,9 +41,7 @@ def timed(run: Callable[[], object]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--trials", type=int, default=1000, help="a multiple of 50")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)

@@ -17,7 +17,6 @@ Times are the median of --repeats reads after one untimed read (files in the pag
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -27,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ray
+from common import script_parser, start_local_ray
 
 from analysis import load
 from orchestrator import run_sweep
@@ -40,7 +40,7 @@ NAME = "store-files"
 def run_trivial_sweep(storage: Path, trials: int) -> float:
     """Seconds the sweep took; tables left as the sink wrote them."""
     os.environ[SWITCH] = "0"
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    start_local_ray()
     spec = {
         "name": NAME,
         "experiment": "trivial",
@@ -79,9 +79,7 @@ def measure(store: SweepStore, repeats: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--trials", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dir", type=Path, default=None)
