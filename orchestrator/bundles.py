@@ -25,6 +25,7 @@ from typing import Any
 from orchestrator import devices, oomkill
 from orchestrator.context import seed_everything
 from orchestrator.errors import InputError
+from orchestrator.experiment import Experiment
 from orchestrator.messages import Report, to_result
 from orchestrator.spec import Bundle
 from orchestrator.store import StorageFull
@@ -69,11 +70,11 @@ def differing(configs: list[dict[str, Any]], allowed: set[str]) -> list[str]:
 
 
 def check_fusable(
-    fn: Callable[..., Any], bundles: list[list[str]], configs: dict[str, dict[str, Any]]
+    fn: Experiment, bundles: list[list[str]], configs: dict[str, dict[str, Any]]
 ) -> None:
     """Refuse, before anything runs, bundles whose members differ in keys that the
-    experiment's fused implementation cannot vary (`fn.fused.varies`, when it says)."""
-    varies = getattr(getattr(fn, "fused", None), "varies", None)
+    experiment's fused implementation cannot vary (its `varies`, when it says)."""
+    varies = fn.varies
     if varies is None:
         return
     for members in bundles:
@@ -97,7 +98,7 @@ def decode(value: str) -> tuple[str, list[str]]:
     return bundle_id, [m for m in members.split(",") if m]
 
 
-def make_bundle_trainable(fn: Callable[..., Any], ctx: Shipped) -> Callable[[dict[str, Any]], None]:
+def make_bundle_trainable(fn: Experiment, ctx: Shipped) -> Callable[[dict[str, Any]], None]:
     def raysweep_bundle(tune_config: dict[str, Any]) -> None:
         flush_s = 0.0 if tune_config.get(ONE_AT_A_TIME) else FLUSH_S
         _, members = decode(tune_config[BUNDLE_KEY])  # the driver keeps the bundle's id
@@ -129,7 +130,7 @@ class Outbox:
 
 
 def run_bundle(
-    fn: Callable[..., Any],
+    fn: Experiment,
     ctx: RunContext,
     members: list[str],
     flush_s: float = FLUSH_S,
@@ -142,7 +143,7 @@ def run_bundle(
     outbox = Outbox(flush_s)
     with oomkill.watched():
         try:
-            if callable(getattr(fn, "fused", None)):
+            if fn.fused is not None:
                 outcomes = _fused(fn.fused, ctx, members, outbox)
             else:
                 outcomes = _one_by_one(fn, ctx, members, outbox)
@@ -157,7 +158,7 @@ def run_bundle(
 
 
 def _one_by_one(
-    fn: Callable[..., Any], ctx: RunContext, members: list[str], outbox: Outbox
+    fn: Experiment, ctx: RunContext, members: list[str], outbox: Outbox
 ) -> list[Outcome]:
     outcomes = []
     for tid in members:

@@ -20,6 +20,7 @@ from typing import Any
 from orchestrator import devices, oomkill
 from orchestrator.artifacts import ArtifactWriter, encode, remote_writer
 from orchestrator.context import Trial, check_metrics, seed_everything
+from orchestrator.experiment import Experiment
 from orchestrator.inputs import SweepInput
 from orchestrator.messages import Report, to_result
 from orchestrator.provenance import package_versions
@@ -64,7 +65,7 @@ class Shipped:
         return self._fetched[key]
 
 
-def make_trainable(fn: Callable[..., Any], ctx: Shipped) -> Callable[[dict[str, Any]], None]:
+def make_trainable(fn: Experiment, ctx: Shipped) -> Callable[[dict[str, Any]], None]:
     def raysweep_trial(tune_config: dict[str, Any]) -> None:
         context = ctx.get()
         run_trial(fn, context, *context.index.lookup(tune_config))
@@ -72,7 +73,7 @@ def make_trainable(fn: Callable[..., Any], ctx: Shipped) -> Callable[[dict[str, 
     return raysweep_trial
 
 
-def run_trial(fn: Callable[..., Any], ctx: RunContext, tid: str, config: dict[str, Any]) -> None:
+def run_trial(fn: Experiment, ctx: RunContext, tid: str, config: dict[str, Any]) -> None:
     from ray import tune
 
     trial, where, latest = start(ctx, tid, config, lambda report: tune.report(to_result(report)))
@@ -133,12 +134,12 @@ class Outcome:
 
 
 def attempt(
-    fn: Callable[..., Any], config: dict[str, Any], trial: Trial, latest: dict[str, Any]
+    experiment: Experiment, config: dict[str, Any], trial: Trial, latest: dict[str, Any]
 ) -> Outcome:
     """Run the experiment once: its final metrics, or the error."""
     try:
         devices.start(trial.device)
-        final = fn(config, trial) or {}
+        final = experiment.fn(config, trial) or {}
     except Exception as exc:
         return failed(trial, exc)
     return ended(trial, latest, final, config)
