@@ -94,10 +94,10 @@ def nll(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def train_lms(configs: list[dict[str, Any]], trials: list[Trial]) -> list[dict[str, Any]]:
     """Train one model per trial, all at once (a bundle's members: experiments/stacked.py).
-    They may differ in their seeds only (`varies` below). Each member's initial weights and
-    batch order come from CPU generators seeded with its own seed, as when it trains alone,
-    so a seed trains on the same batches from the same weights, alone or fused, on any
-    device."""
+    They may differ in their seeds only (`varies` below, checked before a run). Each
+    member's initial weights and batch order come from CPU generators seeded with its own
+    seed, as when it trains alone, so a seed trains on the same batches from the same
+    weights, alone or fused, on any device."""
     config, device = configs[0], trials[0].device
     corpus = load_corpus(config["corpus"])
     seeds = [trial.seed for trial in trials]

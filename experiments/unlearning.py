@@ -119,10 +119,11 @@ def make_targets(
 
 def unlearn_many(configs: list[dict[str, Any]], trials: list[Trial]) -> list[dict[str, Any]]:
     """Train, then unlearn, one classifier per trial, all at once (a bundle's members,
-    experiments/stacked.py); they may differ in their seeds only (`varies` below). Each
-    member has its own initial weights, batch order and unlearning draws, from generators
-    seeded with its seed as when it runs alone; one that reaches `stop_at_forget_acc` stops
-    moving (zero gradient under plain SGD) while the others go on."""
+    experiments/stacked.py); they may differ in their seeds only (`varies` below, checked
+    before a run). Each member has its own initial weights, batch order and unlearning
+    draws, from generators seeded with its seed as when it runs alone; one that reaches
+    `stop_at_forget_acc` stops moving (zero gradient under plain SGD) while the others go
+    on."""
     config, device = configs[0], trials[0].device
     seeds = [trial.seed for trial in trials]
     data = split(

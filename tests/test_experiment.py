@@ -190,3 +190,19 @@ def test_bundles_outside_what_varies_allows_are_refused_before_anything_runs(tmp
     with pytest.raises(InputError, match="may differ only in seed; .* differ in x"):
         run_sweep(spec, progress=None)
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "experiment_name, grid",
+    [
+        ("reproducibility", {"activation": ["relu", "gelu"]}),
+        ("unlearning", {"lr": [0.01, 0.02], "forget_class": [3]}),
+    ],
+)
+def test_the_shipped_fused_experiments_get_bundles_of_seeds_only(tmp_path, experiment_name, grid):
+    """Their fused code trusts `varies`: a bundle mixing other keys never reaches it."""
+    spec = {"name": "q", "experiment": experiment_name, "seeds": 2, "grid": grid,
+            "bundle": {"size": 4, "by": "*"}, "storage": str(tmp_path)}  # fmt: skip
+    with pytest.raises(InputError, match=f"may differ only in seed; .* differ in {[*grid][0]}"):
+        run_sweep(spec, progress=None)
+    assert not (tmp_path / "q").exists()
