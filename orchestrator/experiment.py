@@ -91,8 +91,9 @@ def declaration(fn: Callable[..., Any]) -> Experiment:
         return _checked(fn, **_old_style(fn))
     if stray := list(_old_style(fn)):
         raise TypeError(
-            f"experiment {_name(fn)}: {', '.join(stray)} set as attributes beside "
-            "@experiment(...), which would ignore them; declare them in @experiment(...)"
+            f"experiment {_name(fn)}: declared with @experiment(...) and with older "
+            f"attributes too ({', '.join(stray)}), which it would ignore; declare them in "
+            "@experiment(...)"
         )
     # a wrapper made with functools.wraps carries the declaration along: it runs itself
     return declared if declared.fn is fn else dataclasses.replace(declared, fn=fn)
