@@ -2,7 +2,7 @@
 which metrics form a criterion, and how criteria are weighed in a ranking.
 
 The same model is the `report:` section of a sweep spec; an experiment family
-may carry defaults (`fn.report = ReportSettings(...)`), which the spec and then
+may carry defaults (`@experiment(report=ReportSettings(...))`), which the spec and then
 the command line override key by key.
 """
 

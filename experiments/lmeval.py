@@ -37,7 +37,7 @@ from experiments.lm.activations import Activation
 from experiments.lm.data import DEFAULT_CORPUS, CorpusSource, load_corpus
 from experiments.lm.model import CharLM
 from experiments.lm.scoring import Adapter, document_losses, score_pairs
-from orchestrator.params import parameters
+from orchestrator import Trial, experiment
 
 Variant = Literal["baseline", "ttt"]
 VARIANTS: tuple[str, ...] = get_args(Variant)
@@ -74,8 +74,9 @@ class LMEvalParams(BaseModel):
     data_seed: int = Field(0, ge=0, description="draws the minimal pairs (not the seed)")
 
 
-@parameters(LMEvalParams)
-def evaluate(config: dict[str, Any], trial: Any) -> dict[str, Any]:
+# `sweep report` and `sweep compare` add benchmark bars, loss-by-position curves, slopes.
+@experiment(params=LMEvalParams, report=REPORT, sections=[report_section])
+def evaluate(config: dict[str, Any], trial: Trial) -> dict[str, Any]:
     adapter = Adapter(config["ttt_lr"], config["ttt_steps"]) if config["variant"] == "ttt" else None
     model = load_model(trial, config)
     corpus = load_corpus(config["corpus"])
@@ -102,7 +103,7 @@ def evaluate(config: dict[str, Any], trial: Any) -> dict[str, Any]:
     return {**result, "eval_time_s": time.perf_counter() - started, "eval_text_sha1": _sha1(text)}
 
 
-def load_model(trial: Any, config: dict[str, Any]) -> CharLM:
+def load_model(trial: Trial, config: dict[str, Any]) -> CharLM:
     """The `models` input's model of this trial's seed and `model_<key>` values (those
     left at None pick nothing)."""
     models = trial.inputs.get("models")
@@ -147,7 +148,7 @@ def long_documents(val: torch.Tensor, n: int, length: int) -> list[torch.Tensor]
 
 
 def position_metrics(
-    losses: np.ndarray, config: dict[str, Any], block: int, trial: Any
+    losses: np.ndarray, config: dict[str, Any], block: int, trial: Trial
 ) -> dict[str, float]:
     """Per-bin mean loss into the metrics table (step = the bin's first position); the
     slope from `slope_from` on, its bootstrap interval; early and long-context loss."""
@@ -173,8 +174,3 @@ def position_metrics(
 
 def _sha1(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
-
-
-# What `sweep report` and `sweep compare` add: benchmark bars, loss-by-position curves, slopes.
-evaluate.report = REPORT
-evaluate.report_sections = [report_section]

@@ -4,7 +4,7 @@ The quickstart experiment: small enough to run dozens of trials on a laptop in a
 minute, real enough to show learning-rate and optimizer effects across seeds.
 The seed draws the data set, the initial weights and the batch order, all on the
 CPU (the same on any device); data and batch indices then move to the trial's
-device once.
+device once. Copy it to start an experiment of your own (docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, Field
 
-from orchestrator.params import parameters
+from orchestrator import Trial, experiment
 
 
 class RegressionParams(BaseModel):
@@ -36,8 +36,10 @@ def make_data(n: int, features: int, noise: float, seed: int) -> tuple[torch.Ten
     return x[:split], y[:split], x[split:], y[split:]
 
 
-@parameters(RegressionParams)
-def regression(config: dict[str, Any], trial: Any) -> dict[str, float]:
+@experiment(params=RegressionParams)
+def regression(config: dict[str, Any], trial: Trial) -> dict[str, float]:
+    """Fit a linear model: train and validation loss every 10th step and the last, the
+    weights as an artifact, the final validation loss as the result."""
     data = make_data(config["samples"], config["features"], config["noise"], trial.seed)
     x_train, y_train, x_val, y_val = (part.to(trial.device) for part in data)
     model = torch.nn.Linear(x_train.shape[1], 1).to(trial.device)

@@ -27,8 +27,7 @@ from experiments.lm.activations import Activation
 from experiments.lm.data import DEFAULT_CORPUS, CorpusSource, batches, eval_windows, load_corpus
 from experiments.lm.model import CharLM, ModelConfig
 from experiments.stacked import Stack
-from orchestrator.bundles import differing
-from orchestrator.params import parameters
+from orchestrator import Trial, experiment
 
 
 class ReproducibilityParams(BaseModel):
@@ -93,23 +92,13 @@ def nll(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -torch.log(picked.clamp_min(1e-12)).mean(dim=1)
 
 
-@parameters(ReproducibilityParams)
-def train_lm(config: dict[str, Any], trial: Any) -> dict[str, Any]:
-    """Train one model on `trial.device`: `train_lms` with one member."""
-    return train_lms([config], [trial])[0]
-
-
-def train_lms(configs: list[dict[str, Any]], trials: list[Any]) -> list[dict[str, Any]]:
+def train_lms(configs: list[dict[str, Any]], trials: list[Trial]) -> list[dict[str, Any]]:
     """Train one model per trial, all at once (a bundle's members: experiments/stacked.py).
-    They may differ in their seeds only. Each member's initial weights and batch order
-    come from CPU generators seeded with its own seed, as when it trains alone, so a seed
-    trains on the same batches from the same weights, alone or fused, on any device."""
+    They may differ in their seeds only (`varies` below, checked before a run). Each
+    member's initial weights and batch order come from CPU generators seeded with its own
+    seed, as when it trains alone, so a seed trains on the same batches from the same
+    weights, alone or fused, on any device."""
     config, device = configs[0], trials[0].device
-    if others := differing(configs, set(train_lms.varies)):
-        raise ValueError(
-            f"members of a fused bundle differ in {others}: it trains one architecture with "
-            "one recipe; bundle them by seed only (bundle.by: [seed])"
-        )
     corpus = load_corpus(config["corpus"])
     seeds = [trial.seed for trial in trials]
     models = Stack([_initial(config, corpus.vocab_size, seed).to(device) for seed in seeds])
@@ -163,14 +152,17 @@ def _checkpoint(models: Stack, member: int) -> dict:
     return {"config": asdict(models.base.cfg), "state_dict": models.state_dict(member)}
 
 
-# A bundle of seeds (spec `bundle:`) trains its members together.
-train_lm.fused = train_lms
-train_lms.varies = ("seed",)  # what its members may differ in (checked before a run)
-# After the sweep, the runner calls this with the sweep folder.
-train_lm.after_sweep = write_pairs
-# What `sweep report` adds for this family: metric directions, criteria, the PD section.
-train_lm.report = REPORT
-train_lm.report_sections = [report_section]
+@experiment(
+    params=ReproducibilityParams,
+    fused=train_lms,  # a bundle of seeds (spec `bundle:`) trains its members together
+    varies=["seed"],
+    after_sweep=write_pairs,  # the pairs of seeds, into <sweep>/pairs/
+    report=REPORT,  # `sweep report`: metric directions, criteria
+    sections=[report_section],  # and the prediction differences section
+)
+def train_lm(config: dict[str, Any], trial: Trial) -> dict[str, Any]:
+    """Train one model on `trial.device`: `train_lms` with one member."""
+    return train_lms([config], [trial])[0]
 
 
 def load_model(sweep_dir: str | Path, trial_id: str) -> CharLM:

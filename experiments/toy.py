@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from orchestrator.params import parameters
+from orchestrator import Trial, experiment
 
 
 class TrivialParams(BaseModel):
@@ -16,8 +16,8 @@ class TrivialParams(BaseModel):
     sleep: float = Field(0.0, ge=0, description="seconds to wait first: a trial of known length")
 
 
-@parameters(TrivialParams)
-def trivial(config: dict[str, Any], trial: Any) -> dict[str, float]:
+@experiment(params=TrivialParams)
+def trivial(config: dict[str, Any], trial: Trial) -> dict[str, float]:
     """Reports `steps` (default 5) cheap steps and returns at once: pure orchestration cost.
     With `sleep`, it first waits that many seconds (a trial of known length, no CPU)."""
     time.sleep(config["sleep"])

@@ -32,7 +32,7 @@ from analysis.tridecoding import REPORT, report_section
 from experiments.lm.data import DEFAULT_CORPUS, CorpusSource, eval_windows, load_corpus
 from experiments.lm.model import CharLM
 from experiments.lm.speculative import Cascade, Counters, Drafter, Scorer, generate
-from orchestrator.params import parameters
+from orchestrator import Trial, experiment
 
 SIZES = ("little", "draft", "target")
 
@@ -57,7 +57,7 @@ class TriDecodingParams(BaseModel):
     corpus: CorpusSource = DEFAULT_CORPUS
 
 
-def load_models(trial: Any) -> dict[str, CharLM]:
+def load_models(trial: Trial) -> dict[str, CharLM]:
     """The three sizes of this trial's seed, from the `models` input sweep."""
     models = trial.inputs["models"]
     loaded = {}
@@ -67,8 +67,9 @@ def load_models(trial: Any) -> dict[str, CharLM]:
     return loaded
 
 
-@parameters(TriDecodingParams)
-def decode(config: dict[str, Any], trial: Any) -> dict[str, Any]:
+# `sweep report` adds this family's directions, units and heat map section.
+@experiment(params=TriDecodingParams, report=REPORT, sections=[report_section])
+def decode(config: dict[str, Any], trial: Trial) -> dict[str, Any]:
     models = load_models(trial)
     prompt_len, n_tokens = config["prompt_len"], config["n_tokens"]
     context = min(m.cfg.block_size for m in models.values())
@@ -189,8 +190,3 @@ def _matches(outputs: dict[str, list[list[int]]]) -> float:
         )
     ]
     return sum(same) / len(same)
-
-
-# What `sweep report` adds for this family: directions, units, the heat map section.
-decode.report = REPORT
-decode.report_sections = [report_section]

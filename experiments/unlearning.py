@@ -37,8 +37,7 @@ from analysis.unlearning import REPORT, report_section
 from experiments.stacked import Stack
 from experiments.vision.data import DIGITS, Images, Split, load_images, split
 from experiments.vision.models import accuracy, build, flat_parameters
-from orchestrator.bundles import differing
-from orchestrator.params import parameters
+from orchestrator import Trial, experiment
 
 Algorithm = Literal["gradasc", "graddiff", "retrain"]
 Targets = Literal["hard", "soft", "smooth"]
@@ -118,23 +117,13 @@ def make_targets(
     raise ValueError(f"targets {kind!r}: use one of {', '.join(TARGETS)}")
 
 
-@parameters(UnlearningParams)
-def unlearn(config: dict[str, Any], trial: Any) -> dict[str, Any]:
-    """One trial: `unlearn_many` with one member."""
-    return unlearn_many([config], [trial])[0]
-
-
-def unlearn_many(configs: list[dict[str, Any]], trials: list[Any]) -> list[dict[str, Any]]:
+def unlearn_many(configs: list[dict[str, Any]], trials: list[Trial]) -> list[dict[str, Any]]:
     """Train, then unlearn, one classifier per trial, all at once (a bundle's members,
-    experiments/stacked.py); they may differ in their seeds only. Each member has its own
-    initial weights, batch order and unlearning draws, from generators seeded with its seed
-    as when it runs alone; one that reaches `stop_at_forget_acc` stops moving (zero
-    gradient under plain SGD) while the others go on."""
-    if others := differing(configs, set(unlearn_many.varies)):
-        raise ValueError(
-            f"members of a fused bundle differ in {others}: it trains one architecture with "
-            "one recipe; bundle them by seed only (bundle.by: [seed])"
-        )
+    experiments/stacked.py); they may differ in their seeds only (`varies` below, checked
+    before a run). Each member has its own initial weights, batch order and unlearning
+    draws, from generators seeded with its seed as when it runs alone; one that reaches
+    `stop_at_forget_acc` stops moving (zero gradient under plain SGD) while the others go
+    on."""
     config, device = configs[0], trials[0].device
     seeds = [trial.seed for trial in trials]
     data = split(
@@ -218,7 +207,7 @@ def forget(
     data: Split,
     sets: dict[str, Images],
     config: dict[str, Any],
-    trials: list[Any],
+    trials: list[Trial],
     graddiff: bool,
 ) -> list[int]:
     """SGD on each member's unlearning loss for `unlearn_steps`, or until its forget
@@ -323,9 +312,13 @@ def _to(images: Images, device: str) -> Images:
     return Images(images.x.to(device), images.y.to(device))
 
 
-# A bundle of seeds (spec `bundle:`) trains and unlearns its members together.
-unlearn.fused = unlearn_many
-unlearn_many.varies = ("seed",)  # what its members may differ in (checked before a run)
-# What `sweep report` adds for this family: directions, and soft vs hard distributions.
-unlearn.report = REPORT
-unlearn.report_sections = [report_section]
+@experiment(
+    params=UnlearningParams,
+    fused=unlearn_many,  # a bundle of seeds (spec `bundle:`) trains and unlearns together
+    varies=["seed"],
+    report=REPORT,  # `sweep report`: directions,
+    sections=[report_section],  # and soft vs hard distributions
+)
+def unlearn(config: dict[str, Any], trial: Trial) -> dict[str, Any]:
+    """One trial: `unlearn_many` with one member."""
+    return unlearn_many([config], [trial])[0]

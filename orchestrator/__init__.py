@@ -9,12 +9,14 @@ from typing import Any
 
 from orchestrator.context import Trial
 from orchestrator.errors import InputError
+from orchestrator.experiment import Experiment, experiment
 from orchestrator.params import parameters
 from orchestrator.registry import available, register
 from orchestrator.spec import SweepSpec, load_spec
 from orchestrator.trials import expand, trial_id
 
 __all__ = [
+    "Experiment",
     "InputError",
     "Plan",
     "SweepResult",
@@ -22,6 +24,7 @@ __all__ = [
     "Trial",
     "available",
     "expand",
+    "experiment",
     "load_spec",
     "parameters",
     "register",

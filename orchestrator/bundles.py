@@ -9,9 +9,9 @@ member as an ordinary trial with its own id, attempts and rows (orchestrator/led
 plus, in a bundled sweep, a `bundle` column.
 
 A bundle runs its members one after another in one worker, each seeded and reported as
-it would be alone; or, when the experiment has a fused implementation
-(`fn.fused(configs, trials) -> [final metrics, ...]`, one model per member trained at
-once), all together. Members' reports reach the driver in batches, one Tune result every
+it would be alone; or, when the experiment declares a fused implementation
+(`fused(configs, trials) -> [final metrics, ...]`, one model per member trained at once),
+all together. Members' reports reach the driver in batches, one Tune result every
 `FLUSH_S` seconds at most; a bundle of one sends each report at once, its metrics where
 Tune's searchers and schedulers look, and fails as its trial fails.
 
@@ -30,6 +30,7 @@ from typing import Any
 from orchestrator import devices, oomkill
 from orchestrator.context import seed_everything
 from orchestrator.errors import InputError
+from orchestrator.experiment import Experiment
 from orchestrator.messages import Report, to_result
 from orchestrator.spec import Bundle as BundleSpec
 from orchestrator.store import StorageFull
@@ -83,11 +84,11 @@ def differing(configs: list[dict[str, Any]], allowed: set[str]) -> list[str]:
 
 
 def check_fusable(
-    fn: Callable[..., Any], bundles: list[list[str]], configs: dict[str, dict[str, Any]]
+    fn: Experiment, bundles: list[list[str]], configs: dict[str, dict[str, Any]]
 ) -> None:
     """Refuse, before anything runs, bundles whose members differ in keys that the
-    experiment's fused implementation cannot vary (`fn.fused.varies`, when it says)."""
-    varies = getattr(getattr(fn, "fused", None), "varies", None)
+    experiment's fused implementation cannot vary (its `varies`, when it says)."""
+    varies = fn.varies
     if varies is None:
         return
     for members in bundles:
@@ -143,7 +144,7 @@ def _decode(value: str) -> tuple[str, list[str]]:
     return bundle_id, [m for m in members.split(",") if m]
 
 
-def make_trainable(fn: Callable[..., Any], ctx: Shipped) -> Callable[[dict[str, Any]], None]:
+def make_trainable(fn: Experiment, ctx: Shipped) -> Callable[[dict[str, Any]], None]:
     """The function Ray Tune runs for each of its trials."""
 
     def raysweep_trial(tune_config: dict[str, Any]) -> None:
@@ -177,7 +178,7 @@ class Outbox:
             tune.report(to_result(*items, top=self.alone))
 
 
-def run_bundle(fn: Callable[..., Any], ctx: RunContext, bundle: Bundle) -> None:
+def run_bundle(fn: Experiment, ctx: RunContext, bundle: Bundle) -> None:
     """Run the members, each recorded on its own. A bundle of one raises what its trial
     raised; a larger one raises MembersFailed if some raised and the spec allows retries.
     None left (all done or out of retries when Tune restarted the bundle): nothing to do."""
@@ -185,10 +186,10 @@ def run_bundle(fn: Callable[..., Any], ctx: RunContext, bundle: Bundle) -> None:
         return
     now = bundle.alone or bundle.one_at_a_time
     outbox = Outbox(0.0 if now else FLUSH_S, bundle.alone)
-    fused = getattr(fn, "fused", None) if bundle.id is not None else None
+    fused = fn.fused if bundle.id is not None else None
     with oomkill.watched():
         try:
-            if callable(fused):
+            if fused is not None:
                 outcomes = _fused(fused, ctx, bundle.members, outbox)
             else:
                 outcomes = _one_by_one(fn, ctx, bundle.members, outbox)
@@ -205,7 +206,7 @@ def run_bundle(fn: Callable[..., Any], ctx: RunContext, bundle: Bundle) -> None:
 
 
 def _one_by_one(
-    fn: Callable[..., Any], ctx: RunContext, members: dict[str, dict[str, Any]], outbox: Outbox
+    fn: Experiment, ctx: RunContext, members: dict[str, dict[str, Any]], outbox: Outbox
 ) -> list[Outcome]:
     outcomes = []
     for tid, config in members.items():

@@ -18,7 +18,7 @@ from analysis.errors import AnalysisError
 from analysis.tables import Status, UnreadableFileWarning
 from orchestrator.compaction import TARGET_BYTES, compact, parse_size
 from orchestrator.errors import InputError, TrialsCannotStart
-from orchestrator.params import declared, describe
+from orchestrator.params import describe
 from orchestrator.registry import available, resolve
 from orchestrator.store import StorageFull, store_at
 from orchestrator.summary import ls_table, status_text
@@ -272,7 +272,7 @@ def experiments(name: str | None) -> None:
         for known, where in available().items():
             click.echo(f"{known:<24} {where}")
         return
-    params = declared(resolve(name, [Path.cwd()]))
+    params = resolve(name, [Path.cwd()]).params
     if params is None:
         click.echo(f"{name} declares no parameters: its params and grid values are unchecked")
         return

@@ -6,7 +6,7 @@ An experiment declares its parameters with a pydantic model beside its function,
         lr: float = Field(gt=0, description="learning rate")
         steps: int = Field(100, ge=1, description="optimizer steps")
 
-    @parameters(Params)
+    @experiment(params=Params)
     def train(config, trial): ...
 
 and then every key of the spec's `params:` and `grid:` (and every search distribution)
@@ -32,28 +32,31 @@ from orchestrator.spec import SweepSpec, linked
 from orchestrator.trials import expand
 
 F = TypeVar("F", bound=Callable[..., Any])
-_ATTRIBUTE = "__raysweep_params__"
+ATTRIBUTE = "__raysweep_params__"  # where `@parameters` puts the model on the function
 OWNED = ("seed",)  # keys the orchestrator sets itself
 
 
-def parameters(model: type[BaseModel]) -> Callable[[F], F]:
-    """Declare an experiment's parameters: `@parameters(Params)` above its function."""
+def check_model(model: Any, where: str) -> type[BaseModel]:
+    """`model` if it can declare an experiment's parameters, else a TypeError that names
+    `where` it was given (`@parameters`, `@experiment(params=...)`)."""
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
-        raise TypeError("@parameters takes a pydantic model class (class P(BaseModel): ...)")
+        raise TypeError(f"{where} takes a pydantic model class (class P(BaseModel): ...)")
     clash = [name for name in model.model_fields if name in OWNED]
     if clash:
-        raise TypeError(f"{model.__name__}: {clash[0]} is set by raysweep; leave it out")
+        raise TypeError(f"{where}: {model.__name__}: {clash[0]} is set by raysweep; leave it out")
+    return model
+
+
+def parameters(model: type[BaseModel]) -> Callable[[F], F]:
+    """Declare an experiment's parameters: `@parameters(Params)` above its function (the
+    older style; `@experiment(params=Params)` declares them with the rest)."""
+    check_model(model, "@parameters")
 
     def attach(fn: F) -> F:
-        setattr(fn, _ATTRIBUTE, model)
+        setattr(fn, ATTRIBUTE, model)
         return fn
 
     return attach
-
-
-def declared(fn: Callable[..., Any]) -> type[BaseModel] | None:
-    """The parameters model an experiment declared, or None."""
-    return getattr(fn, _ATTRIBUTE, None)
 
 
 def effective(model: type[BaseModel] | None, config: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 this process, or any function by import path `package.module:function`.
 
 Installed packages declare experiments as entry points in the group
-`raysweep.experiments` (see pyproject.toml); `register` adds one at run time.
+`raysweep.experiments` (see pyproject.toml); `register` adds one at run time. Each
+resolves to its `Experiment`: the function and what its declaration adds
+(orchestrator/experiment.py).
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import InputError, did_you_mean
+from orchestrator.experiment import Experiment, declaration
 
 ENTRY_POINT_GROUP = "raysweep.experiments"
-Experiment = Callable[..., Any]
+Fn = Callable[..., Any]
 
-_registered: dict[str, Experiment] = {}
+_registered: dict[str, Fn] = {}
 
 
-def register(name: str, fn: Experiment | None = None) -> Any:
+def register(name: str, fn: Fn | None = None) -> Any:
     """Register `fn` under `name`; usable as `@register("name")` too."""
 
-    def add(f: Experiment) -> Experiment:
+    def add(f: Fn) -> Fn:
         _registered[name] = f
         return f
 
@@ -40,14 +43,14 @@ def available() -> dict[str, str]:
 
 
 def resolve(experiment: str, search_dirs: Iterable[Path] = ()) -> Experiment:
-    """The function an experiment name or import path refers to.
+    """The experiment a name or import path refers to, as declared.
 
     `search_dirs` (the spec's folder, the working directory) are put on sys.path
     so a user's own module next to their spec imports. Such a module is pickled
     by value, so Ray workers on any node can run it without having the file.
     """
     if experiment in _registered:
-        return _registered[experiment]
+        return declaration(_registered[experiment])
     if ":" not in experiment:
         known = available()
         if experiment not in known:
@@ -57,10 +60,10 @@ def resolve(experiment: str, search_dirs: Iterable[Path] = ()) -> Experiment:
                 f"known: {listing}. Or give an import path package.module:function"
             )
         experiment = known[experiment]
-    return _import(experiment, [Path(d).resolve() for d in search_dirs])
+    return declaration(_import(experiment, [Path(d).resolve() for d in search_dirs]))
 
 
-def _import(path: str, search_dirs: list[Path]) -> Experiment:
+def _import(path: str, search_dirs: list[Path]) -> Fn:
     module_name, _, attr = path.partition(":")
     for folder in reversed(search_dirs):
         if str(folder) in sys.path:

@@ -1,9 +1,9 @@
 """`sweep report | compare | plot`: the command line's settings, an experiment family's
 report defaults and sections, and the analysis package that does the work.
 
-A family declares them as attributes of its experiment function:
-`fn.report = ReportSettings(...)` and `fn.report_sections = [hook, ...]`, each hook
-`(sweep, settings) -> list[Section]` (see analysis.reproducibility).
+A family declares them with its experiment: `@experiment(report=ReportSettings(...),
+sections=[hook, ...])`, each hook `(sweep, settings) -> list[Section]` (see
+analysis.reproducibility).
 """
 
 from __future__ import annotations
@@ -92,12 +92,12 @@ def _local(where: str | Path, sweep_name: str) -> Path:
 
 
 def family(sweep: Sweep) -> tuple[ReportSettings, list[Hook]]:
-    """The report defaults and sections the sweeps' experiment functions carry."""
+    """The report defaults and sections the sweeps' experiments declare."""
     defaults, hooks = ReportSettings(), []
     for name, meta in sweep.meta.items():
         folders = [Path(p) for p in (meta.get("source_dir"), Path.cwd()) if p]
         try:
-            fn = resolve(meta["experiment"], folders)
+            declared = resolve(meta["experiment"], folders)
         except Exception as exc:  # the report goes on without the family's extras
             print(
                 f"warning: {name}: experiment {meta['experiment']!r} not importable here, "
@@ -105,8 +105,8 @@ def family(sweep: Sweep) -> tuple[ReportSettings, list[Hook]]:
                 file=sys.stderr,
             )
             continue
-        defaults = defaults.merged(getattr(fn, "report", None))
-        hooks += [h for h in getattr(fn, "report_sections", ()) if h not in hooks]
+        defaults = defaults.merged(declared.report)
+        hooks += [h for h in declared.sections if h not in hooks]
     return defaults, hooks
 
 

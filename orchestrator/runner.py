@@ -30,11 +30,12 @@ from orchestrator.bundles import check_fusable, group
 from orchestrator.compaction import compact_after_run, recover
 from orchestrator.connection import choose, connect
 from orchestrator.errors import InputError
+from orchestrator.experiment import Experiment
 from orchestrator.inputs import SweepInput, resolve_inputs
 from orchestrator.leftovers import left_behind, next_attempts, remove_temporary
-from orchestrator.params import check_spec, declared, effective
+from orchestrator.params import check_spec, effective
 from orchestrator.provenance import git_state
-from orchestrator.registry import Experiment, resolve
+from orchestrator.registry import resolve
 from orchestrator.spec import SweepSpec, load_spec
 from orchestrator.store import StorageFull, SweepStore, now, store_at
 from orchestrator.trials import TrialIndex, expand, trial_id
@@ -181,7 +182,7 @@ def run_sweep(
     fn = resolve(spec.experiment, [source_dir, Path.cwd()])
     if spec.search.algorithm == "optuna" and importlib.util.find_spec("optuna") is None:
         raise InputError("search optuna needs optuna: pip install 'raysweep[optuna]'")
-    the_plan = plan(spec, source_dir, declared(fn), callable(getattr(fn, "fused", None)))
+    the_plan = plan(spec, source_dir, fn.params, fn.fused is not None)
     if spec.bundle is not None:
         check_fusable(fn, the_plan.bundles, the_plan.configs)
     the_plan.store.check_writable()
@@ -315,8 +316,8 @@ def _context(the_plan: Plan, inputs: dict[str, SweepInput]) -> Any:
 
 def _after_sweep(fn: Experiment, sweep_uri: str, result: SweepResult, out: TextIO | None) -> None:
     """Run the experiment's `after_sweep(sweep_folder)`, if it has one (pairs of seeds, say)."""
-    after = getattr(fn, "after_sweep", None)
-    if not callable(after):
+    after = fn.after_sweep
+    if after is None:
         return
     try:
         result.after_sweep = str(after(sweep_uri))

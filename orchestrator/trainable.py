@@ -19,6 +19,7 @@ from typing import Any
 from orchestrator import devices
 from orchestrator.artifacts import ArtifactWriter, encode, remote_writer
 from orchestrator.context import Trial, check_metrics
+from orchestrator.experiment import Experiment
 from orchestrator.inputs import SweepInput
 from orchestrator.messages import Report
 from orchestrator.provenance import package_versions
@@ -111,12 +112,12 @@ class Outcome:
 
 
 def attempt(
-    fn: Callable[..., Any], config: dict[str, Any], trial: Trial, latest: dict[str, Any]
+    experiment: Experiment, config: dict[str, Any], trial: Trial, latest: dict[str, Any]
 ) -> Outcome:
     """Run the experiment once: its final metrics, or the error."""
     try:
         devices.start(trial.device)
-        final = fn(config, trial) or {}
+        final = experiment.fn(config, trial) or {}
     except Exception as exc:
         return failed(trial, exc)
     return ended(trial, latest, final, config)

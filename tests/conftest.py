@@ -139,9 +139,10 @@ def run_directly(
     """An experiment function with the real Trial context, outside Ray, seeded as the
     trainable seeds it: (final metrics as numbers, reported steps, saved artifacts)."""
     from orchestrator.context import Trial, check_metrics, seed_everything
-    from orchestrator.params import declared, effective
+    from orchestrator.experiment import declaration
+    from orchestrator.params import effective
 
-    config = effective(declared(fn), config)  # defaults filled in, as the runner does
+    config = effective(declaration(fn).params, config)  # defaults filled in, as the runner does
     reports: list[dict] = []
     artifacts: dict = {}
     save = lambda name, obj: artifacts.setdefault(name, obj)  # noqa: E731
@@ -151,19 +152,21 @@ def run_directly(
 
 
 def run_together(fn, configs: list[dict], device: str = "cpu") -> list[tuple[dict, list, dict]]:
-    """An experiment's fused implementation (`fn.fused`) on `configs` at once, with a real
-    Trial context each, outside Ray: per member, what run_directly gives for it alone."""
+    """An experiment's fused implementation (its declared `fused`) on `configs` at once, with
+    a real Trial context each, outside Ray: per member, what run_directly gives for it alone."""
     from orchestrator.context import Trial, check_metrics, seed_everything
-    from orchestrator.params import declared, effective
+    from orchestrator.experiment import declaration
+    from orchestrator.params import effective
 
-    configs = [effective(declared(fn), config) for config in configs]
+    declared = declaration(fn)
+    configs = [effective(declared.params, config) for config in configs]
     members = [([], {}) for _ in configs]
     trials = [
         Trial(f"t{i}", config, device, reports.append, artifacts.setdefault)
         for i, (config, (reports, artifacts)) in enumerate(zip(configs, members, strict=True))
     ]
     seed_everything(configs[0]["seed"])
-    finals = fn.fused(configs, trials)
+    finals = declared.fused(configs, trials)
     return [
         (check_metrics(final, config), reports, artifacts)
         for final, config, (reports, artifacts) in zip(finals, configs, members, strict=True)

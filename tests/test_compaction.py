@@ -28,7 +28,7 @@ from analysis import load
 from analysis.tables import COLUMN_TYPES
 from orchestrator.compaction import SWITCH, compact, parse_size
 from orchestrator.errors import InputError
-from orchestrator.params import declared, effective
+from orchestrator.params import effective
 from orchestrator.registry import resolve
 from orchestrator.runner import plan, run_sweep
 from orchestrator.spec import load_spec
@@ -267,7 +267,7 @@ def test_a_run_ends_with_one_file_per_table(tmp_path: Path, ray_instance, switch
     # A trial that failed in an earlier run, as the sink wrote it: one file per table.
     store = SweepStore(str(tmp_path / "results"), "toy")
     store.write_meta({"name": "toy", "experiment": "trivial", "runs": []})
-    config = effective(declared(resolve("trivial")), expand(load_spec(spec))[0])
+    config = effective(resolve("trivial").params, expand(load_spec(spec))[0])
     tid = trial_id("trivial", config)  # as the run will number it, defaults included
     store.append("trials", [{"trial_id": tid, "status": "failed", "attempt": 1, "error": "E"}])
     step = {"trial_id": tid, "attempt": 1, "time": START, "step": 0, "value": 0.0}

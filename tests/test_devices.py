@@ -5,7 +5,7 @@ this machine: an op that mixes a lazy tensor with a CPU tensor fails, as it does
 CUDA tensor. Each experiment runs here on "lazy" with the real `Trial` context, so a
 tensor left on the CPU (the index of a batch, a model input, a generator's output) fails
 the test as it failed on a real GPU. The experiments with a fused implementation
-(`fn.fused`: several seeds at once, vmapped) run it too, with two members. Results and
+(`fused`: several seeds at once, vmapped) run it too, with two members. Results and
 reported steps must equal the CPU run's: the seeded streams (initial weights, batch
 order, sampling) are the same on every device.
 

@@ -13,7 +13,7 @@ import yaml
 from conftest import REPO, cli, sweep, write_sweep
 
 from orchestrator import InputError, load_spec
-from orchestrator.params import check_spec, declared, effective
+from orchestrator.params import check_spec, effective
 from orchestrator.registry import available, resolve
 
 SWEEPS = REPO / "experiments" / "sweeps"
@@ -22,14 +22,14 @@ QUICK = ["quickstart", "regression", "lm-sizes-quick", "tridecoding-quick", "unl
 
 
 def test_every_shipped_experiment_declares_its_parameters():
-    undeclared = [name for name in available() if declared(resolve(name)) is None]
+    undeclared = [name for name in available() if resolve(name).params is None]
     assert undeclared == []
 
 
 @pytest.mark.parametrize("name", QUICK)
 def test_quick_specs_validate_and_a_misspelt_key_gets_a_suggestion(name: str):
     spec = load_spec(SWEEPS / f"{name}.yaml")
-    params = declared(resolve(spec.experiment))
+    params = resolve(spec.experiment).params
     check_spec(params, spec)
     open_ended = tuple(getattr(params, "extra_prefixes", ()))  # lmeval: any model_<key>
     key = next(k for k in spec.params if not k.startswith(open_ended))
@@ -43,7 +43,7 @@ def test_quick_specs_validate_and_a_misspelt_key_gets_a_suggestion(name: str):
 
 
 def test_lmeval_takes_any_model_filter_and_nothing_else():
-    params, base = declared(resolve("lmeval")), {"name": "e", "experiment": "lmeval"}
+    params, base = resolve("lmeval").params, {"name": "e", "experiment": "lmeval"}
     check_spec(params, load_spec({**base, "params": {"model_n_layer": 4, "model_size": "x"}}))
     with pytest.raises(InputError, match='params.n_pair: .*did you mean "n_pairs".*model_<'):
         check_spec(params, load_spec({**base, "params": {"n_pair": 4}}))
@@ -87,12 +87,12 @@ def test_bad_values_are_refused_before_any_file_exists(tmp_path, experiment, ent
 def test_every_value_a_spec_can_give_is_checked(experiment, entry, says):
     spec = load_spec({"name": "b", "experiment": experiment, **entry})
     with pytest.raises(InputError, match=re.escape(says)):
-        check_spec(declared(resolve(experiment)), spec)
+        check_spec(resolve(experiment).params, spec)
 
 
 def test_effective_configs_hold_defaults_and_changed_defaults_change_ids():
     spec = load_spec({"name": "s", "experiment": "regression", "grid": {"lr": [0.1]}})
-    params = declared(resolve("regression"))
+    params = resolve("regression").params
     config = effective(params, {"lr": 0.1, "seed": 0})
     assert config == {"lr": 0.1, "optimizer": "sgd", "steps": 100, "batch_size": 32,
                       "features": 16, "samples": 512, "noise": 0.5, "seed": 0}  # fmt: skip

@@ -218,7 +218,7 @@ def test_every_shipped_spec_is_valid_and_names_an_installed_experiment(path: Pat
     from orchestrator.registry import resolve
 
     loaded = load_spec(path)
-    assert callable(resolve(loaded.experiment)) and expand(loaded)
+    assert callable(resolve(loaded.experiment).fn) and expand(loaded)
 
 
 def test_a_user_module_is_imported_from_beside_the_spec_not_from_an_earlier_folder(tmp_path):
@@ -229,5 +229,7 @@ def test_a_user_module_is_imported_from_beside_the_spec_not_from_an_earlier_fold
     for value in ("first", "second"):
         (tmp_path / value).mkdir()
         (tmp_path / value / "exp.py").write_text(f"def run(config, trial):\n    return {value!r}\n")
-    picked = [resolve("exp:run", [tmp_path / f])(None, None) for f in ("first", "second", "first")]
+    picked = [
+        resolve("exp:run", [tmp_path / f]).fn(None, None) for f in ("first", "second", "first")
+    ]
     assert picked == ["first", "second", "first"]

@@ -19,7 +19,7 @@ from experiments.stacked import Stack
 from experiments.unlearning import make_targets, soft_cross_entropy, unlearn
 from experiments.vision.data import load_images, read_idx, split
 from experiments.vision.models import accuracy, mlp
-from orchestrator import run_sweep
+from orchestrator import InputError, run_sweep
 
 
 def test_hard_targets_are_one_hot_and_soft_targets_stay_distributions():
@@ -146,6 +146,17 @@ def test_fused_seeds_train_and_unlearn_as_their_solo_trials(method: dict):
     if "stop_at_forget_acc" in method:
         taken = [final["steps_taken"] for final, _, _ in alone]
         assert len(set(taken)) > 1 and min(taken) < SMALL["unlearn_steps"]  # stopped apart
+
+
+def test_fused_seeds_are_members_that_differ_in_the_seed_only(tmp_path: Path):
+    """`varies=["seed"]`: bundles that would mix depths are refused before anything runs,
+    so unlearn_many never sees them."""
+    spec = {"name": "q", "experiment": "unlearning", "seeds": 2, "params": SMALL,
+            "grid": {"depth": [1, 2]}, "bundle": {"size": 4, "by": "*"},
+            "storage": str(tmp_path)}  # fmt: skip
+    with pytest.raises(InputError, match=r"may differ only in seed; .* differ in depth"):
+        run_sweep(spec, progress=None)
+    assert not (tmp_path / "q").exists()
 
 
 @pytest.fixture(scope="module")
