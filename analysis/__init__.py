@@ -13,7 +13,18 @@ the spec validation needs) does not pull in scipy and matplotlib.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from analysis.aggregates import aggregate
+    from analysis.distributions import fit_normal, normal_fits, normality
+    from analysis.errors import AnalysisError
+    from analysis.ranking import composite
+    from analysis.report import plot_metric, write_report
+    from analysis.results import analyse
+    from analysis.settings import ReportSettings
+    from analysis.significance import hedges_g, holm, one_way, pairwise
+    from analysis.sweep import Sweep, load
 
 _PUBLIC = {
     "load": "analysis.sweep",
@@ -33,7 +44,24 @@ _PUBLIC = {
     "ReportSettings": "analysis.settings",
     "AnalysisError": "analysis.errors",
 }
-__all__ = list(_PUBLIC)
+__all__ = [
+    "aggregate",
+    "analyse",
+    "AnalysisError",
+    "composite",
+    "fit_normal",
+    "hedges_g",
+    "holm",
+    "load",
+    "normal_fits",
+    "normality",
+    "one_way",
+    "pairwise",
+    "plot_metric",
+    "ReportSettings",
+    "Sweep",
+    "write_report",
+]
 
 
 def __getattr__(name: str) -> Any:

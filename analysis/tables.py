@@ -10,7 +10,7 @@ Reading: a file cut short (a copy interrupted, a disk error) must not stop `swee
 file, leaving out each file it cannot read with an `UnreadableFileWarning` naming it.
 
 The columns come from the newest readable file: the store writes each file with the
-union of the columns of all files before it (orchestrator/store.py), so that file's
+union of the columns of all files before it (orchestrator/store/folder.py), so that file's
 schema is the union of every readable file's, promoted as the store promotes them
 (int to float, clashing types to text), even when the newest file is the bad one.
 """
@@ -48,7 +48,7 @@ SUCCESS = (Status.OK, Status.STOPPED)
 # ... and of one that did not.
 FAILURE = (Status.FAILED, Status.TIMEOUT, Status.OOM)
 
-# Where a trial ran (orchestrator/devices.py): the device, and on a GPU its name, memory,
+# Where a trial ran (orchestrator/worker/devices.py): the device, and on a GPU its name, memory,
 # CUDA and driver versions, and the trial's peak memory in bytes.
 DEVICE_COLUMNS = (
     "device",

@@ -68,7 +68,7 @@ from ray.cluster_utils import Cluster
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script: the orchestrator next to it
 
-from orchestrator.failures import LEFT_BEHIND  # noqa: E402
+from orchestrator.faults.failures import LEFT_BEHIND  # noqa: E402
 from orchestrator.spec import load_spec  # noqa: E402
 from orchestrator.trials import expand, trial_id  # noqa: E402
 

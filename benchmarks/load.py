@@ -1,7 +1,7 @@
 """Loading a sweep's per-step metrics (1,000,000 rows by default) into pandas.
 
 A synthetic sweep (benchmarks/synthetic.py: 1,000 trials x 1,000 steps, written
-with orchestrator.store.SweepStore as the Parquet sink writes it, 100 files of
+with orchestrator.store.folder.SweepStore as a run's writer writes it, 100 files of
 10,000 rows in metrics/) is read, side by side in one process, by:
   parquet      pandas.read_parquet(<sweep>/metrics), the bare read
   load         analysis.load(<sweep>): trials, metrics, pairs and sweep.json

@@ -31,13 +31,13 @@ from common import script_parser
 from ray import tune
 
 from orchestrator import run_sweep
-from orchestrator.abort import Abort
-from orchestrator.bundles import BUNDLE_KEY
-from orchestrator.ledger import Ledger
-from orchestrator.messages import Report, to_result
-from orchestrator.store import SweepStore
+from orchestrator.faults.abort import Abort
+from orchestrator.run.ledger import Ledger
+from orchestrator.store.folder import SweepStore
+from orchestrator.store.writer import TableWriter
 from orchestrator.trials import TrialIndex
-from orchestrator.writer import TableWriter
+from orchestrator.worker.bundles import BUNDLE_KEY
+from orchestrator.worker.messages import Report, to_result
 
 STEPS = 5
 
@@ -111,7 +111,7 @@ def ledger_rows_per_second(trials: int, steps: int) -> tuple[int, float]:
         run_info = {"sweep": "sink", "run_id": "bench", "git_commit": None, "git_dirty": None}
         index = TrialIndex("trivial", {f"t{i}": {"x": i, "seed": 0} for i in range(trials)})
         ledger = Ledger(index, TableWriter(store, Abort()), run_info, {})
-        fake = [  # Tune trials, each running a bundle of one (orchestrator/bundles.py)
+        fake = [  # Tune trials, each running a bundle of one (orchestrator/worker/bundles.py)
             SimpleNamespace(trial_id=f"t{i}", config={BUNDLE_KEY: f":t{i}"}) for i in range(trials)
         ]
         start = time.perf_counter()

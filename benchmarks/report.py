@@ -2,7 +2,7 @@
 
 A synthetic sweep (benchmarks/synthetic.py: lr 10 levels x width 5 x 20 seeds =
 1,000 trials, 100 steps each = 100,000 step rows, written with SweepStore as the
-Parquet sink writes it; directions declared for val_loss and accuracy, so the
+run's writer writes it; directions declared for val_loss and accuracy, so the
 report ranks groups) is reported on with analysis.write_report. Each
 repeat times, back to back, in alternating order:
   total     analysis.write_report(folder, out=...)  (load, analyse, figures, files)

@@ -3,7 +3,7 @@ long `sweep status` and `analysis.load` take on each.
 
 A real sweep of N trivial trials (experiments.toy.trivial: 5 reported steps each) runs
 through orchestrator.run_sweep on an embedded Ray with 2 CPUs, with end-of-run
-compaction off (RAYSWEEP_COMPACT=0), so its tables hold the files the sink's flushes
+compaction off (RAYSWEEP_COMPACT=0), so its tables hold the files the writer's flushes
 wrote (one a second). Then, in this process, `sweep status`'s text (status_text) and
 analysis.load are timed on that store, `compact` rewrites it, and both are timed again.
 
@@ -30,15 +30,15 @@ from common import script_parser, start_local_ray
 
 from analysis import load
 from orchestrator import run_sweep
-from orchestrator.compaction import SWITCH, compact
-from orchestrator.store import TABLES, SweepStore
+from orchestrator.store.compaction import SWITCH, compact
+from orchestrator.store.folder import TABLES, SweepStore
 from orchestrator.summary import status_text
 
 NAME = "store-files"
 
 
 def run_trivial_sweep(storage: Path, trials: int) -> float:
-    """Seconds the sweep took; tables left as the sink wrote them."""
+    """Seconds the sweep took; tables left as the writer wrote them."""
     os.environ[SWITCH] = "0"
     start_local_ray()
     spec = {

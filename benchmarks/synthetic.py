@@ -3,7 +3,7 @@
     build_sweep(storage, trials=1000, steps=1000)   # -> <storage>/bench
 
 Grid: lr (10 levels) x width (5 levels) x seeds, so `trials` must be a multiple
-of 50. Per-step rows go to metrics/ the way the Parquet sink writes them: many
+of 50. Per-step rows go to metrics/ the way a run's writer writes them: many
 appends of `rows_per_file` rows (one Parquet file each), each covering the steps
 of a few trials. trials/ gets one row per trial in files of `trials_per_file`.
 With `jsonl=True` the same step rows are also written as Ray Tune's
@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from analysis.tables import COLUMN_TYPES
-from orchestrator.store import SweepStore
+from orchestrator.store.folder import SweepStore
 from orchestrator.trials import trial_id
 
 NAME = "bench"
 LRS = [round(1e-4 * 2**i, 7) for i in range(10)]
 WIDTHS = [32, 64, 128, 256, 512]
-ATTEMPT = 1  # the sink numbers attempts from 1
+ATTEMPT = 1  # the ledger numbers attempts from 1
 START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 STEP_S = 0.05  # seconds between two reported steps of a trial
 DIRECTIONS = {"val_loss": "lower", "accuracy": "higher"}

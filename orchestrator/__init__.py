@@ -5,15 +5,18 @@ result = run_sweep("experiments/sweeps/quickstart.yaml")
 result.trials()          # pandas DataFrame, one row per trial attempt
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.context import Trial
+from orchestrator.declaration import Experiment, experiment
 from orchestrator.errors import InputError
-from orchestrator.experiment import Experiment, experiment
 from orchestrator.params import parameters
 from orchestrator.registry import available, register
 from orchestrator.spec import SweepSpec, load_spec
 from orchestrator.trials import expand, trial_id
+
+if TYPE_CHECKING:  # imported on first use below: the runner imports Ray Tune (a second)
+    from orchestrator.runner import Plan, SweepResult, run_sweep
 
 __all__ = [
     "Experiment",
@@ -34,8 +37,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """The runner's names, imported on first use: it imports Ray Tune (about a second),
-    which `sweep status`, `sweep ls` and experiment modules do without."""
+    """The runner's names, imported on first use: `sweep status`, `sweep ls` and
+    experiment modules do without Ray Tune."""
     if name in ("Plan", "SweepResult", "run_sweep"):
         from orchestrator import runner
 

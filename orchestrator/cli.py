@@ -16,11 +16,11 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 from analysis.tables import Status, UnreadableFileWarning
-from orchestrator.compaction import TARGET_BYTES, compact, parse_size
 from orchestrator.errors import InputError, TrialsCannotStart
 from orchestrator.params import describe
 from orchestrator.registry import available, resolve
-from orchestrator.store import StorageFull, store_at
+from orchestrator.store.compaction import TARGET_BYTES, compact, parse_size
+from orchestrator.store.folder import StorageFull, store_at
 from orchestrator.summary import ls_table, status_text
 
 if TYPE_CHECKING:  # the runner imports Ray Tune: only `sweep run` pays for it

@@ -42,7 +42,7 @@ class Trial:
         self.device = device
         self._reporter = reporter
         self._save = artifact_saver
-        self.inputs = inputs or {}  # name -> orchestrator.inputs.SweepInput
+        self.inputs = inputs or {}  # name -> orchestrator.store.inputs.SweepInput
         self._last_step = -1
 
     def report(self, step: int | None = None, **metrics: Any) -> None:

@@ -4,7 +4,7 @@ this process, or any function by import path `package.module:function`.
 Installed packages declare experiments as entry points in the group
 `raysweep.experiments` (see pyproject.toml); `register` adds one at run time. Each
 resolves to its `Experiment`: the function and what its declaration adds
-(orchestrator/experiment.py).
+(orchestrator/declaration.py).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from orchestrator.declaration import Experiment, declaration
 from orchestrator.errors import InputError, did_you_mean
-from orchestrator.experiment import Experiment, declaration
 
 ENTRY_POINT_GROUP = "raysweep.experiments"
 Fn = Callable[..., Any]

@@ -25,20 +25,20 @@ import pandas as pd
 from pydantic import BaseModel
 
 from analysis.tables import FAILURE, SUCCESS, Status
-from orchestrator.abort import Abort
-from orchestrator.bundles import check_fusable, group
-from orchestrator.compaction import compact_after_run, recover
-from orchestrator.connection import choose, connect
+from orchestrator.declaration import Experiment
 from orchestrator.errors import InputError
-from orchestrator.experiment import Experiment
-from orchestrator.inputs import SweepInput, resolve_inputs
-from orchestrator.leftovers import left_behind, next_attempts, remove_temporary
+from orchestrator.faults.abort import Abort
 from orchestrator.params import check_spec, effective
-from orchestrator.provenance import git_state
 from orchestrator.registry import resolve
+from orchestrator.run.connection import choose, connect
 from orchestrator.spec import SweepSpec, load_spec
-from orchestrator.store import StorageFull, SweepStore, now, store_at
+from orchestrator.store.compaction import compact_after_run, recover
+from orchestrator.store.folder import StorageFull, SweepStore, now, store_at
+from orchestrator.store.inputs import SweepInput, resolve_inputs
+from orchestrator.store.leftovers import left_behind, next_attempts, remove_temporary
 from orchestrator.trials import TrialIndex, expand, trial_id
+from orchestrator.worker.bundles import check_fusable, group
+from orchestrator.worker.provenance import git_state
 
 
 @dataclass
@@ -228,10 +228,10 @@ def _execute(
     result: SweepResult,
 ) -> SweepResult:
     """Run the plan's trials on Ray Tune: the ledger records every attempt as it ends."""
-    from orchestrator.bundles import make_trainable
-    from orchestrator.signals import Interrupt, on_signals
-    from orchestrator.trainable import Shipped
-    from orchestrator.tuner import make_tuner, quiet
+    from orchestrator.run.signals import Interrupt, on_signals
+    from orchestrator.run.tuner import make_tuner, quiet
+    from orchestrator.worker.attempt import Shipped
+    from orchestrator.worker.bundles import make_trainable
 
     spec, store = the_plan.spec, the_plan.store
     run = _run_entry(the_plan, address)
@@ -280,12 +280,12 @@ def _callbacks(
 ) -> tuple[Any, list[Any]]:
     """The ledger, and the Tune callbacks of a run: the ledger, the limits and the watch
     for stuck workers, and a progress line. The ledger first sets right what a killed
-    driver left in the tables (orchestrator/leftovers.py)."""
-    from orchestrator.ledger import Ledger
-    from orchestrator.limits import TrialLimits
-    from orchestrator.progress import ProgressLine
-    from orchestrator.stuck import StuckWorkers
-    from orchestrator.writer import TableWriter
+    driver left in the tables (orchestrator/store/leftovers.py)."""
+    from orchestrator.faults.limits import TrialLimits
+    from orchestrator.faults.stuck import StuckWorkers
+    from orchestrator.run.ledger import Ledger
+    from orchestrator.run.progress import ProgressLine
+    from orchestrator.store.writer import TableWriter
 
     spec, store = the_plan.spec, the_plan.store
     steps = store.read("metrics", ["trial_id", "attempt", "time"])  # only when trials run
@@ -304,10 +304,10 @@ def _callbacks(
 
 
 def _context(the_plan: Plan, inputs: dict[str, SweepInput]) -> Any:
-    """What every trial of the run needs to know (orchestrator/trainable.py)."""
+    """What every trial of the run needs to know (orchestrator/worker/attempt.py)."""
     import ray
 
-    from orchestrator.trainable import RunContext
+    from orchestrator.worker.attempt import RunContext
 
     spec, store = the_plan.spec, the_plan.store
     driver = ray.get_runtime_context().get_node_id()
@@ -369,7 +369,7 @@ def _run_status(result: SweepResult) -> str:
 def _stop_artifact_writer(store: SweepStore, sweep: str) -> None:
     import ray
 
-    from orchestrator.artifacts import writer_name
+    from orchestrator.store.artifacts import writer_name
 
     name = writer_name(store.root, sweep)
     with contextlib.suppress(ValueError):  # raised when no trial ran on another node

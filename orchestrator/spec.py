@@ -100,7 +100,7 @@ def seconds(value: Any) -> float:
 class Limits(_Strict):
     """How long one attempt may take, and may stay silent (no `trial.report`), before it is
     stopped and recorded as `timeout`; how long trials may hold their resources with no
-    worker started to run them before the sweep stops (orchestrator/stuck.py). None: no
+    worker started to run them before the sweep stops (orchestrator/faults/stuck.py). None: no
     limit."""
 
     trial_time: float | None = None
@@ -114,7 +114,7 @@ class Limits(_Strict):
 
 
 class Bundle(_Strict):
-    """Trials handed to one Ray Tune trial (orchestrator/bundles.py): those that differ only
+    """Trials handed to one Ray Tune trial (orchestrator/worker/bundles.py): those that differ only
     in the keys of `by` (default: the seed; "*": in any key), up to `size` at a time."""
 
     size: Annotated[StrictInt, Field(gt=0)]

@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 
 from analysis.tables import FAILURE, SUCCESS
 from orchestrator.spec import RESERVED_KEYS
-from orchestrator.store import SweepStore
+from orchestrator.store.folder import SweepStore
 
 NOT_METRICS = RESERVED_KEYS | {"seed", "time"}
 

@@ -42,7 +42,7 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
 @dataclass(frozen=True)
 class TrialIndex:
     """The configs of a run's trials: a grid's by id (a Tune config names them, as
-    orchestrator/bundles.py says), a searcher's from the config Tune sampled."""
+    orchestrator/worker/bundles.py says), a searcher's from the config Tune sampled."""
 
     experiment: str
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # grid mode: by id

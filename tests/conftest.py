@@ -137,9 +137,9 @@ def run_directly(
     fn, config: dict, device: str = "cpu", inputs: dict | None = None
 ) -> tuple[dict, list[dict], dict]:
     """An experiment function with the real Trial context, outside Ray, seeded as the
-    trainable seeds it: (final metrics as numbers, reported steps, saved artifacts)."""
+    attempt seeds it: (final metrics as numbers, reported steps, saved artifacts)."""
     from orchestrator.context import Trial, check_metrics, seed_everything
-    from orchestrator.experiment import declaration
+    from orchestrator.declaration import declaration
     from orchestrator.params import effective
 
     config = effective(declaration(fn).params, config)  # defaults filled in, as the runner does
@@ -155,7 +155,7 @@ def run_together(fn, configs: list[dict], device: str = "cpu") -> list[tuple[dic
     """An experiment's fused implementation (its declared `fused`) on `configs` at once, with
     a real Trial context each, outside Ray: per member, what run_directly gives for it alone."""
     from orchestrator.context import Trial, check_metrics, seed_everything
-    from orchestrator.experiment import declaration
+    from orchestrator.declaration import declaration
     from orchestrator.params import effective
 
     declared = declaration(fn)
@@ -185,7 +185,7 @@ def make_sweep(
 ) -> Path:
     """A sweep folder as the runner leaves it, written by the real store: trials (one file
     per row, as flushes would), metrics and pairs. Rows carry `act` unless `grid` says."""
-    from orchestrator.store import SweepStore
+    from orchestrator.store.folder import SweepStore
 
     grid = grid or {"act": ["a", "b"]}
     store = SweepStore(str(root), name)

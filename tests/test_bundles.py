@@ -14,7 +14,7 @@ from conftest import assert_exactly_once, cli, run_directly, start_and_kill, swe
 
 from orchestrator import run_sweep, trial_id
 from orchestrator.errors import InputError
-from orchestrator.failures import UNCERTAIN
+from orchestrator.faults.failures import UNCERTAIN
 
 # Seeded draws in every step and in the result: a member that ran with another's seed or
 # generator state, or reported to another's row, changes the numbers. Each execution
@@ -95,7 +95,7 @@ def _executions(runs: Path) -> dict[tuple[int, int], int]:
 
 def _alone(ids: dict[str, tuple[int, int]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The undisturbed run: each trial of `ids` run directly, outside Ray, seeded as the
-    trainable seeds it (the experiment is deterministic given its seed)."""
+    attempt seeds it (the experiment is deterministic given its seed)."""
     namespace: dict = {}
     exec(textwrap.dedent(NOISY), namespace)  # the experiment the sweeps run
     rows, steps = [], []

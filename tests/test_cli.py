@@ -28,7 +28,7 @@ from conftest import (
 )
 
 from analysis.tables import UnreadableFileWarning
-from orchestrator.failures import LEFT_BEHIND
+from orchestrator.faults.failures import LEFT_BEHIND
 from orchestrator.spec import load_spec
 from orchestrator.trials import expand, trial_id
 

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from conftest import BIN, cli, cli_env, sweep, write_sweep
 
-from orchestrator.abort import CHECKS
+from orchestrator.faults.abort import CHECKS
 
 MODULE = """
     def experiment(config, trial):
@@ -152,7 +152,7 @@ def run_on(
 def node_of(cluster: dict, home: Path) -> str:
     """The node id of the cluster's head, asked by a driver that joins it."""
     code = (
-        "import ray; from orchestrator.connection import connect; "
+        "import ray; from orchestrator.run.connection import connect; "
         f"connect({cluster['address']!r}); print(ray.get_runtime_context().get_node_id())"
     )
     env = {**cli_env(), "HOME": str(home)}

@@ -26,13 +26,13 @@ from conftest import SWEEP, cli, cli_env, sweep
 
 from analysis import load
 from analysis.tables import COLUMN_TYPES
-from orchestrator.compaction import SWITCH, compact, parse_size
 from orchestrator.errors import InputError
 from orchestrator.params import effective
 from orchestrator.registry import resolve
 from orchestrator.runner import plan, run_sweep
 from orchestrator.spec import load_spec
-from orchestrator.store import TABLES, SweepStore
+from orchestrator.store.compaction import SWITCH, compact, parse_size
+from orchestrator.store.folder import TABLES, SweepStore
 from orchestrator.summary import status_text
 from orchestrator.trials import expand, trial_id
 
@@ -264,7 +264,7 @@ def test_a_run_ends_with_one_file_per_table(tmp_path: Path, ray_instance, switch
     run's own."""
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: toy\nexperiment: trivial\ngrid: {x: [1, 2]}\nseeds: 2\n")
-    # A trial that failed in an earlier run, as the sink wrote it: one file per table.
+    # A trial that failed in an earlier run, as the writer wrote it: one file per table.
     store = SweepStore(str(tmp_path / "results"), "toy")
     store.write_meta({"name": "toy", "experiment": "trivial", "runs": []})
     config = effective(resolve("trivial").params, expand(load_spec(spec))[0])

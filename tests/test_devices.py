@@ -30,10 +30,10 @@ from experiments.regression import regression
 from experiments.reproducibility import train_lm
 from experiments.tridecoding import decode
 from experiments.unlearning import unlearn
-from orchestrator.artifacts import ArtifactWriter, encode
 from orchestrator.context import check_metrics
-from orchestrator.inputs import SweepInput
-from orchestrator.store import SweepStore
+from orchestrator.store.artifacts import ArtifactWriter, encode
+from orchestrator.store.folder import SweepStore
+from orchestrator.store.inputs import SweepInput
 from orchestrator.summary import gpu_memory_lines
 
 LM = {"activation": "relu", "n_head": 2, "block_size": 32, "batch_size": 4, "eval_windows": 2}

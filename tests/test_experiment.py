@@ -1,4 +1,4 @@
-"""An experiment's declaration (orchestrator/experiment.py): `@experiment(...)` read back
+"""An experiment's declaration (orchestrator/declaration.py): `@experiment(...)` read back
 through `resolve`, the older attribute style giving the same `Experiment`, bad declarations
 refused when the module is imported, and a real sweep running what a declaration says."""
 
@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from analysis import ReportSettings
 from orchestrator import InputError, run_sweep
-from orchestrator.experiment import Experiment, declaration, experiment
+from orchestrator.declaration import Experiment, declaration, experiment
 from orchestrator.registry import resolve
 
 # An experiment declared with the decorator (`new`); BOTH declares it with attributes too.

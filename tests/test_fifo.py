@@ -1,4 +1,4 @@
-"""orchestrator.tuner.FIFO picks the trial Tune's own FIFOScheduler picks, through random
+"""orchestrator.run.tuner.FIFO picks the trial Tune's own FIFOScheduler picks, through random
 runs of status changes: trials start, end, fail and are retried (PENDING again, moved to
 the end of the list as Tune's _requeue_trial does), pause, and new trials arrive. Every
 sweep test runs through it too, on a real Ray."""
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler
 
-from orchestrator.tuner import FIFO
+from orchestrator.run.tuner import FIFO
 
 
 def test_the_same_choice_as_tunes_fifo_scheduler_at_every_step():

@@ -11,7 +11,7 @@ import pytest
 from conftest import write_sweep
 
 from orchestrator import InputError, run_sweep
-from orchestrator.inputs import resolve_inputs
+from orchestrator.store.inputs import resolve_inputs
 
 MODULE = """
     from pathlib import Path

@@ -15,9 +15,11 @@ import ray._private.utils as ray_utils
 import yaml
 from conftest import SWEEP, cli, cli_env, sweep, write_sweep
 
-from orchestrator import oomkill, run_sweep
+from orchestrator import run_sweep
 
 # Imported by name on each worker (it is not beside the spec), slower than report_gap: the
+from orchestrator.faults import oomkill
+
 # silence limit counts from when the attempt starts, not from the worker's start.
 HANGS = """
     import os

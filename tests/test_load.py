@@ -13,7 +13,7 @@ from analysis import checks
 from analysis.errors import AnalysisError
 from analysis.settings import ReportSettings
 from analysis.sweep import load
-from orchestrator.store import SweepStore
+from orchestrator.store.folder import SweepStore
 
 
 @pytest.fixture

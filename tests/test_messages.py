@@ -1,4 +1,4 @@
-"""Worker-to-driver reports (orchestrator/messages.py): what a Tune result carries of them."""
+"""Worker-to-driver reports (orchestrator/worker/messages.py): what a Tune result carries."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pickle
 
 from ray.tune.utils import flatten_dict
 
-from orchestrator.messages import KEY, Report, from_result, member_ended, to_result
+from orchestrator.worker.messages import KEY, Report, from_result, member_ended, to_result
 
 
 def test_a_bundle_of_ones_report_puts_its_metrics_where_tune_looks_and_comes_back_whole():

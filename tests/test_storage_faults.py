@@ -17,7 +17,7 @@ from conftest import assert_exactly_once, cli, make_sweep, steps, sweep, trial, 
 
 from analysis import load
 from analysis.tables import UnreadableFileWarning
-from orchestrator.store import SweepStore
+from orchestrator.store.folder import SweepStore
 
 BLOB_MODULE = """
     import random

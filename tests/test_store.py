@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 import torch
 
-from orchestrator.artifacts import ArtifactWriter, check_name, encode
 from orchestrator.errors import InputError
-from orchestrator.store import SweepStore
+from orchestrator.store.artifacts import ArtifactWriter, check_name, encode
+from orchestrator.store.folder import SweepStore
 
 
 def test_appends_are_read_back_by_plain_pandas(tmp_path: Path):

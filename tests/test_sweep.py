@@ -195,7 +195,7 @@ def test_bad_metrics_fail_the_trial_with_a_clear_message(tmp_path: Path):
 
 
 def test_the_artifact_writer_actor_writes_for_remote_nodes(tmp_path: Path, ray_instance):
-    from orchestrator.artifacts import remote_writer, writer_name
+    from orchestrator.store.artifacts import remote_writer, writer_name
 
     node = ray_instance.get_runtime_context().get_node_id()
     writer = remote_writer(str(tmp_path), "s", node)

@@ -5,7 +5,7 @@ loop) is the floor under a sweep of many small trials; a bundle pays it once for
 `bundle.size` trials. With the spec's `bundle:`, trials that differ only in the keys of
 `bundle.by` (seeds, by default) are grouped, in spec order; without it, each grid trial
 is a bundle of one, and a trial that a searcher sampled is one too. The driver sees each
-member as an ordinary trial with its own id, attempts and rows (orchestrator/ledger.py),
+member as an ordinary trial with its own id, attempts and rows (orchestrator/run/ledger.py),
 plus, in a bundled sweep, a `bundle` column.
 
 A bundle runs its members one after another in one worker, each seeded and reported as
@@ -27,15 +27,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator import devices, oomkill
 from orchestrator.context import seed_everything
+from orchestrator.declaration import Experiment
 from orchestrator.errors import InputError
-from orchestrator.experiment import Experiment
-from orchestrator.messages import Report, to_result
+from orchestrator.faults import oomkill
 from orchestrator.spec import Bundle as BundleSpec
-from orchestrator.store import StorageFull
-from orchestrator.trainable import Outcome, RunContext, Shipped, attempt, ended, failed, start
+from orchestrator.store.folder import StorageFull
 from orchestrator.trials import TrialIndex
+from orchestrator.worker import devices
+from orchestrator.worker.attempt import Outcome, RunContext, Shipped, attempt, ended, failed, start
+from orchestrator.worker.messages import Report, to_result
 
 BUNDLE_KEY = "__bundle__"  # a grid sweep's Tune config: {BUNDLE_KEY: "<bundle id>:<id>,<id>"}
 ONE_AT_A_TIME = "__one_at_a_time__"  # set after its worker died: send each outcome at once

@@ -4,7 +4,7 @@ Ray Tune has no hard per-trial timeout: its stoppers run only when a trial repor
 trial that hangs never meets them (ray-project/ray#47475). This callback looks at every
 running attempt on each step of Tune's loop (about ten times a second) and kills the
 worker of one past its limit, which frees its CPUs and GPU whatever the experiment is
-doing. Tune then sees the attempt fail and retries it per `retries`; the sink records it
+doing. Tune then sees the attempt fail and retries it per `retries`; the ledger records it
 as `timeout` with the reason given here.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 import ray
 from ray import tune
 
-from orchestrator.messages import member_ended
 from orchestrator.spec import Limits
+from orchestrator.worker.messages import member_ended
 
 
 class TrialLimits(tune.Callback):

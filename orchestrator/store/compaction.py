@@ -1,6 +1,6 @@
 """Compaction: rewrite a sweep's tables into a few large files, atomically for readers.
 
-The sink adds one file per flush, so a long sweep leaves thousands of small files
+The writer adds one file per flush, so a long sweep leaves thousands of small files
 and every reader pays for opening them. `compact` rewrites each table into files of
 about `target_bytes` (one file for most sweeps), with the same rows, values and
 types as readers saw before, in the same order; `sweep run` calls it when a run ends.
@@ -40,7 +40,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from orchestrator.errors import InputError
-from orchestrator.store import TABLES, SweepStore
+from orchestrator.store.folder import TABLES, SweepStore
 from orchestrator.summary import run_state
 
 TARGET_BYTES = 128 * 2**20

@@ -13,7 +13,7 @@ import io
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from orchestrator.store import SweepStore
+from orchestrator.store.folder import SweepStore
 
 
 def encode(obj: Any) -> bytes:

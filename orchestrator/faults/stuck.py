@@ -20,8 +20,8 @@ import ray
 from ray import tune
 from ray.util import placement_group_table
 
-from orchestrator.abort import Abort
 from orchestrator.errors import TrialsCannotStart
+from orchestrator.faults.abort import Abort
 
 POLL_S = 2.0  # the placement group table is asked at most this often, and only after
 # this long without a trial starting (it lists every group, removed ones too)

@@ -1,11 +1,11 @@
 """The ledger: Ray Tune's events and the workers' reports, turned into attempts and rows.
 
-Every Tune trial runs a bundle of our trials (orchestrator/bundles.py; a solo trial is a
+Every Tune trial runs a bundle of our trials (orchestrator/worker/bundles.py; a solo trial is a
 bundle of one). A member's attempt begins with its first report, ends with its last
 (final metrics or error) and becomes one row of the trials table; its steps become rows
 of the metrics table. The ledger numbers attempts, counts retries per trial, gives each
-failed attempt its status and error (orchestrator/failures.py), and says what a Tune
-trial runs when Tune restarts it. The writer (orchestrator/writer.py) stores the rows.
+failed attempt its status and error (orchestrator/faults/failures.py), and says what a Tune
+trial runs when Tune restarts it. The writer (orchestrator/store/writer.py) stores the rows.
 
 Tune passes its trial to the hooks as `trial` (a keyword); below them it is `tune_trial`,
 and our trials are their ids.
@@ -23,13 +23,20 @@ import pandas as pd
 from ray import tune
 
 from analysis.tables import DEVICE_COLUMNS, SUCCESS, Status
-from orchestrator import bundles
-from orchestrator.abort import StartWatch
-from orchestrator.failures import CUT_SHORT, LEFT_BEHIND, UNCERTAIN, Stopper, classify, status_of
-from orchestrator.messages import Report, from_result
-from orchestrator.store import StorageFull
+from orchestrator.faults.abort import StartWatch
+from orchestrator.faults.failures import (
+    CUT_SHORT,
+    LEFT_BEHIND,
+    UNCERTAIN,
+    Stopper,
+    classify,
+    status_of,
+)
+from orchestrator.store.folder import StorageFull
+from orchestrator.store.writer import TableWriter
 from orchestrator.trials import TrialIndex
-from orchestrator.writer import TableWriter
+from orchestrator.worker import bundles
+from orchestrator.worker.messages import Report, from_result
 
 
 @dataclass
@@ -140,7 +147,7 @@ class Ledger(tune.Callback):
 
     def record_left_behind(self, attempts: pd.DataFrame, configs: dict[str, dict]) -> None:
         """Rows, failed and saying why, for attempts that a killed driver left with steps
-        but no row (orchestrator/leftovers.py); written at once, not counted in this run."""
+        but no row (orchestrator/store/leftovers.py); written at once, not counted in this run."""
         rows = [
             self._row(
                 Attempt(

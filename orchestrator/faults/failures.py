@@ -2,10 +2,10 @@
 
 Every failed row of the trials table gets its status and error here. An attempt fails
 by raising (its traceback, reported by the worker), by being stopped for a limit
-(orchestrator/limits.py says why), by its worker dying (Ray's error file: a lost node,
-the memory monitor, the kernel's OOM killer, which orchestrator/oomkill.py recognises),
+(orchestrator/faults/limits.py says why), by its worker dying (Ray's error file: a lost node,
+the memory monitor, the kernel's OOM killer, which orchestrator/faults/oomkill.py recognises),
 by the sweep stopping while it ran in a bundle, or by the driver dying while it ran
-(found by the next run, orchestrator/leftovers.py).
+(found by the next run, orchestrator/store/leftovers.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from analysis.tables import Status
-from orchestrator import oomkill
+from orchestrator.faults import oomkill
 
 # What Ray's memory monitor (ray.exceptions.OutOfMemoryError, worker exit type
 # NODE_OUT_OF_MEMORY), Python (MemoryError) and torch (torch.OutOfMemoryError) say.

@@ -15,7 +15,7 @@ import pandas as pd
 
 from analysis.tables import SUCCESS
 from orchestrator.errors import InputError
-from orchestrator.store import SweepStore, store_at
+from orchestrator.store.folder import SweepStore, store_at
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Everything raysweep sets in Ray Tune: the Tuner of a run and the fixes it needs.
 
-Tune runs one trial per bundle (orchestrator/bundles.py), in Tune's first-in first-out
+Tune runs one trial per bundle (orchestrator/worker/bundles.py), in Tune's first-in first-out
 order found without rescanning ended trials (`FIFO`), or as a searcher picks them, or
-stopped early by ASHA. Our callbacks record everything (orchestrator/ledger.py): Tune's
+stopped early by ASHA. Our callbacks record everything (orchestrator/run/ledger.py): Tune's
 own loggers, its state snapshots and its log lines are turned off or down.
 """
 
@@ -19,9 +19,9 @@ from ray.tune.experiment import Trial as TuneTrial
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator import bundles
 from orchestrator.spec import SweepSpec
 from orchestrator.trials import search_space
+from orchestrator.worker import bundles
 
 # Tune's own JSON/CSV/TensorBoard loggers are replaced by our Parquet tables; they
 # cost about a second per trial. Our final/error reports need not carry the metric.
@@ -84,7 +84,7 @@ def _param_space(spec: SweepSpec, grid: list[list[str]]) -> dict[str, Any]:
 def _max_failures(spec: SweepSpec) -> int:
     """Tune's retries: per trial as the spec says; for a bundle, enough for each member's:
     each failed attempt of a bundle charges at least one member, but for the first death of
-    its worker (orchestrator/ledger.py)."""
+    its worker (orchestrator/run/ledger.py)."""
     if spec.bundle is None:
         return spec.retries
     return spec.bundle.size * (spec.retries + 1) + 1

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from ray import tune
 
-from orchestrator.ledger import Ledger
+from orchestrator.run.ledger import Ledger
 
 
 class ProgressLine(tune.Callback):

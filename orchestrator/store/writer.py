@@ -2,7 +2,7 @@
 
 Rows are flushed at most every `flush_s` seconds (and at the end), so many trials
 reporting at once cost a few file writes, and a killed driver loses at most that much.
-Steps go before rows: a trial's row never precedes its steps (orchestrator/leftovers.py
+Steps go before rows: a trial's row never precedes its steps (orchestrator/store/leftovers.py
 relies on it).
 """
 
@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 from analysis.tables import COLUMN_TYPES
-from orchestrator.abort import Abort
-from orchestrator.store import StorageFull, SweepStore
+from orchestrator.faults.abort import Abort
+from orchestrator.store.folder import StorageFull, SweepStore
 
 TABLES = ("metrics", "trials")  # the order they are written in
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow.fs as pafs
 
-from orchestrator.store import SweepStore
+from orchestrator.store.folder import SweepStore
 
 
 def left_behind(trials: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:

@@ -1,10 +1,10 @@
-"""One attempt of a trial in a worker: the pieces a bundle (orchestrator/bundles.py) runs
+"""One attempt of a trial in a worker: the pieces a bundle (orchestrator/worker/bundles.py) runs
 each of its members with.
 
 `start` builds the `Trial` context, whose reports go to the driver; `attempt` runs the
 experiment function and gives its `Outcome`: the final metrics (the last reported value
 of every metric, overridden by what the experiment returns) or the traceback. Everything
-the driver's ledger needs travels in the reports (orchestrator/messages.py).
+the driver's ledger needs travels in the reports (orchestrator/worker/messages.py).
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator import devices
-from orchestrator.artifacts import ArtifactWriter, encode, remote_writer
 from orchestrator.context import Trial, check_metrics
-from orchestrator.experiment import Experiment
-from orchestrator.inputs import SweepInput
-from orchestrator.messages import Report
-from orchestrator.provenance import package_versions
-from orchestrator.store import StorageFull
+from orchestrator.declaration import Experiment
+from orchestrator.store.artifacts import ArtifactWriter, encode, remote_writer
+from orchestrator.store.folder import StorageFull
+from orchestrator.store.inputs import SweepInput
 from orchestrator.trials import TrialIndex
+from orchestrator.worker import devices
+from orchestrator.worker.messages import Report
+from orchestrator.worker.provenance import package_versions
 
 Send = Callable[[Report], None]  # one report to the driver
 

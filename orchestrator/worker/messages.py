@@ -1,8 +1,8 @@
 """What a worker tells the driver about an attempt: one `Report` per step, end or error.
 
-Workers build reports (orchestrator/trainable.py) and send them inside Tune results, made
-by `to_result` (orchestrator/bundles.py, in batches); the driver's callbacks
-(orchestrator/ledger.py, orchestrator/limits.py) read them back with `from_result`. Tune
+Workers build reports (orchestrator/worker/attempt.py) and send them inside Tune results, made
+by `to_result` (orchestrator/worker/bundles.py, in batches); the driver's callbacks
+(orchestrator/run/ledger.py, orchestrator/faults/limits.py) read them back with `from_result`. Tune
 leaves the records whole: it flattens only nested dicts (so they stay out of its
 per-metric bookkeeping), and its experiment state keeps the last result pickled.
 """
