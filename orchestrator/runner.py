@@ -33,7 +33,7 @@ from orchestrator.registry import resolve
 from orchestrator.run.connection import choose, connect
 from orchestrator.spec import SweepSpec, load_spec
 from orchestrator.store.compaction import compact_after_run, recover
-from orchestrator.store.folder import StorageFull, SweepStore, now, store_at
+from orchestrator.store.folder import RunStatus, StorageFull, SweepStore, now, store_at
 from orchestrator.store.inputs import SweepInput, resolve_inputs
 from orchestrator.store.leftovers import left_behind, next_attempts, remove_temporary
 from orchestrator.trials import TrialIndex, expand, trial_id
@@ -334,7 +334,7 @@ def _run_entry(the_plan: Plan, address: str | None) -> dict[str, Any]:
         "run_id": uuid.uuid4().hex[:8],
         "started_at": now(),
         "finished_at": None,
-        "status": "running",
+        "status": RunStatus.RUNNING,
         "total": the_plan.total,
         "to_run": the_plan.to_run,
         "host": socket.gethostname(),
@@ -360,10 +360,10 @@ def _counts(result: SweepResult) -> dict[str, int]:
     return {status: result.count(status) for status in (*SUCCESS, *FAILURE)}
 
 
-def _run_status(result: SweepResult) -> str:
+def _run_status(result: SweepResult) -> RunStatus:
     if result.aborted:
-        return "aborted"
-    return "interrupted" if result.interrupted else "finished"
+        return RunStatus.ABORTED
+    return RunStatus.INTERRUPTED if result.interrupted else RunStatus.FINISHED
 
 
 def _stop_artifact_writer(store: SweepStore, sweep: str) -> None:

@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 
 from analysis.tables import FAILURE, SUCCESS
 from orchestrator.spec import RESERVED_KEYS
-from orchestrator.store.folder import SweepStore
+from orchestrator.store.folder import RunStatus, SweepStore
 
 NOT_METRICS = RESERVED_KEYS | {"seed", "time"}
 
@@ -200,17 +200,18 @@ def _bytes(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
-def run_state(run: dict[str, Any]) -> str:
-    """A run's status; "died" for one still marked running whose driver is gone."""
-    if run["status"] != "running" or run.get("host") != socket.gethostname():
-        return run["status"]
+def run_state(run: dict[str, Any]) -> RunStatus:
+    """A run's status; DIED for one still marked running whose driver is gone."""
+    status = RunStatus(run["status"])
+    if status != RunStatus.RUNNING or run.get("host") != socket.gethostname():
+        return status
     try:
         os.kill(run["pid"], 0)
     except ProcessLookupError:
-        return "died"
+        return RunStatus.DIED
     except PermissionError:
         pass  # alive, and someone else's
-    return "running"
+    return RunStatus.RUNNING
 
 
 def _last_line(error: Any) -> str:

@@ -40,7 +40,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from orchestrator.errors import InputError
-from orchestrator.store.folder import TABLES, SweepStore
+from orchestrator.store.folder import TABLES, RunStatus, SweepStore
 from orchestrator.summary import run_state
 
 TARGET_BYTES = 128 * 2**20
@@ -116,7 +116,7 @@ def _remove_hidden(store: SweepStore) -> None:
 
 def _check_no_live_run(store: SweepStore) -> None:
     for run in (store.read_meta() or {}).get("runs", []):
-        if run_state(run) == "running":
+        if run_state(run) == RunStatus.RUNNING:
             raise InputError(
                 f"{store.uri}: run {run['run_id']} (pid {run.get('pid')} on {run.get('host')}) "
                 "is still writing this sweep; compact it when the run has ended"

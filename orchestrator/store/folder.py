@@ -27,6 +27,7 @@ import time
 import uuid
 import warnings
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,19 @@ from orchestrator.errors import InputError
 TABLES = ("trials", "metrics")
 _NAME_SPAN = 10**16  # microseconds; inverted timestamps keep 16 digits until year 2286
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class RunStatus(str, Enum):
+    """How a run of a sweep stands, in sweep.json's list of runs."""
+
+    RUNNING = "running"
+    FINISHED = "finished"  # its trials all ended
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM: the next run goes on
+    ABORTED = "aborted"  # the sweep stopped itself (storage full, trials that cannot start)
+    DIED = "died"  # never written: marked running, but its driver is gone (summary.run_state)
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class StorageFull(OSError):
