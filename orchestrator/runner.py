@@ -52,7 +52,7 @@ class Plan:
     attempts: pd.DataFrame  # the trials table so far: trial_id, status, attempt
     source_dir: Path
     params: type[BaseModel] | None = None  # the experiment's declared parameters, if any
-    fused: bool = False  # the experiment trains a bundle's members at once (fn.fused)
+    fused: bool = False  # the experiment declares a fused implementation (a bundle at once)
 
     @property
     def total(self) -> int:
