@@ -63,6 +63,7 @@ DEVICE_COLUMNS = (
 BOOKKEEPING = frozenset(DEVICE_COLUMNS) | frozenset(
     {
         "trial_id",
+        "config_id",
         "sweep",
         "experiment",
         "status",
@@ -88,6 +89,7 @@ _TIME = pa.timestamp("us", tz="UTC")
 # Types of the columns that may be all null in a file (so Arrow could not infer them).
 COLUMN_TYPES = {
     "trials": {
+        "config_id": _TEXT,
         "error": _TEXT,
         "started_at": _TIME,
         "finished_at": _TIME,

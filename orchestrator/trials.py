@@ -23,6 +23,12 @@ def trial_id(experiment: str, config: dict[str, Any]) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
+def config_id(experiment: str, config: dict[str, Any]) -> str:
+    """Stable 16-hex-digit id of (experiment, config without its seed): the same for every
+    seed of a config, so `groupby("config_id")` gives a config's seeds."""
+    return trial_id(experiment, {k: v for k, v in config.items() if k != "seed"})
+
+
 def expand(spec: SweepSpec) -> list[dict[str, Any]]:
     """Every trial config of a grid sweep: params x grid cells x seeds, in spec order.
 

@@ -32,7 +32,7 @@ USER_MODULE = """
 """
 
 TRIAL_COLUMNS = [
-    "trial_id", "sweep", "experiment", "status", "attempt", "error", "started_at",
+    "trial_id", "config_id", "sweep", "experiment", "status", "attempt", "error", "started_at",
     "finished_at", "duration_s", "node", "host", "gpu_ids", "run_id", "git_commit",
     "git_dirty", "version_python", "version_ray", "version_torch", "version_numpy",
     "device", "gpu_name", "gpu_memory_total", "gpu_memory_peak", "gpu_memory_reserved",
@@ -71,10 +71,15 @@ def test_a_users_own_function_fills_the_parquet_contract(tmp_path: Path):
     assert trials["node"].notna().all() and (trials["duration_s"] > 0).all()
     for row in trials.itertuples():
         assert row.trial_id == trial_id("user_exp:experiment", {"x": row.x, "seed": row.seed})
+        assert row.config_id == trial_id("user_exp:experiment", {"x": row.x})  # seed left out
         np.random.seed(row.seed)
         assert row.draw == np.random.rand()  # trial.seed reached NumPy
         preds = tmp_path / "results" / "mine" / "artifacts" / row.trial_id / "preds.npy"
         assert np.array_equal(np.load(preds), np.full(3, float(row.x)))
+
+    seeds = trials.groupby("config_id").agg(x=("x", "unique"), seed=("seed", sorted))
+    assert len(seeds) == 3 and seeds["x"].map(len).eq(1).all()  # one config each
+    assert seeds["seed"].map(tuple).tolist() == [(0, 1)] * 3  # ... with all its seeds
 
     odd = trials.set_index("x")["odd"]
     assert math.isnan(odd[2].iloc[0]) and math.isinf(odd[3].iloc[0])  # stored as such

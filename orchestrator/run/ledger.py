@@ -34,7 +34,7 @@ from orchestrator.faults.failures import (
 )
 from orchestrator.store.folder import StorageFull
 from orchestrator.store.writer import TableWriter
-from orchestrator.trials import TrialIndex
+from orchestrator.trials import TrialIndex, config_id
 from orchestrator.worker import bundles
 from orchestrator.worker.messages import Report, from_result
 
@@ -229,6 +229,7 @@ class Ledger(tune.Callback):
         started = columns.pop("started_at", None)
         return {
             "trial_id": live.trial_id,
+            "config_id": config_id(self.index.experiment, live.config) if live.config else None,
             "sweep": self.run_info["sweep"],
             "experiment": self.index.experiment,
             "status": status,
