@@ -36,7 +36,7 @@ from orchestrator.run.ledger import Ledger
 from orchestrator.store.folder import SweepStore
 from orchestrator.store.writer import TableWriter
 from orchestrator.trials import TrialIndex
-from orchestrator.worker.bundles import BUNDLE_KEY
+from orchestrator.worker.bundles import param_space
 from orchestrator.worker.messages import Report, to_result
 
 STEPS = 5
@@ -107,12 +107,14 @@ def seconds(run: Callable[[int, str], None], n: int) -> float:
 def ledger_rows_per_second(trials: int, steps: int) -> tuple[int, float]:
     """Feed the ledger `trials` interleaved trials' step results, as Tune would."""
     with tempfile.TemporaryDirectory() as folder:
-        store = SweepStore(folder, "sink")
-        run_info = {"sweep": "sink", "run_id": "bench", "git_commit": None, "git_dirty": None}
+        store = SweepStore(folder, "ledger")
+        run_info = {"sweep": "ledger", "run_id": "bench", "git_commit": None, "git_dirty": None}
         index = TrialIndex("trivial", {f"t{i}": {"x": i, "seed": 0} for i in range(trials)})
         ledger = Ledger(index, TableWriter(store, Abort()), run_info, {})
+        ((key, grid),) = param_space([[f"t{i}"] for i in range(trials)], labelled=False).items()
+        configs = [{key: value} for value in grid["grid_search"]]
         fake = [  # Tune trials, each running a bundle of one (orchestrator/worker/bundles.py)
-            SimpleNamespace(trial_id=f"t{i}", config={BUNDLE_KEY: f":t{i}"}) for i in range(trials)
+            SimpleNamespace(trial_id=f"t{i}", config=config) for i, config in enumerate(configs)
         ]
         start = time.perf_counter()
         for step in range(steps):

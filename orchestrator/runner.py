@@ -81,6 +81,7 @@ class Plan:
         """The pending trials in bundles (spec `bundle:`), or one bundle each without it."""
         return group({tid: self.configs[tid] for tid in self.pending}, self.spec.bundle)
 
+    @functools.cached_property
     def index(self) -> TrialIndex:
         """The configs of the trials this run may run, as the trials and the ledger see them."""
         pending = {tid: self.configs[tid] for tid in self.pending}
@@ -291,9 +292,7 @@ def _callbacks(
     steps = store.read("metrics", ["trial_id", "attempt", "time"])  # only when trials run
     limits = TrialLimits(spec.limits)
     attempts = next_attempts(the_plan.attempts, steps)
-    ledger = Ledger(
-        the_plan.index(), TableWriter(store, abort), run, attempts, spec.retries, limits
-    )
+    ledger = Ledger(the_plan.index, TableWriter(store, abort), run, attempts, spec.retries, limits)
     remove_temporary(store)
     store.set_aside_unreadable()
     ledger.record_left_behind(left_behind(the_plan.attempts, steps), the_plan.configs)
@@ -311,7 +310,7 @@ def _context(the_plan: Plan, inputs: dict[str, SweepInput]) -> Any:
 
     spec, store = the_plan.spec, the_plan.store
     driver = ray.get_runtime_context().get_node_id()
-    return RunContext(the_plan.index(), store.root, spec.name, driver, inputs, spec.retries)
+    return RunContext(the_plan.index, store.root, spec.name, driver, inputs, spec.retries)
 
 
 def _after_sweep(fn: Experiment, sweep_uri: str, result: SweepResult, out: TextIO | None) -> None:

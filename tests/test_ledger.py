@@ -48,36 +48,38 @@ def step(tid: str) -> Report:
     return Report("step", tid, {"step": 0, "loss": 1.0}, {"node": "n"}, time=1.0)
 
 
-def test_a_dead_worker_with_one_trial_left_charges_that_trial_at_once(tmp_path):
+def test_a_dead_worker_that_sent_each_report_at_once_charges_its_running_trial(tmp_path):
+    """A bundle of one sends each report as it is made: when its worker dies, the driver
+    knows which trial ran, charges it (a retry spent) and Tune runs it again."""
     ledger = ledger_for(tmp_path, retries=1)
-    trial = tune_trial(IDS, labelled=True)
-    send(ledger, trial, step("a"), Report("final", "a", {"loss": 0.5}), step("b"))
-    send(ledger, trial, Report("final", "b", {"loss": 0.4}), step("c"))
+    trial = tune_trial(["c"], labelled=False)
+    send(ledger, trial, step("c"))
     ledger.on_trial_recover(0, [], trial)  # the worker died while c ran
     ledger.writer.flush()
-    table = rows(tmp_path)
-    assert table[["trial_id", "status", "attempt"]].values.tolist() == [
-        ["a", "ok", 1],
-        ["b", "ok", 1],
-        ["c", "failed", 1],
-    ]
-    assert table.iloc[2]["error"] == NO_ERROR  # Ray's error file, when Tune has one
-    assert table["bundle"].nunique() == 1 and table["bundle"].notna().all()
-    assert bundles.bundle_of(trial.config, ledger.index).members.keys() == {"c"}  # runs again
-    assert ledger.retried == 1 and ledger.ended == 2
+    (row,) = rows(tmp_path).to_dict("records")
+    assert (row["trial_id"], row["status"], row["attempt"]) == ("c", "failed", 1)
+    assert row["error"] == NO_ERROR  # Ray's error file, when Tune has one
+    assert list(bundles.bundle_of(trial.config, ledger.index).members) == ["c"]  # runs again
+    assert ledger.retried == 1 and ledger.ended == 0
 
 
-def test_a_dead_worker_with_several_trials_left_reruns_them_one_at_a_time(tmp_path):
+@pytest.mark.parametrize("left", [["b", "c"], ["c"]])
+def test_a_dead_worker_that_batched_its_reports_reruns_them_one_at_a_time(tmp_path, left):
+    """A larger bundle batches its reports, and the last batch dies with its worker: even
+    with one trial left, whether it ran or ended is not known (its end may have died)."""
     ledger = ledger_for(tmp_path, retries=1)
     trial = tune_trial(IDS, labelled=True)
     send(ledger, trial, step("a"), Report("final", "a", {"loss": 0.5}), step("b"))
-    ledger.on_trial_recover(0, [], trial)  # b or c ran: the driver cannot know
+    if left == ["c"]:
+        send(ledger, trial, Report("final", "b", {"loss": 0.4}), step("c"))
+    ledger.on_trial_recover(0, [], trial)  # the driver cannot know what died with it
     ledger.writer.flush()
-    table = rows(tmp_path)
-    assert table[["trial_id", "status"]].values.tolist() == [["a", "ok"], ["b", "failed"]]
-    assert table.iloc[1]["error"].startswith(UNCERTAIN)
+    table = rows(tmp_path).set_index("trial_id")
+    seen = left[0]  # the trial seen running gets the unsure row
+    assert table["status"].to_dict() == {**{t: "ok" for t in IDS if t not in left}, seen: "failed"}
+    assert table.loc[seen, "error"].startswith(UNCERTAIN)
     again = bundles.bundle_of(trial.config, ledger.index)
-    assert list(again.members) == ["b", "c"] and again.one_at_a_time
+    assert list(again.members) == left and again.sends_at_once
     assert ledger.retried == 0  # the unsure row costs no retry
 
 

@@ -6,7 +6,7 @@ import pickle
 
 from ray.tune.utils import flatten_dict
 
-from orchestrator.worker.messages import KEY, Report, from_result, member_ended, to_result
+from orchestrator.worker.messages import KEY, Report, ends_a_trial, from_result, to_result
 
 
 def test_a_bundle_of_ones_report_puts_its_metrics_where_tune_looks_and_comes_back_whole():
@@ -22,6 +22,6 @@ def test_a_bundles_batch_keeps_its_members_metrics_inside_and_says_when_one_ende
     ended = Report("error", "a", error="Traceback ...")
     assert set(to_result(*steps)) == set(to_result(*steps, ended)) == {KEY}
     assert from_result(to_result(*steps, ended)) == (*steps, ended)
-    assert not member_ended(to_result(*steps)) and member_ended(to_result(*steps, ended))
-    assert member_ended(to_result(Report("final", "b", {"acc": 1.0}), top=True))
+    assert not ends_a_trial(to_result(*steps)) and ends_a_trial(to_result(*steps, ended))
+    assert ends_a_trial(to_result(Report("final", "b", {"acc": 1.0}), top=True))
     assert from_result({"done": True}) == ()  # a result of Tune's own

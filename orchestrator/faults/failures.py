@@ -20,7 +20,7 @@ from orchestrator.faults import oomkill
 # NODE_OUT_OF_MEMORY), Python (MemoryError) and torch (torch.OutOfMemoryError) say.
 _OUT_OF_MEMORY = ("MemoryError", "NODE_OUT_OF_MEMORY", "running low on memory")
 
-CUT_SHORT = "the sweep stopped while this trial ran in its bundle (see the run's reason)"
+CUT_SHORT = "the sweep stopped while this trial ran (see the run's reason)"
 UNCERTAIN = (
     "the worker of this trial's bundle died while this trial or one after it ran; the bundle "
     "runs again one trial at a time to find which (this attempt is not counted as a retry)"

@@ -17,7 +17,7 @@ import ray
 from ray import tune
 
 from orchestrator.spec import Limits
-from orchestrator.worker.messages import member_ended
+from orchestrator.worker.messages import ends_a_trial
 
 
 class TrialLimits(tune.Callback):
@@ -35,7 +35,7 @@ class TrialLimits(tune.Callback):
     ) -> None:
         if trial.trial_id in self._running:
             self._heard[trial.trial_id] = now = time.monotonic()
-            if member_ended(result):  # a bundle's next member starts: the limit is per trial
+            if ends_a_trial(result):  # a bundle's next trial starts: the limit is per trial
                 self._started[trial.trial_id] = now
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

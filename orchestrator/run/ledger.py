@@ -90,14 +90,15 @@ class Ledger(tune.Callback):
         self.writer.maybe_flush()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """A Tune trial that ended with trials still running was stopped: by Tune's
-        scheduler (early stopping: done), or with the whole sweep (to run again)."""
-        cut_short = self.writer.abort.reason is not None
+        """A Tune trial that ended with trials still running was stopped: a trial of its
+        own by Tune's scheduler (early stopping: done), else with the whole sweep (to run
+        again)."""
+        by_scheduler = self._bundle(trial).alone and self.writer.abort.reason is None
         for live in self._running(trial):
-            if cut_short:
-                self._ended(trial, live, Status.FAILED, CUT_SHORT)
-            else:
+            if by_scheduler:
                 self._ended(trial, live, Status.STOPPED, None)
+            else:
+                self._ended(trial, live, Status.FAILED, CUT_SHORT)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """The Tune trial failed and Tune runs it again: with the trials that have neither
@@ -117,21 +118,23 @@ class Ledger(tune.Callback):
 
     def _failed(self, tune_trial: Any) -> None:
         """The Tune trial failed. When every trial of its attempt has an outcome, it raised
-        for those that failed, recorded already. Otherwise its worker died: reports of the
-        last bundles.FLUSH_S seconds died with it. With one trial left without an outcome,
-        that one was running, and it is charged the failure. With more, which one ran is
-        not known: those seen running get a failed row that says so, not counted against
-        their retries, and the bundle runs again one trial at a time (each outcome sent as
-        it ends), so that the next death names its trial."""
+        for those that failed, recorded already. Otherwise its worker died. When it sent
+        each report at once, the first trial without an outcome was running, and it is
+        charged the failure. Else the reports of its last bundles.FLUSH_S seconds died with
+        it, and which trial ran is not known: those seen running get a failed row that says
+        so, not counted against their retries, and the bundle runs again sending each
+        report at once, so that the next death names its trial."""
         bundle = self._bundle(tune_trial)
         ended = self._ended_in_attempt.get(tune_trial.trial_id, set())
         unknown = [tid for tid in bundle.members if tid not in ended]
         running = self._running(tune_trial)
-        if len(unknown) > 1 and not bundle.one_at_a_time:
+        if not unknown and self.limits:
+            self.limits.reason(tune_trial)  # a limit reached as it raised: not for later
+        if unknown and not bundle.sends_at_once:
             error, _ = classify(tune_trial, None, self.limits)
             for live in running:
                 self._write(live, Status.FAILED, f"{UNCERTAIN}\n{error}")
-            bundles.run_again(tune_trial.config, list(bundle.members), one_at_a_time=True)
+            bundles.send_at_once(tune_trial.config)
             return
         if unknown and not running:
             running = [self._new_attempt(tune_trial, unknown[0])]

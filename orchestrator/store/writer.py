@@ -15,7 +15,7 @@ from analysis.tables import COLUMN_TYPES
 from orchestrator.faults.abort import Abort
 from orchestrator.store.folder import StorageFull, SweepStore
 
-TABLES = ("metrics", "trials")  # the order they are written in
+WRITE_ORDER = ("metrics", "trials")
 
 
 class TableWriter:
@@ -27,7 +27,7 @@ class TableWriter:
         self.abort = abort
         self.flush_s = flush_s
         self.written: list[dict[str, Any]] = []  # trial rows this run wrote, for the summary
-        self._buffers: dict[str, list[dict[str, Any]]] = {table: [] for table in TABLES}
+        self._buffers: dict[str, list[dict[str, Any]]] = {table: [] for table in WRITE_ORDER}
         self._last_flush = time.monotonic()
 
     def add(self, table: str, row: dict[str, Any]) -> None:
@@ -38,7 +38,7 @@ class TableWriter:
             self.flush()
 
     def flush(self) -> None:
-        for table in TABLES:
+        for table in WRITE_ORDER:
             rows, self._buffers[table] = self._buffers[table], []
             if not isinstance(self.abort.reason, StorageFull):
                 with self.abort.on(StorageFull):

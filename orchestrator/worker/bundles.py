@@ -60,6 +60,12 @@ class Bundle:
         """One trial: this Tune trial is that trial, for Tune's searchers and schedulers."""
         return len(self.members) == 1
 
+    @property
+    def sends_at_once(self) -> bool:
+        """Each report goes to the driver as it is made (else in batches, the last of which
+        dies with a worker that dies)."""
+        return self.alone or self.one_at_a_time
+
 
 def group(configs: dict[str, dict[str, Any]], bundle: BundleSpec | None) -> list[list[str]]:
     """The trial ids of `configs` in bundles: same config but for the `by` keys, at most
@@ -121,15 +127,18 @@ def bundle_of(tune_config: dict[str, Any], index: TrialIndex) -> Bundle:
     return Bundle(bundle_id or None, members, bool(tune_config.get(ONE_AT_A_TIME)))
 
 
-def run_again(tune_config: dict[str, Any], ids: list[str], one_at_a_time: bool = False) -> None:
+def run_again(tune_config: dict[str, Any], ids: list[str]) -> None:
     """What the Tune trial runs when Tune restarts it (Tune restarts it with this config):
-    only the members `ids`, and, after its worker died, each outcome sent as it ends. A
-    trial a searcher sampled has one member; Tune restarts it only within its retries."""
+    only the members `ids`. A trial a searcher sampled has one member; Tune restarts it
+    only within its retries."""
     if BUNDLE_KEY in tune_config:
         bundle_id, _ = _decode(tune_config[BUNDLE_KEY])
         tune_config[BUNDLE_KEY] = _encode(ids, bundle_id)
-    if one_at_a_time:
-        tune_config[ONE_AT_A_TIME] = True
+
+
+def send_at_once(tune_config: dict[str, Any]) -> None:
+    """From its next start on, the Tune trial sends each report as it is made."""
+    tune_config[ONE_AT_A_TIME] = True
 
 
 def _encode(members: list[str], bundle_id: str | None = None) -> str:
@@ -185,8 +194,7 @@ def run_bundle(fn: Experiment, ctx: RunContext, bundle: Bundle) -> None:
     None left (all done or out of retries when Tune restarted the bundle): nothing to do."""
     if not bundle.members:
         return
-    now = bundle.alone or bundle.one_at_a_time
-    outbox = Outbox(0.0 if now else FLUSH_S, bundle.alone)
+    outbox = Outbox(0.0 if bundle.sends_at_once else FLUSH_S, bundle.alone)
     fused = fn.fused if bundle.id is not None else None
     with oomkill.watched():
         try:

@@ -46,6 +46,6 @@ def from_result(result: dict[str, Any]) -> tuple[Report, ...]:
     return result.get(KEY, ())
 
 
-def member_ended(result: dict[str, Any]) -> bool:
+def ends_a_trial(result: dict[str, Any]) -> bool:
     """Whether a Tune result carries the end of a trial (a bundle's next member starts)."""
     return any(report.ends for report in from_result(result))
