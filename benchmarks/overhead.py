@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 
 import ray
-from common import script_parser
+from common import script_parser, start_local_ray
 from ray import tune
 
 from orchestrator import run_sweep
@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    start_local_ray()
     seconds(with_tasks, 10)  # start the workers once, for everyone
     seconds(lambda n, f: with_tune(n, f, tuned=True), 4)
     runs = {

@@ -52,7 +52,7 @@ class Bundle:
     """The trials one Tune trial runs: their ids and configs, in order."""
 
     id: str | None  # the trials table's `bundle`: None for a trial of an unbundled sweep
-    members: dict[str, dict[str, Any]]  # trial id -> config
+    members: dict[str, dict[str, Any]]  # trial id -> config (the index's own: read only)
     one_at_a_time: bool = False  # its worker died: each outcome is sent as it ends
 
     @property
@@ -123,7 +123,7 @@ def bundle_of(tune_config: dict[str, Any], index: TrialIndex) -> Bundle:
         tid, config = index.lookup(tune_config)
         return Bundle(None, {tid: config})
     bundle_id, ids = _decode(tune_config[BUNDLE_KEY])
-    members = {tid: dict(index.configs[tid]) for tid in ids}
+    members = {tid: index.configs[tid] for tid in ids}
     return Bundle(bundle_id or None, members, bool(tune_config.get(ONE_AT_A_TIME)))
 
 
@@ -198,10 +198,11 @@ def run_bundle(fn: Experiment, ctx: RunContext, bundle: Bundle) -> None:
     fused = fn.fused if bundle.id is not None else None
     with oomkill.watched():
         try:
+            members = {tid: dict(config) for tid, config in bundle.members.items()}  # theirs
             if fused is not None:
-                outcomes = _fused(fused, ctx, bundle.members, outbox)
+                outcomes = _fused(fused, ctx, members, outbox)
             else:
-                outcomes = _one_by_one(fn, ctx, bundle.members, outbox)
+                outcomes = _one_by_one(fn, ctx, members, outbox)
         finally:
             outbox.flush()
     errors = [o.exception for o in outcomes if o.exception is not None]
