@@ -51,21 +51,29 @@ class Resources(_Strict):
 
 
 class Search(_Strict):
-    """How trials are chosen: the full grid, or samples from it by a Ray Tune searcher."""
+    """How trials are chosen: the full grid, or configs sampled by a Ray Tune searcher, each
+    run with every seed; the searcher is told `aggregate` over a config's seeds of `metric`
+    (worst: the max for mode min, the min for mode max)."""
 
     algorithm: Literal["grid", "random", "optuna"] = "grid"
     num_samples: Annotated[StrictInt, Field(gt=0)] | None = None
     metric: str | None = None
     mode: Literal["min", "max"] | None = None
+    aggregate: Literal["mean", "median", "worst"] = "mean"
 
     @model_validator(mode="after")
     def _complete(self) -> Search:
         if self.algorithm == "grid" and self.num_samples is not None:
             raise ValueError("num_samples applies to search random or optuna; grid runs every cell")
         if self.algorithm != "grid" and self.num_samples is None:
-            raise ValueError(f"search {self.algorithm} needs num_samples (how many trials)")
+            raise ValueError(
+                f"search {self.algorithm} needs num_samples (how many configs; each runs "
+                "with every seed)"
+            )
         if self.algorithm == "optuna" and (self.metric is None or self.mode is None):
             raise ValueError("search optuna needs metric and mode (min or max)")
+        if self.aggregate == "worst" and self.mode is None:
+            raise ValueError("search aggregate worst needs mode (min or max): worst is max or min")
         return self
 
 
