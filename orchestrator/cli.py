@@ -156,6 +156,8 @@ def _describe_plan(plan: Plan) -> str:
     spec = plan.spec
     res = spec.resources
     each, count = ("bundle", len(plan.bundles)) if spec.bundle else ("trial", plan.to_run)
+    if plan.searching:
+        each, count = "config (its seeds)", plan.searched.samples
     lines = [
         f"sweep {spec.name}: experiment {spec.experiment}, storage {plan.store.uri}",
         f"trials: {plan.total} in all, {plan.total - plan.to_run} already done, "
@@ -170,12 +172,33 @@ def _describe_plan(plan: Plan) -> str:
             f"parameters: unchecked (experiment {spec.experiment} declares none; see "
             "@parameters in docs/experiments.md): trials get params and grid values as written"
         )
-    if spec.search.algorithm != "grid":
-        lines.append(f"search: {spec.search.algorithm}, sampling from: {dict(spec.grid)}")
-        lines.append(f"params: {dict(spec.params)}   seeds drawn from: {spec.seed_list}")
+    if plan.searching:
+        lines += _search_lines(plan)
     else:
         lines += _trials_table(plan.table())
     return "\n".join(lines)
+
+
+def _search_lines(plan: Plan) -> list[str]:
+    """What a search sweep samples: configs, each with every seed, as one Ray Tune trial."""
+    spec, searched = plan.spec, plan.searched
+    search, seeds = spec.search, spec.seed_list
+    sampled = searched.samples - len(searched.unfinished)
+    how = "fused into one model" if plan.fused and len(seeds) > 1 else "one after another"
+    told = (
+        f"it is told the {search.aggregate} of {search.metric} over each config's seeds"
+        if search.metric
+        else "it is told nothing (no metric)"
+    )
+    return [
+        f"search: {search.algorithm}, {search.num_samples} configs in all, each with "
+        f"{len(seeds)} seeds {seeds} ({plan.total} trials); {told}",
+        f"this run: {searched.samples} configs ({len(searched.unfinished)} sampled before "
+        f"that lack seeds, run first; {sampled} new) = {plan.to_run} trials; "
+        f"{len(searched.finished)} finished configs known to the searcher",
+        f"each config's seeds run as one Ray Tune trial, {how}",
+        f"sampling from: {dict(spec.grid)}   params: {dict(spec.params)}",
+    ]
 
 
 def _bundle_lines(plan: Plan) -> list[str]:

@@ -28,16 +28,18 @@ from analysis.tables import FAILURE, SUCCESS, Status
 from orchestrator.declaration import Experiment
 from orchestrator.errors import InputError
 from orchestrator.faults.abort import Abort
+from orchestrator.objective import for_scheduler, for_searcher
 from orchestrator.params import check_spec, effective
 from orchestrator.registry import resolve
 from orchestrator.run.connection import choose, connect
+from orchestrator.searched import Searched, searched
 from orchestrator.spec import SweepSpec, load_spec
 from orchestrator.store.compaction import compact_after_run, recover
 from orchestrator.store.folder import RunStatus, StorageFull, SweepStore, now, store_at
 from orchestrator.store.inputs import SweepInput, resolve_inputs
 from orchestrator.store.leftovers import left_behind, next_attempts, remove_temporary
 from orchestrator.trials import TrialIndex, expand, trial_id
-from orchestrator.worker.bundles import check_fusable, group
+from orchestrator.worker.bundles import check_fusable, check_search, group
 from orchestrator.worker.provenance import git_state
 
 
@@ -49,14 +51,21 @@ class Plan:
     store: SweepStore
     configs: dict[str, dict[str, Any]]  # trial id -> config; grid mode only
     done: set[str]  # trial ids with a successful row
-    attempts: pd.DataFrame  # the trials table so far: trial_id, status, attempt
+    attempts: pd.DataFrame  # the trials table so far: trial_id, status, attempt (all, searching)
     source_dir: Path
     params: type[BaseModel] | None = None  # the experiment's declared parameters, if any
     fused: bool = False  # the experiment declares a fused implementation (a bundle at once)
 
     @property
+    def searching(self) -> bool:
+        return self.spec.search.algorithm != "grid"
+
+    @property
     def total(self) -> int:
-        return len(self.configs) if self.configs else self.spec.search.num_samples or 0
+        """Trials in all: a grid's, or each config a searcher samples times the seeds."""
+        if self.searching:
+            return (self.spec.search.num_samples or 0) * len(self.spec.seed_list)
+        return len(self.configs)
 
     @property
     def pending(self) -> list[str]:
@@ -72,9 +81,13 @@ class Plan:
 
     @property
     def to_run(self) -> int:
-        if self.spec.search.algorithm == "grid":
-            return len(self.pending)
-        return max(self.total - len(self.done), 0)
+        """Trials this run runs."""
+        return self.searched.trials if self.searching else len(self.pending)
+
+    @functools.cached_property
+    def searched(self) -> Searched:
+        """A search sweep's configs so far: what the searcher samples and knows."""
+        return searched(self.spec, self.attempts, self.index, for_searcher(self.spec))
 
     @functools.cached_property
     def bundles(self) -> list[list[str]]:
@@ -85,7 +98,9 @@ class Plan:
     def index(self) -> TrialIndex:
         """The configs of the trials this run may run, as the trials and the ledger see them."""
         pending = {tid: self.configs[tid] for tid in self.pending}
-        return TrialIndex(self.spec.experiment, pending, functools.partial(effective, self.params))
+        complete = functools.partial(effective, self.params)
+        seeds, done = tuple(self.spec.seed_list), frozenset(self.done if self.searching else ())
+        return TrialIndex(self.spec.experiment, pending, complete, seeds, done)
 
     def table(self) -> pd.DataFrame:
         """One row per trial of a grid sweep: its id, whether it still runs, its bundle (a
@@ -112,6 +127,7 @@ class SweepResult:
     skipped: int  # already done before this run
     rows: list[dict[str, Any]] = field(default_factory=list)  # trial rows written by this run
     interrupted: bool = False
+    told: dict[str, float] = field(default_factory=dict)  # search: config_id -> searcher's value
     aborted: str | None = None  # why the sweep stopped before its trials ended, if it did
     after_sweep: str | None = None  # what the experiment's after_sweep step returned
     after_sweep_error: str | None = None
@@ -151,7 +167,10 @@ def plan(
             f"{store.uri} holds a sweep of experiment {meta.get('experiment')!r}, not "
             f"{spec.experiment!r}: give this sweep another name (or --set name=...)"
         )
-    previous = store.read("trials", ["trial_id", "status", "attempt"])
+    columns = ["trial_id", "status", "attempt"]
+    previous = store.read("trials", None if spec.search.algorithm != "grid" else columns)
+    if not len(previous):
+        previous = store.read("trials", columns)  # typed, though empty
     done: set[str] = set()
     if len(previous):
         done = set(previous.loc[previous["status"].isin(SUCCESS), "trial_id"])
@@ -186,6 +205,7 @@ def run_sweep(
     the_plan = plan(spec, source_dir, fn.params, fn.fused is not None)
     if spec.bundle is not None:
         check_fusable(fn, the_plan.bundles, the_plan.configs)
+    check_search(fn, spec)
     the_plan.store.check_writable()
     inputs = resolve_inputs(spec.inputs)
     if dry_run:
@@ -247,7 +267,7 @@ def _execute(
         spec,
         trainable,
         grid=the_plan.bundles,
-        to_run=the_plan.to_run,
+        searched=the_plan.searched,
         name=f"{spec.name}-{run['run_id']}",
         scratch=scratch,
         callbacks=callbacks,
@@ -262,6 +282,7 @@ def _execute(
     finally:
         ledger.writer.flush()
         result.rows = ledger.writer.written
+        result.told = ledger.told
         result.aborted = str(abort.reason) if abort.reason else None
         result.interrupted |= ledger.ended < the_plan.to_run  # Tune ends early on SIGUSR1
         with abort.on(StorageFull):
@@ -292,7 +313,16 @@ def _callbacks(
     steps = store.read("metrics", ["trial_id", "attempt", "time"])  # only when trials run
     limits = TrialLimits(spec.limits)
     attempts = next_attempts(the_plan.attempts, steps)
-    ledger = Ledger(the_plan.index, TableWriter(store, abort), run, attempts, spec.retries, limits)
+    ledger = Ledger(
+        the_plan.index,
+        TableWriter(store, abort),
+        run,
+        attempts,
+        spec.retries,
+        limits,
+        for_searcher(spec),
+        the_plan.searched.values,
+    )
     remove_temporary(store)
     store.set_aside_unreadable()
     ledger.record_left_behind(left_behind(the_plan.attempts, steps), the_plan.configs)
@@ -310,7 +340,9 @@ def _context(the_plan: Plan, inputs: dict[str, SweepInput]) -> Any:
 
     spec, store = the_plan.spec, the_plan.store
     driver = ray.get_runtime_context().get_node_id()
-    return RunContext(the_plan.index, store.root, spec.name, driver, inputs, spec.retries)
+    return RunContext(
+        the_plan.index, store.root, spec.name, driver, inputs, spec.retries, for_scheduler(spec)
+    )
 
 
 def _after_sweep(fn: Experiment, sweep_uri: str, result: SweepResult, out: TextIO | None) -> None:

@@ -254,8 +254,9 @@ class SweepSpec(_Strict):
     def _check_bundle(self, bundle: Bundle) -> None:
         if self.search.algorithm != "grid":
             raise ValueError(
-                f"bundle runs the trials of a grid together; search {self.search.algorithm} "
-                "picks each trial from the results before it. Remove bundle or use search: grid"
+                f"under search {self.search.algorithm} each config's seeds already run as one "
+                "bundle (fused when the experiment has a fused implementation), so that its "
+                "searcher is told one value per config; remove bundle"
             )
         if self.scheduler is not None:
             raise ValueError(

@@ -48,21 +48,25 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
 @dataclass(frozen=True)
 class TrialIndex:
     """The configs of a run's trials: a grid's by id (a Tune config names them, as
-    orchestrator/worker/bundles.py says), a searcher's from the config Tune sampled."""
+    orchestrator/worker/bundles.py says); in a search sweep, those of a config a searcher
+    sampled, one per seed."""
 
     experiment: str
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # grid mode: by id
     # search mode: a sampled config as the trial runs it (orchestrator/params.effective)
     complete: Callable[[dict[str, Any]], dict[str, Any]] = dict
+    seeds: tuple[int, ...] = (0,)  # search mode: every sampled config runs with each
+    done: frozenset[str] = frozenset()  # search mode: trials with a successful row
 
-    def lookup(self, sampled: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """The id and config of the trial a searcher sampled."""
-        config = self.complete(sampled)
-        return trial_id(self.experiment, config), config
+    def seeds_of(self, sampled: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The trials of a config a searcher sampled, one per seed, by id (done or not)."""
+        configs = (self.complete({**sampled, "seed": seed}) for seed in self.seeds)
+        return {trial_id(self.experiment, config): config for config in configs}
 
 
 def search_space(spec: SweepSpec) -> dict[str, Any]:
-    """The Tune param space for random / Optuna search: grid entries become distributions."""
+    """The Tune param space for random / Optuna search: grid entries become distributions.
+    The seed is no part of it: each sampled config runs with every seed."""
     from ray import tune
 
     def domain(values: Any) -> Any:
@@ -71,5 +75,4 @@ def search_space(spec: SweepSpec) -> dict[str, Any]:
         kind, args = next(iter(values.items()))
         return tune.choice(args) if kind == "choice" else getattr(tune, kind)(*args)
 
-    space = {key: domain(values) for key, values in spec.grid.items()}
-    return {**spec.params, **space, "seed": tune.choice(spec.seed_list)}
+    return {**spec.params, **{key: domain(values) for key, values in spec.grid.items()}}

@@ -156,16 +156,6 @@ def test_random_search_samples_from_distributions(tmp_path: Path):
     assert run_sweep(spec, progress=None).rows == []  # all samples done: resume runs nothing
 
 
-def test_optuna_search(tmp_path: Path):
-    spec = write_spec(
-        tmp_path,
-        grid={"x": {"randint": [0, 100]}},
-        search={"algorithm": "optuna", "num_samples": 3, "metric": "score", "mode": "max"},
-    )
-    assert run_sweep(spec, progress=None).count("ok") == 3
-    assert len(trials_of(tmp_path)) == 3
-
-
 def test_asha_stops_bad_trials_early(tmp_path: Path):
     spec = write_spec(
         tmp_path,

@@ -7,6 +7,13 @@ of the metrics table. The ledger numbers attempts, counts retries per trial, giv
 failed attempt its status and error (orchestrator/faults/failures.py), and says what a Tune
 trial runs when Tune restarts it. The writer (orchestrator/store/writer.py) stores the rows.
 
+In a search sweep a Tune trial is a config a searcher sampled, run with every seed. Once each
+of its seeds has a value (its metric, or NaN once it failed for good), the ledger puts the
+config's aggregate where the searcher reads it (orchestrator/objective.py): in the Tune
+result that carried the last seed's end, which becomes the trial's last result, the one Tune
+gives its searcher when the trial completes (Tune lets callbacks change a result so). What
+the searcher was told is kept, per config, in `told`.
+
 Tune passes its trial to the hooks as `trial` (a keyword); below them it is `tune_trial`,
 and our trials are their ids.
 """
@@ -14,6 +21,7 @@ and our trials are their ids.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,6 +40,7 @@ from orchestrator.faults.failures import (
     classify,
     status_of,
 )
+from orchestrator.objective import Objective
 from orchestrator.store.folder import StorageFull
 from orchestrator.store.writer import TableWriter
 from orchestrator.trials import TrialIndex, config_id
@@ -50,13 +59,16 @@ class Attempt:
     columns: dict[str, Any] = field(default_factory=dict)  # where it ran, what it used
     final: dict[str, Any] | None = None
     error: str | None = None
+    latest: dict[str, Any] = field(default_factory=dict)  # each metric's last reported value
 
 
 class Ledger(tune.Callback):
     """Records every attempt of the run's trials as rows, through `writer`.
 
     `next_attempt`: each trial's next attempt number (past those in the tables); `limits`
-    says which attempts it stopped; `retries`: the spec's, per trial."""
+    says which attempts it stopped; `retries`: the spec's, per trial. In a search sweep,
+    `objective` is what the searcher is told of a config, and `values` the seeds' values
+    of its metric from earlier runs."""
 
     def __init__(
         self,
@@ -66,6 +78,8 @@ class Ledger(tune.Callback):
         next_attempt: dict[str, int],
         retries: int = 0,
         limits: Stopper | None = None,
+        objective: Objective | None = None,
+        values: dict[str, float] | None = None,
     ) -> None:
         self.index = index
         self.writer = writer
@@ -81,19 +95,37 @@ class Ledger(tune.Callback):
         self._tries: dict[str, int] = {}  # trial id -> attempts in this run
         self._outcome: dict[str, Status] = {}  # ... and the status of the last one
         self._ended_in_attempt: dict[str, set[str]] = {}  # Tune trial id -> trials that ended
+        self.objective = objective
+        self.values = dict(values or {})  # trial id -> its metric; NaN once failed for good
+        self.told: dict[str, float] = {}  # config_id -> what the searcher was told
+        self._bundles: dict[tuple[str, str, bool], bundles.Bundle] = {}
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         for report in from_result(result):
             self._report(trial, report)
+        if self.objective is not None:
+            self._aggregate(trial, result)
         self.writer.maybe_flush()
+
+    def _aggregate(self, tune_trial: Any, result: dict) -> None:
+        """Once each seed of a searcher's config has a value: the config's, in `result`."""
+        bundle = self._bundle(tune_trial)
+        if bundle.searched and all(tid in self.values for tid in bundle.seeds):
+            assert self.objective is not None
+            value = self.objective.of([self.values[tid] for tid in bundle.seeds])
+            result[self.objective.metric] = value
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """A Tune trial that ended with trials still running was stopped: a trial of its
         own by Tune's scheduler (early stopping: done), else with the whole sweep (to run
         again)."""
-        by_scheduler = self._bundle(trial).alone and self.writer.abort.reason is None
+        bundle = self._bundle(trial)
+        by_scheduler = (bundle.alone or bundle.searched) and self.writer.abort.reason is None
+        if bundle.searched and self.objective is not None:
+            told = (trial.last_result or {}).get(self.objective.metric)
+            self.told[str(bundle.config)] = math.nan if told is None else float(told)
         for live in self._running(trial):
             if by_scheduler:
                 self._ended(trial, live, Status.STOPPED, None)
@@ -114,7 +146,11 @@ class Ledger(tune.Callback):
         self._ended_in_attempt.pop(trial.trial_id, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """The Tune trial failed for good (its searcher is told it failed)."""
         self._failed(trial)
+        bundle = self._bundle(trial)
+        if bundle.searched and self.objective is not None:
+            self.told[str(bundle.config)] = math.nan
 
     def _failed(self, tune_trial: Any) -> None:
         """The Tune trial failed. When every trial of its attempt has an outcome, it raised
@@ -169,7 +205,15 @@ class Ledger(tune.Callback):
         self.writer.write_now("trials", rows)
 
     def _bundle(self, tune_trial: Any) -> bundles.Bundle:
-        return bundles.bundle_of(tune_trial.config, self.index)
+        config = tune_trial.config
+        key = (
+            tune_trial.trial_id,
+            config.get(bundles.BUNDLE_KEY, ""),
+            bool(config.get(bundles.ONE_AT_A_TIME)),
+        )
+        if key not in self._bundles:  # a searcher's config: its seeds' ids are hashes
+            self._bundles[key] = bundles.bundle_of(config, self.index)
+        return self._bundles[key]
 
     def _report(self, tune_trial: Any, report: Report) -> None:
         """One report of an attempt: a step, or its end."""
@@ -179,6 +223,7 @@ class Ledger(tune.Callback):
         if report.kind == "step":
             row = {"trial_id": live.trial_id, "attempt": live.attempt, "time": _utc(report.time)}
             self.writer.add("metrics", {**row, **report.metrics})
+            live.latest.update(report.metrics)
         elif report.kind == "final":
             live.final = report.metrics
         else:
@@ -217,6 +262,10 @@ class Ledger(tune.Callback):
             self.ended += 1
             if status not in SUCCESS:
                 self.failed.append(tid)
+            if self.objective is not None:
+                value = _results(live, status).get(self.objective.metric, math.nan)
+                ok = status in SUCCESS and isinstance(value, float)
+                self.values[tid] = value if ok else math.nan
         self._write(live, status, error)
 
     def _write(self, live: Attempt, status: Status, error: str | None) -> None:
@@ -247,12 +296,19 @@ class Ledger(tune.Callback):
             "bundle": live.bundle,
             **{name: columns.pop(name, None) for name in DEVICE_COLUMNS},
             **{k: _scalar(v) for k, v in live.config.items()},
-            **(live.final or {}),
+            **_results(live, status),
             "run_id": self.run_info["run_id"],
             "git_commit": self.run_info["git_commit"],
             "git_dirty": self.run_info["git_dirty"],
             **columns,  # package versions of the worker
         }
+
+
+def _results(live: Attempt, status: Status) -> dict[str, Any]:
+    """An attempt's final metrics; for one stopped early, the last value of each it reported."""
+    if live.final is None and status == Status.STOPPED:
+        return {k: v for k, v in live.latest.items() if k != "step"}
+    return live.final or {}
 
 
 def _utc(seconds: float | None) -> datetime | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -17,8 +18,10 @@ from typing import Any
 from ray import tune
 from ray.tune.experiment import Trial as TuneTrial
 from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
+from orchestrator.searched import Searched
 from orchestrator.spec import SweepSpec
 from orchestrator.trials import search_space
 from orchestrator.worker import bundles
@@ -39,19 +42,20 @@ def make_tuner(
     trainable: Any,
     *,
     grid: list[list[str]],
-    to_run: int,
+    searched: Searched,
     name: str,
     scratch: str,
     callbacks: list[Any],
     stopper: tune.Stopper,
 ) -> tune.Tuner:
-    """The Tuner of one run: `grid`, the bundles of a grid sweep (else the searcher
-    samples `to_run` trials); Tune's own files go to `scratch`."""
+    """The Tuner of one run: `grid`, the bundles of a grid sweep; in a search sweep, the
+    searcher samples `searched.samples` configs, those that lack seeds first, and knows
+    the finished ones. Tune's own files go to `scratch`."""
     treat_out_of_memory_as_actor_death()
     return tune.Tuner(
         tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),
         param_space=_param_space(spec, grid),
-        tune_config=_tune_config(spec, to_run),
+        tune_config=_tune_config(spec, searched),
         run_config=tune.RunConfig(
             name=name,
             storage_path=scratch,
@@ -82,19 +86,28 @@ def _param_space(spec: SweepSpec, grid: list[list[str]]) -> dict[str, Any]:
 
 
 def _max_failures(spec: SweepSpec) -> int:
-    """Tune's retries: per trial as the spec says; for a bundle, enough for each member's:
-    each failed attempt of a bundle charges at least one member, but for the first death of
-    its worker (orchestrator/run/ledger.py)."""
-    if spec.bundle is None:
+    """Tune's retries: per trial as the spec says; for a bundle (a search config's seeds
+    too), enough for each member's: each failed attempt of a bundle charges at least one
+    member, but for the first death of its worker (orchestrator/run/ledger.py)."""
+    searching = spec.search.algorithm != "grid"
+    size = spec.bundle.size if spec.bundle else len(spec.seed_list) if searching else 1
+    if size == 1:
         return spec.retries
-    return spec.bundle.size * (spec.retries + 1) + 1
+    return size * (spec.retries + 1) + 1
 
 
-def _tune_config(spec: SweepSpec, to_run: int) -> tune.TuneConfig:
+def _tune_config(spec: SweepSpec, searched: Searched) -> tune.TuneConfig:
     search, scheduler = spec.search, spec.scheduler
-    search_alg = None
+    search_alg: Any = None
     if search.algorithm == "optuna":
-        search_alg = FinalMetricOptuna(metric=search.metric, mode=search.mode)
+        search_alg = FinalMetricOptuna(
+            metric=search.metric,
+            mode=search.mode,
+            points_to_evaluate=searched.unfinished or None,
+            finished=searched.finished,
+        )
+    elif search.algorithm == "random":
+        search_alg = BasicVariantGenerator(points_to_evaluate=searched.unfinished or None)
     asha = None
     if scheduler is not None:
         asha = tune.schedulers.ASHAScheduler(
@@ -106,7 +119,7 @@ def _tune_config(spec: SweepSpec, to_run: int) -> tune.TuneConfig:
             reduction_factor=scheduler.reduction_factor,
         )
     return tune.TuneConfig(
-        num_samples=1 if search.algorithm == "grid" else to_run,
+        num_samples=1 if search.algorithm == "grid" else searched.samples,
         search_alg=search_alg,
         scheduler=asha or FIFO(),
         max_concurrent_trials=spec.max_concurrent,
@@ -115,11 +128,30 @@ def _tune_config(spec: SweepSpec, to_run: int) -> tune.TuneConfig:
 
 
 class FinalMetricOptuna(OptunaSearch):
-    """Optuna that skips step results lacking its metric (e.g. a score computed at the end)."""
+    """Optuna that skips step results lacking its metric (e.g. a score computed at the end),
+    is told a config whose value is NaN (a seed failed) as failed, and knows the `finished`
+    configs of earlier runs, with their values, before it samples."""
+
+    def __init__(self, *args: Any, finished: list[tuple[dict, float]] = (), **kwargs: Any) -> None:
+        self._finished = list(finished)
+        super().__init__(*args, **kwargs)
+
+    def _setup_study(self, mode: Any) -> None:
+        super()._setup_study(mode)
+        for point, value in self._finished:  # the study exists once the space is known
+            self.add_evaluated_point(point, value)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if self.metric in result:
             super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        value = (result or {}).get(self.metric)
+        if isinstance(value, float) and math.isnan(value):
+            result, error = None, True
+        super().on_trial_complete(trial_id, result, error)
 
 
 ENDED = (TuneTrial.TERMINATED, TuneTrial.ERROR)

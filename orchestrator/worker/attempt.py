@@ -18,6 +18,7 @@ from typing import Any
 
 from orchestrator.context import Trial, check_metrics
 from orchestrator.declaration import Experiment
+from orchestrator.objective import Objective
 from orchestrator.store.artifacts import ArtifactWriter, encode, remote_writer
 from orchestrator.store.folder import StorageFull
 from orchestrator.store.inputs import SweepInput
@@ -39,6 +40,7 @@ class RunContext:
     driver_node: str
     inputs: dict[str, SweepInput] = field(default_factory=dict)  # other sweeps trials read
     retries: int = 0  # the spec's retries: a bundle with a failed member fails to be retried
+    per_step: Objective | None = None  # a scheduler's: a config's seeds report step by step
 
 
 class Shipped:

@@ -4,7 +4,8 @@ Tune's own cost per trial (an actor task, a placement group, results through its
 loop) is the floor under a sweep of many small trials; a bundle pays it once for up to
 `bundle.size` trials. With the spec's `bundle:`, trials that differ only in the keys of
 `bundle.by` (seeds, by default) are grouped, in spec order; without it, each grid trial
-is a bundle of one, and a trial that a searcher sampled is one too. The driver sees each
+is a bundle of one. In a search sweep each config a searcher samples is a bundle of its
+seeds (labelled with the config's id when there are several). The driver sees each
 member as an ordinary trial with its own id, attempts and rows (orchestrator/run/ledger.py),
 plus, in a bundled sweep, a `bundle` column.
 
@@ -13,7 +14,9 @@ it would be alone; or, when the experiment declares a fused implementation
 (`fused(configs, trials) -> [final metrics, ...]`, one model per member trained at once),
 all together. Members' reports reach the driver in batches, one Tune result every
 `FLUSH_S` seconds at most; a bundle of one sends each report at once, its metrics where
-Tune's searchers and schedulers look, and fails as its trial fails.
+Tune's searchers and schedulers look, and fails as its trial fails. Under a scheduler, a
+config's seeds send one result per step, when every seed still running reached it, with
+the aggregate over them where ASHA looks (orchestrator/objective.py).
 
 This module is the only one that knows how a bundle travels in a Tune config.
 """
@@ -31,15 +34,18 @@ from orchestrator.context import seed_everything
 from orchestrator.declaration import Experiment
 from orchestrator.errors import InputError
 from orchestrator.faults import oomkill
+from orchestrator.objective import Objective
 from orchestrator.spec import Bundle as BundleSpec
+from orchestrator.spec import SweepSpec
 from orchestrator.store.folder import StorageFull
-from orchestrator.trials import TrialIndex
+from orchestrator.trials import TrialIndex, config_id
 from orchestrator.worker import devices
 from orchestrator.worker.attempt import Outcome, RunContext, Shipped, attempt, ended, failed, start
 from orchestrator.worker.messages import Report, to_result
 
 BUNDLE_KEY = "__bundle__"  # a grid sweep's Tune config: {BUNDLE_KEY: "<bundle id>:<id>,<id>"}
 ONE_AT_A_TIME = "__one_at_a_time__"  # set after its worker died: send each outcome at once
+OURS = (BUNDLE_KEY, ONE_AT_A_TIME)  # a searcher's Tune config holds the sampled config besides
 FLUSH_S = 0.5
 
 
@@ -54,6 +60,13 @@ class Bundle:
     id: str | None  # the trials table's `bundle`: None for a trial of an unbundled sweep
     members: dict[str, dict[str, Any]]  # trial id -> config (the index's own: read only)
     one_at_a_time: bool = False  # its worker died: each outcome is sent as it ends
+    seeds: tuple[str, ...] = ()  # a searcher's config: the ids of all its seeds' trials
+    config: str | None = None  # ... and its config_id
+
+    @property
+    def searched(self) -> bool:
+        """The Tune trial is a config a searcher sampled, run with every seed."""
+        return bool(self.seeds)
 
     @property
     def alone(self) -> bool:
@@ -107,6 +120,23 @@ def check_fusable(
             )
 
 
+def check_search(fn: Experiment, spec: SweepSpec) -> None:
+    """Refuse, before anything runs, a scheduler over configs of several seeds that cannot
+    train step by step together: ASHA decides per config on the seeds' aggregate at each
+    step, so they must run at once (the experiment's fused implementation)."""
+    seeds = len(spec.seed_list)
+    if spec.scheduler is None or spec.search.algorithm == "grid" or seeds == 1:
+        return
+    if fn.fused is None:
+        raise InputError(
+            f"scheduler: ASHA stops a config on the {spec.search.aggregate} over its {seeds} "
+            f"seeds at each step, so its seeds must train together, step by step, and "
+            f"experiment {spec.experiment} has no fused implementation (see "
+            "docs/experiments.md). Use seeds: 1, remove the scheduler, or give the "
+            "experiment a fused implementation"
+        )
+
+
 def param_space(bundles: list[list[str]], labelled: bool) -> dict[str, Any]:
     """Tune's param space of a grid sweep: one Tune trial per bundle. `labelled`: the spec
     bundles trials, and each bundle gets an id for the `bundle` column."""
@@ -118,22 +148,32 @@ def param_space(bundles: list[list[str]], labelled: bool) -> dict[str, Any]:
 
 
 def bundle_of(tune_config: dict[str, Any], index: TrialIndex) -> Bundle:
-    """The bundle a Tune config carries; a config a searcher sampled is a bundle of one."""
-    if BUNDLE_KEY not in tune_config:
-        tid, config = index.lookup(tune_config)
-        return Bundle(None, {tid: config})
-    bundle_id, ids = _decode(tune_config[BUNDLE_KEY])
-    members = {tid: index.configs[tid] for tid in ids}
-    return Bundle(bundle_id or None, members, bool(tune_config.get(ONE_AT_A_TIME)))
+    """The bundle a Tune config carries: a grid sweep's names its members; a config a
+    searcher sampled runs with each seed that has no successful row (or, when Tune runs it
+    again, those `run_again` named)."""
+    bundle_id, ids = _decode(tune_config.get(BUNDLE_KEY, ""))
+    one_at_a_time = bool(tune_config.get(ONE_AT_A_TIME))
+    sampled = {k: v for k, v in tune_config.items() if k not in OURS}
+    if not sampled:
+        members = {tid: index.configs[tid] for tid in ids}
+        return Bundle(bundle_id or None, members, one_at_a_time)
+    seeds = index.seeds_of(sampled)
+    again = BUNDLE_KEY in tune_config
+    members = {
+        tid: config
+        for tid, config in seeds.items()
+        if tid not in index.done and (not again or tid in ids)
+    }
+    cid = config_id(index.experiment, next(iter(seeds.values())))
+    label = cid if len(seeds) > 1 else None
+    return Bundle(label, members, one_at_a_time, tuple(seeds), cid)
 
 
 def run_again(tune_config: dict[str, Any], ids: list[str]) -> None:
     """What the Tune trial runs when Tune restarts it (Tune restarts it with this config):
-    only the members `ids`. A trial a searcher sampled has one member; Tune restarts it
-    only within its retries."""
-    if BUNDLE_KEY in tune_config:
-        bundle_id, _ = _decode(tune_config[BUNDLE_KEY])
-        tune_config[BUNDLE_KEY] = _encode(ids, bundle_id)
+    only the members `ids`."""
+    bundle_id, _ = _decode(tune_config.get(BUNDLE_KEY, ""))
+    tune_config[BUNDLE_KEY] = _encode(ids, bundle_id)
 
 
 def send_at_once(tune_config: dict[str, Any]) -> None:
@@ -188,13 +228,43 @@ class Outbox:
             tune.report(to_result(*items, top=self.alone))
 
 
+class StepOutbox(Outbox):
+    """Under a scheduler, a config's seeds: their reports go to the driver once every seed
+    still running reported a step, one Tune result per step, with `step` and the
+    objective over the seeds' values at that step where ASHA looks. ASHA then stops the
+    config whole, every seed at that step."""
+
+    def __init__(self, members: list[str], objective: Objective) -> None:
+        super().__init__(0.0)
+        self.objective = objective
+        self.running = set(members)
+        self.values: dict[int, dict[str, float]] = {}  # step -> trial id -> value
+
+    def add(self, report: Report) -> None:
+        from ray import tune
+
+        self.items.append(report)
+        value = report.metrics.get(self.objective.metric)
+        if report.ends:
+            self.running.discard(report.trial_id)
+        elif isinstance(value, float):
+            self.values.setdefault(int(report.metrics["step"]), {})[report.trial_id] = value
+        for step in sorted(self.values):
+            if not self.running or not self.running <= self.values[step].keys():
+                break
+            seeds = self.values.pop(step)
+            top = {"step": step, self.objective.metric: self.objective.of(list(seeds.values()))}
+            items, self.items = self.items, []
+            tune.report({**to_result(*items), **top})
+
+
 def run_bundle(fn: Experiment, ctx: RunContext, bundle: Bundle) -> None:
     """Run the members, each recorded on its own. A bundle of one raises what its trial
     raised; a larger one raises MembersFailed if some raised and the spec allows retries.
     None left (all done or out of retries when Tune restarted the bundle): nothing to do."""
     if not bundle.members:
         return
-    outbox = Outbox(0.0 if bundle.sends_at_once else FLUSH_S, bundle.alone)
+    outbox = _outbox(bundle, ctx.per_step)
     fused = fn.fused if bundle.id is not None else None
     with oomkill.watched():
         try:
@@ -213,6 +283,12 @@ def run_bundle(fn: Experiment, ctx: RunContext, bundle: Bundle) -> None:
         raise MembersFailed(
             f"{len(errors)} of {len(bundle.members)} members failed; they run again"
         )
+
+
+def _outbox(bundle: Bundle, per_step: Objective | None) -> Outbox:
+    if per_step is not None and bundle.searched and not bundle.alone:
+        return StepOutbox(list(bundle.members), per_step)
+    return Outbox(0.0 if bundle.sends_at_once else FLUSH_S, bundle.alone)
 
 
 def _one_by_one(
