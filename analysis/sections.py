@@ -15,6 +15,7 @@ import pandas as pd
 
 from analysis import checks, plots
 from analysis.aggregates import curve
+from analysis.configs import SearchGoal, rank_search, ranked_lines
 from analysis.distributions import normal_fits
 from analysis.document import Plot, Section, fmt, slug
 from analysis.results import MAX_METRICS, MAX_PAIRWISE_GROUPS, Analysis, best_first
@@ -22,6 +23,7 @@ from analysis.settings import ReportSettings
 from analysis.significance import ALPHA
 from analysis.sweep import Sweep
 
+SEARCH_ROWS = 20  # configs of a search in the report
 MAX_ROWS = 15  # rows per metric of a table in the report; the CSV files hold all
 
 Hook = Callable[[Sweep, ReportSettings], list[Section]]
@@ -32,6 +34,7 @@ def sections(analysis: Analysis, hooks: Sequence[Hook] = ()) -> list[Section]:
         _executive_summary(analysis),
         _checks_section(analysis),
         _results_section(analysis),
+        *_search_sections(analysis),
         _rankings_section(analysis),
         _significance_section(analysis),
         _findings_section(analysis),
@@ -199,6 +202,39 @@ def _results_section(a: Analysis) -> Section:
 
 def _mean_std(mean: float, std: float, n: int) -> str:
     return f"{fmt(mean)} ({n})" if n < 2 else f"{fmt(mean)} ± {fmt(std)} ({n})"
+
+
+def _search_sections(a: Analysis) -> list[Section]:
+    """Per search sweep with a metric: its configs ranked as its searcher saw them."""
+    built = []
+    several = len(a.sweep.meta) > 1
+    for name, meta in a.sweep.meta.items():
+        trials = a.sweep.trials[a.sweep.trials["sweep"] == name]
+        found = rank_search(trials, meta)
+        if found is None:
+            continue
+        title = "Search: configs ranked over seeds" + (f" ({name})" if several else "")
+        built.append(_search_section(title, *found))
+    return built
+
+
+def _search_section(title: str, goal: SearchGoal, ranked: pd.DataFrame, keys: list[str]) -> Section:
+    valued = int(ranked["value"].notna().sum())
+    first = f", the best {SEARCH_ROWS}" if len(ranked) > SEARCH_ROWS else ""
+    section = Section(title).add(
+        f"Each config the searcher sampled ran with every seed; it was told the {goal.how} "
+        f"over the seeds of **{goal.metric}** ({goal.mode} is better), or nothing when a "
+        "seed failed or lacks the metric (no value, listed last). n: seeds with a value; "
+        "the 95% t-interval is of their mean."
+    )
+    if valued:
+        section.add(
+            f"The best config is a best-of-{valued} pick (the configs with a value), and its "
+            "interval is computed on the same data that chose it, so both flatter it: run it "
+            "again with fresh seeds to confirm."
+        )
+    section.add(f"**{len(ranked)} configs{first}**", ranked_lines(ranked, keys, SEARCH_ROWS))
+    return section
 
 
 def _rankings_section(a: Analysis) -> Section:

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from analysis.configs import rank_search, ranked_lines
 from analysis.tables import FAILURE, SUCCESS
 from orchestrator.spec import RESERVED_KEYS
 from orchestrator.store.folder import RunStatus, SweepStore
@@ -162,9 +163,26 @@ def status_text(store: SweepStore, max_rows: int = 30) -> str:
             f"  {r.trial_id} attempt {r.attempt}: {r.metric} = {r.value}" for r in bad.itertuples()
         ]
     lines += gpu_memory_lines(trials, (meta.get("spec") or {}).get("resources") or {})
+    lines += search_lines(trials, meta)
     lines.append("trials:")
     lines.append(_trial_listing(trials, meta.get("spec", {}), max_rows))
     return "\n".join(lines)
+
+
+def search_lines(trials: pd.DataFrame, meta: dict[str, Any], top: int = 10) -> list[str]:
+    """For a search sweep with a metric: its best configs as the searcher saw them."""
+    found = rank_search(trials, meta)
+    if found is None:
+        return []
+    goal, ranked, keys = found
+    valued = int(ranked["value"].notna().sum())
+    shown = f"the best {top} of {len(ranked)}" if len(ranked) > top else f"{len(ranked)}"
+    lines = [
+        f"{goal.title} (what the searcher saw; {shown} configs, {valued} with a value, "
+        f"{goal.mode} is better):"
+    ]
+    text = ranked_lines(ranked, keys, top).to_string(index=False, max_colwidth=24)
+    return [*lines, "  " + text.replace("\n", "\n  ")]
 
 
 def gpu_memory_lines(trials: pd.DataFrame, resources: dict[str, Any]) -> list[str]:
