@@ -372,6 +372,17 @@ def _run_entry(the_plan: Plan, address: str | None) -> dict[str, Any]:
         "pid": os.getpid(),
         "address": address,
         **git_state(the_plan.source_dir),
+        **({"search": _search_entry(the_plan.searched)} if the_plan.searching else {}),
+    }
+
+
+def _search_entry(searched: Searched) -> dict[str, int]:
+    """What a search sweep's run samples: configs, of which those sampled before that lack
+    seeds, and the finished configs its searcher was told of before it sampled."""
+    return {
+        "configs": searched.samples,
+        "lacking_seeds": len(searched.unfinished),
+        "known": len(searched.finished),
     }
 
 

@@ -1,0 +1,207 @@
+"""Search over seeds on a real local Ray: every config a searcher samples runs with every
+seed, as one Tune trial; the searcher is told the aggregate over its seeds; ASHA stops a
+config whole; a killed search resumes where it was."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import start_and_kill, write_sweep
+
+from orchestrator import run_sweep, trial_id
+from orchestrator.errors import InputError
+
+pytestmark = pytest.mark.usefixtures("ray_instance")
+
+NOISY = """
+    import math
+    import random
+    import time
+    from pathlib import Path
+
+
+    def quadratic(config, trial):
+        if trial.seed == config.get("cursed_seed"):
+            raise RuntimeError(f"seed {trial.seed} is cursed")
+        if config.get("runs"):
+            (Path(config["runs"]) / f"{trial.id}-{time.time_ns()}").touch()
+        time.sleep(config.get("sleep", 0))
+        noise = random.Random(f"{trial.seed}-{config['x']}").gauss(0, 1)
+        for step in range(3):
+            trial.report(step=step, loss=(config["x"] - 0.3) ** 2 + 0.1 * noise + 1 / (step + 1))
+        return {"final_noise": noise}
+
+
+    def one(config, trial):
+        raise AssertionError("a fused experiment ran its seeds one by one")
+
+
+    def together(configs, trials):
+        x = configs[0]["x"]
+        for step in range(8):
+            for trial in trials:
+                trial.report(step=step, loss=(x - 0.3) ** 2 + 1 / (step + 1) + 0.01 * trial.seed)
+        return [{"fused": 1.0} for _ in trials]
+
+
+    one.fused = together
+    one.fused.varies = ["seed"]
+"""
+
+
+def _spec(folder: Path, **fields) -> Path:
+    spec = {
+        "name": "s",
+        "experiment": "noisy:quadratic",
+        "grid": {"x": {"uniform": [0, 1]}},
+        "seeds": 3,
+        "search": {"algorithm": "optuna", "num_samples": 4, "metric": "loss", "mode": "min"},
+        "storage": str(folder / "results"),
+    }
+    return write_sweep(folder, "noisy", NOISY, **{**spec, **fields})
+
+
+def _trials(folder: Path) -> pd.DataFrame:
+    return pd.read_parquet(folder / "results" / "s" / "trials")
+
+
+def _seeds_per_config(trials: pd.DataFrame) -> list[list[int]]:
+    return sorted(trials.groupby("config_id")["seed"].agg(sorted).tolist())
+
+
+@pytest.mark.parametrize("algorithm", ["random", "optuna"])
+def test_every_sampled_config_runs_every_seed_and_the_searcher_gets_their_mean(
+    tmp_path, algorithm
+):
+    search = {"algorithm": algorithm, "num_samples": 4, "metric": "loss", "mode": "min"}
+    result = run_sweep(_spec(tmp_path, search=search), progress=None)
+    trials = _trials(tmp_path)
+    assert result.count("ok") == 12 and (trials["status"] == "ok").all()
+    assert trials["config_id"].nunique() == 4
+    assert _seeds_per_config(trials) == [[0, 1, 2]] * 4
+    assert trials.groupby("config_id")["x"].nunique().eq(1).all()  # one config, three seeds
+    assert (trials["bundle"] == trials["config_id"]).all()  # each config one Tune trial
+    means = trials.groupby("config_id")["loss"].mean()
+    assert result.told.keys() == set(means.index)
+    for config, told in result.told.items():
+        assert told == pytest.approx(means[config], abs=1e-12)
+    # the seeds' own values differ: the searcher was told their mean, not one seed's
+    assert trials.groupby("config_id")["loss"].nunique().eq(3).all()
+
+
+@pytest.mark.parametrize("how", ["median", "worst"])
+def test_the_searcher_gets_the_aggregate_the_spec_asks_for(tmp_path, how):
+    search = {"algorithm": "random", "num_samples": 2, "metric": "loss", "mode": "min"}
+    result = run_sweep(_spec(tmp_path, search={**search, "aggregate": how}), progress=None)
+    trials = _trials(tmp_path)
+    expected = trials.groupby("config_id")["loss"].agg("median" if how == "median" else "max")
+    assert result.told == pytest.approx(expected.to_dict(), abs=1e-12)
+
+
+def test_a_seed_that_raises_makes_its_config_failed_for_the_searcher(tmp_path):
+    result = run_sweep(_spec(tmp_path, params={"cursed_seed": 1}), progress=None)
+    trials = _trials(tmp_path)
+    assert trials.groupby("seed")["status"].agg(set).to_dict() == {
+        0: {"ok"},
+        1: {"failed"},
+        2: {"ok"},
+    }
+    assert trials.loc[trials["seed"] == 1, "error"].str.contains("seed 1 is cursed").all()
+    assert len(result.told) == 4 and all(math.isnan(v) for v in result.told.values())
+    assert trials.loc[trials["seed"] != 1, "loss"].notna().all()  # its siblings' rows stay
+
+
+def test_asha_stops_a_config_whole_at_one_step_and_fused_seeds_run_fused(tmp_path):
+    """x near 0.3 is best; with one config at a time, ASHA stops some configs after the
+    grace period. A stopped config's three seeds all stop at the same step; the fused
+    implementation ran (the plain function raises)."""
+    scheduler = {"max_t": 8, "grace_period": 2, "reduction_factor": 2}
+    search = {"algorithm": "random", "num_samples": 8, "metric": "loss", "mode": "min"}
+    spec = _spec(
+        tmp_path, experiment="noisy:one", search=search, scheduler=scheduler, max_concurrent=1
+    )
+    result = run_sweep(spec, progress=None)
+    trials = _trials(tmp_path)
+    steps = pd.read_parquet(tmp_path / "results" / "s" / "metrics")
+    trials["last"] = trials["trial_id"].map(steps.groupby("trial_id")["step"].max())
+    assert set(trials["status"]) <= {"ok", "stopped"} and "stopped" in set(trials["status"])
+    per_config = trials.groupby("config_id").agg(
+        statuses=("status", set), last=("last", set), seeds=("seed", sorted)
+    )
+    assert per_config["statuses"].map(len).eq(1).all()  # stopped whole, or not at all
+    assert per_config["last"].map(len).eq(1).all()  # every seed at the same step
+    stopped = per_config[per_config["statuses"] == {"stopped"}]
+    assert stopped["last"].map(min).lt(7).all()
+    assert per_config["seeds"].tolist() == [[0, 1, 2]] * 8
+    assert (trials.loc[trials["status"] == "ok", "fused"] == 1.0).all()
+    for config, told in result.told.items():  # ASHA's and the searcher's: the mean at a step
+        rows = trials[trials["config_id"] == config]
+        last = rows["last"].iloc[0]
+        at = steps[steps["trial_id"].isin(rows["trial_id"]) & (steps["step"] == last)]
+        assert told == pytest.approx(at["loss"].mean(), abs=1e-12)
+
+
+def test_asha_over_seeds_that_cannot_train_together_is_refused_before_anything_runs(tmp_path):
+    spec = _spec(tmp_path, scheduler={"max_t": 3})
+    with pytest.raises(InputError, match="its seeds must train together, step by step"):
+        run_sweep(spec, progress=None)
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_killed_search_resumes_with_no_trial_twice_and_its_finished_configs_known(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    spec = _spec(tmp_path, params={"sleep": 0.3, "runs": str(runs)}, max_concurrent=1)
+    folder = tmp_path / "results" / "s"
+    start_and_kill(tmp_path, spec, signal.SIGKILL, folder / "trials", later=1.0)
+    before = _trials(tmp_path)
+    ok_before = set(before.loc[before["status"] == "ok", "trial_id"])
+    by_config = before[before["status"] == "ok"].groupby("config_id")["seed"].nunique()
+    finished = int((by_config == 3).sum())
+    assert 0 < len(ok_before) < 12
+
+    run_sweep(spec, progress=None)
+    trials = _trials(tmp_path)
+    ok = trials[trials["status"] == "ok"]
+    assert ok["trial_id"].is_unique and len(ok) == 12
+    assert _seeds_per_config(ok) == [[0, 1, 2]] * 4  # num_samples counts configs
+    ran = pd.Series([p.name.split("-")[0] for p in runs.iterdir()]).value_counts()
+    assert not set(ran[ran > 1].index) & ok_before  # what succeeded before did not run again
+    meta = json.loads((folder / "sweep.json").read_text())
+    resumed = meta["runs"][-1]["search"]
+    assert resumed["known"] == finished
+    assert resumed["configs"] == 4 - finished
+    for config, rows in ok.groupby("config_id"):  # a config's seeds share its sampled x
+        assert rows["x"].nunique() == 1
+        ids = {trial_id("noisy:quadratic", {**c, "seed": s}) for c, s in _configs(rows)}
+        assert ids == set(rows["trial_id"])
+
+
+def _configs(rows: pd.DataFrame) -> list[tuple[dict, int]]:
+    keys = ["x", "sleep", "runs"]
+    return [({k: row[k] for k in keys}, int(row["seed"])) for _, row in rows.iterrows()]
+
+
+def test_optuna_knows_the_finished_configs_before_it_samples():
+    """The searcher of a resumed sweep, as Tune sets it up: its study holds the finished
+    configs with their values; a config whose value is NaN (a seed failed) is a failure."""
+    from ray import tune
+
+    from orchestrator.run.tuner import FinalMetricOptuna
+
+    finished = [({"x": 0.25}, 0.5), ({"x": 0.75}, 0.25)]
+    searcher = FinalMetricOptuna(metric="loss", mode="min", finished=finished)
+    searcher.set_search_properties(None, None, {"x": tune.uniform(0, 1), "steps": 3})
+    study = searcher._ot_study
+    assert [(t.params, t.value, t.state.name) for t in study.trials] == [
+        ({"x": 0.25}, 0.5, "COMPLETE"),
+        ({"x": 0.75}, 0.25, "COMPLETE"),
+    ]
+    assert "x" in searcher.suggest("t1")
+    searcher.on_trial_complete("t1", {"loss": math.nan})
+    assert study.trials[-1].state.name == "FAIL"
