@@ -143,9 +143,11 @@ def status_text(store: SweepStore, max_rows: int = 30) -> str:
     trials = table.to_pandas()
     if "bundle" in trials and trials["bundle"].notna().any():
         bundled = trials.dropna(subset=["bundle"])
+        searched = meta["spec"].get("search", {}).get("algorithm", "grid") != "grid"
+        why = "each a config's seeds" if searched else f"spec bundle: {meta['spec'].get('bundle')}"
         lines.append(
             f"  bundles  {bundled['bundle'].nunique()} bundles ran "
-            f"{bundled['trial_id'].nunique()} trials (spec bundle: {meta['spec'].get('bundle')})"
+            f"{bundled['trial_id'].nunique()} trials ({why})"
         )
     failed = trials[
         trials["trial_id"].isin(latest_status(trials).loc[lambda x: x.isin(FAILURE)].index)
