@@ -332,7 +332,7 @@ def test_a_fused_bundle_reports_per_member_and_fails_whole(fused, mode, expected
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({"search": {"algorithm": "random", "num_samples": 4}}, "each config's seeds already run as one"),
+        ({"search": {"algorithm": "random", "num_samples": 4}}, "seeds already run as one"),
         ({"scheduler": {"metric": "final", "mode": "min"}}, "bundle and scheduler do not go"),
         ({"bundle": {"size": 2, "by": ["seeds"]}}, 'did you mean "seed"'),
         ({"bundle": {"size": 0}}, "bundle.size"),

@@ -75,9 +75,7 @@ def _seeds_per_config(trials: pd.DataFrame) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("algorithm", ["random", "optuna"])
-def test_every_sampled_config_runs_every_seed_and_the_searcher_gets_their_mean(
-    tmp_path, algorithm
-):
+def test_every_sampled_config_runs_every_seed_and_the_searcher_gets_their_mean(tmp_path, algorithm):
     search = {"algorithm": algorithm, "num_samples": 4, "metric": "loss", "mode": "min"}
     result = run_sweep(_spec(tmp_path, search=search), progress=None)
     trials = _trials(tmp_path)
@@ -176,7 +174,7 @@ def test_a_killed_search_resumes_with_no_trial_twice_and_its_finished_configs_kn
     resumed = meta["runs"][-1]["search"]
     assert resumed["known"] == finished
     assert resumed["configs"] == 4 - finished
-    for config, rows in ok.groupby("config_id"):  # a config's seeds share its sampled x
+    for _, rows in ok.groupby("config_id"):  # a config's seeds share its sampled x
         assert rows["x"].nunique() == 1
         ids = {trial_id("noisy:quadratic", {**c, "seed": s}) for c, s in _configs(rows)}
         assert ids == set(rows["trial_id"])
