@@ -7,20 +7,22 @@ from __future__ import annotations
 import json
 import math
 import signal
+import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import start_and_kill, write_sweep
+from conftest import SWEEP, cli, cli_env, write_sweep
 
-from orchestrator import run_sweep, trial_id
+from orchestrator import run_sweep
 from orchestrator.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("ray_instance")
 
 NOISY = """
-    import math
+    import os
     import random
+    import signal
     import time
     from pathlib import Path
 
@@ -29,8 +31,14 @@ NOISY = """
         if trial.seed == config.get("cursed_seed"):
             raise RuntimeError(f"seed {trial.seed} is cursed")
         if config.get("runs"):
-            (Path(config["runs"]) / f"{trial.id}-{time.time_ns()}").touch()
-        time.sleep(config.get("sleep", 0))
+            runs = Path(config["runs"])
+            (runs / f"{trial.id}-{time.time_ns()}").touch()
+            if len(list(runs.glob("*-*"))) == config.get("kill_at"):
+                time.sleep(1)
+                trial.report(step=0, loss=0.0)  # sends the trials before (in a batch)
+                time.sleep(2)  # their rows are written
+                driver = int((runs / "driver").read_text())
+                os.killpg(driver, signal.SIGKILL)  # the driver and the Ray it started
         noise = random.Random(f"{trial.seed}-{config['x']}").gauss(0, 1)
         for step in range(3):
             trial.report(step=step, loss=(config["x"] - 0.3) ** 2 + 0.1 * noise + 1 / (step + 1))
@@ -152,37 +160,36 @@ def test_asha_over_seeds_that_cannot_train_together_is_refused_before_anything_r
 
 
 def test_a_killed_search_resumes_with_no_trial_twice_and_its_finished_configs_known(tmp_path):
+    """The fifth trial (the second config's second seed) kills the driver and its Ray as it
+    runs: one config is finished, one lacks two seeds, and one attempt was cut off."""
     runs = tmp_path / "runs"
     runs.mkdir()
-    spec = _spec(tmp_path, params={"sleep": 0.3, "runs": str(runs)}, max_concurrent=1)
+    spec = _spec(tmp_path, params={"runs": str(runs), "kill_at": 5}, max_concurrent=1)
     folder = tmp_path / "results" / "s"
-    start_and_kill(tmp_path, spec, signal.SIGKILL, folder / "trials", later=1.0)
+    driver = subprocess.Popen(
+        [SWEEP, "run", str(spec)], cwd=tmp_path, env=cli_env(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    (runs / "driver").write_text(str(driver.pid))
+    assert driver.wait(timeout=180) == -signal.SIGKILL
     before = _trials(tmp_path)
     ok_before = set(before.loc[before["status"] == "ok", "trial_id"])
-    by_config = before[before["status"] == "ok"].groupby("config_id")["seed"].nunique()
-    finished = int((by_config == 3).sum())
-    assert 0 < len(ok_before) < 12
+    assert before["status"].eq("ok").all() and len(ok_before) == 4
+    assert pd.read_parquet(folder / "metrics")["trial_id"].nunique() == 5
 
-    run_sweep(spec, progress=None)
+    result = run_sweep(spec, progress=None)
     trials = _trials(tmp_path)
     ok = trials[trials["status"] == "ok"]
     assert ok["trial_id"].is_unique and len(ok) == 12
+    means = ok.groupby("config_id")["loss"].mean()  # a resumed config's: over all its seeds
+    assert len(result.told) == 3
+    assert result.told == pytest.approx(means[list(result.told)].to_dict(), abs=1e-12)
     assert _seeds_per_config(ok) == [[0, 1, 2]] * 4  # num_samples counts configs
-    ran = pd.Series([p.name.split("-")[0] for p in runs.iterdir()]).value_counts()
+    ran = pd.Series([p.name.split("-")[0] for p in runs.glob("*-*")]).value_counts()
     assert not set(ran[ran > 1].index) & ok_before  # what succeeded before did not run again
     meta = json.loads((folder / "sweep.json").read_text())
-    resumed = meta["runs"][-1]["search"]
-    assert resumed["known"] == finished
-    assert resumed["configs"] == 4 - finished
-    for _, rows in ok.groupby("config_id"):  # a config's seeds share its sampled x
-        assert rows["x"].nunique() == 1
-        ids = {trial_id("noisy:quadratic", {**c, "seed": s}) for c, s in _configs(rows)}
-        assert ids == set(rows["trial_id"])
-
-
-def _configs(rows: pd.DataFrame) -> list[tuple[dict, int]]:
-    keys = ["x", "sleep", "runs"]
-    return [({k: row[k] for k in keys}, int(row["seed"])) for _, row in rows.iterrows()]
+    assert meta["runs"][-1]["search"] == {"configs": 3, "lacking_seeds": 1, "known": 1}
+    assert ok.groupby("config_id")["x"].nunique().eq(1).all()  # a config's seeds share x
 
 
 def test_optuna_knows_the_finished_configs_before_it_samples():
@@ -203,3 +210,24 @@ def test_optuna_knows_the_finished_configs_before_it_samples():
     assert "x" in searcher.suggest("t1")
     searcher.on_trial_complete("t1", {"loss": math.nan})
     assert study.trials[-1].state.name == "FAIL"
+
+
+def test_dry_run_says_configs_and_trials_before_and_after_a_run(tmp_path):
+    spec = _spec(tmp_path)
+    first = cli("run", str(spec), "--dry-run", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "optuna, 4 configs in all, each with 3 seeds [0, 1, 2] (12 trials)" in first.stdout
+    assert "this run: 4 configs (0 sampled before that lack seeds, run first; 4 new)" in (
+        first.stdout
+    )
+    assert "= 12 trials; 0 finished configs known to the searcher" in first.stdout
+    assert "each config's seeds run as one Ray Tune trial, one after another" in first.stdout
+    assert not (tmp_path / "results").exists()
+
+    run_sweep(spec, overrides=["search.num_samples=2"], progress=None)
+    later = cli("run", str(spec), "--dry-run", cwd=tmp_path)
+    assert "trials: 12 in all, 6 already done, 6 to run" in later.stdout
+    assert "this run: 2 configs (0 sampled before that lack seeds, run first; 2 new)" in (
+        later.stdout
+    )
+    assert "= 6 trials; 2 finished configs known to the searcher" in later.stdout
