@@ -125,7 +125,7 @@ class Ledger(tune.Callback):
         by_scheduler = (bundle.alone or bundle.searched) and self.writer.abort.reason is None
         if bundle.searched and self.objective is not None:
             told = (trial.last_result or {}).get(self.objective.metric)
-            self.told[str(bundle.config)] = math.nan if told is None else float(told)
+            self.told[str(bundle.config_id)] = math.nan if told is None else float(told)
         for live in self._running(trial):
             if by_scheduler:
                 self._ended(trial, live, Status.STOPPED, None)
@@ -150,7 +150,7 @@ class Ledger(tune.Callback):
         self._failed(trial)
         bundle = self._bundle(trial)
         if bundle.searched and self.objective is not None:
-            self.told[str(bundle.config)] = math.nan
+            self.told[str(bundle.config_id)] = math.nan
 
     def _failed(self, tune_trial: Any) -> None:
         """The Tune trial failed. When every trial of its attempt has an outcome, it raised

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ray import tune
@@ -132,7 +132,9 @@ class FinalMetricOptuna(OptunaSearch):
     is told a config whose value is NaN (a seed failed) as failed, and knows the `finished`
     configs of earlier runs, with their values, before it samples."""
 
-    def __init__(self, *args: Any, finished: list[tuple[dict, float]] = (), **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, finished: Sequence[tuple[dict, float]] = (), **kwargs: Any
+    ) -> None:
         self._finished = list(finished)
         super().__init__(*args, **kwargs)
 

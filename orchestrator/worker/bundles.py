@@ -61,7 +61,7 @@ class Bundle:
     members: dict[str, dict[str, Any]]  # trial id -> config (the index's own: read only)
     one_at_a_time: bool = False  # its worker died: each outcome is sent as it ends
     seeds: tuple[str, ...] = ()  # a searcher's config: the ids of all its seeds' trials
-    config: str | None = None  # ... and its config_id
+    config_id: str | None = None  # ... and its config_id
 
     @property
     def searched(self) -> bool:
