@@ -58,6 +58,7 @@ class Plan:
 
     @property
     def searching(self) -> bool:
+        """A searcher samples the configs (random or Optuna), each run with every seed."""
         return self.spec.search.algorithm != "grid"
 
     @property
@@ -168,7 +169,8 @@ def plan(
             f"{spec.experiment!r}: give this sweep another name (or --set name=...)"
         )
     columns = ["trial_id", "status", "attempt"]
-    previous = store.read("trials", None if spec.search.algorithm != "grid" else columns)
+    searching = spec.search.algorithm != "grid"
+    previous = store.read("trials", None if searching else columns)  # a search: whole
     if not len(previous):
         previous = store.read("trials", columns)  # typed, though empty
     done: set[str] = set()
@@ -284,7 +286,7 @@ def _execute(
         result.rows = ledger.writer.written
         result.told = ledger.told
         result.aborted = str(abort.reason) if abort.reason else None
-        result.interrupted |= ledger.ended < the_plan.to_run  # Tune ends early on SIGUSR1
+        result.interrupted |= _cut_short(the_plan, ledger)
         with abort.on(StorageFull):
             store.end_run(run, status=_run_status(result), **_counts(result))
         shutil.rmtree(scratch, ignore_errors=True)
@@ -295,6 +297,14 @@ def _execute(
     if not result.interrupted and result.count(Status.OK):
         _after_sweep(fn, store.uri, result, progress)
     return result
+
+
+def _cut_short(the_plan: Plan, ledger: Any) -> bool:
+    """Tune ended before every trial did (it ends early on SIGUSR1); in a search sweep,
+    before every config it sampled did (a config sampled again may have nothing to run)."""
+    if the_plan.searching:
+        return ledger.configs_ended < the_plan.searched.samples
+    return ledger.ended < the_plan.to_run
 
 
 def _callbacks(

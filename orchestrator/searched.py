@@ -24,7 +24,8 @@ class Searched:
 
     samples: int = 0  # configs the searcher samples in this run (the unfinished first)
     trials: int = 0  # trials this run runs: the unfinished configs' missing seeds, the rest's all
-    finished: list[tuple[dict[str, Any], float]] = field(default_factory=list)  # point, value
+    # configs whose every seed succeeded, for Optuna: their point and value
+    finished: list[tuple[dict[str, Any], float]] = field(default_factory=list)
     unfinished: list[dict[str, Any]] = field(default_factory=list)  # points that lack seeds
     values: dict[str, float] = field(default_factory=dict)  # trial id -> metric, trials done
 
@@ -37,7 +38,7 @@ def searched(
         return Searched()
     done = previous[previous["status"].isin(SUCCESS)] if len(previous) else previous
     metric = objective.metric if objective is not None else None
-    values: dict[str, float] = {}
+    values = {tid: math.nan for tid in done["trial_id"]} if metric is not None else {}
     if metric is not None and metric in done:
         values = {tid: _number(v) for tid, v in zip(done["trial_id"], done[metric], strict=True)}
     complete, finished, unfinished, missing = 0, [], [], []
@@ -49,8 +50,8 @@ def searched(
             missing.append(len(left))
             continue
         complete += 1
-        if objective is None:
-            continue
+        if objective is None or spec.search.algorithm != "optuna":
+            continue  # random search learns nothing from them
         value = objective.of([values.get(tid, math.nan) for tid in seeds])
         if not math.isnan(value):
             finished.append((point, value))
@@ -62,11 +63,11 @@ def searched(
 
 def _points(spec: SweepSpec, previous: pd.DataFrame) -> list[dict[str, Any]]:
     """The configs sampled before, as points of the search space (the grid's keys), once
-    each, in the order they first ran."""
+    each. Rows without a config (attempts a killed driver left behind) are no config."""
     keys = list(spec.grid)
     if not len(previous) or "config_id" not in previous or not set(keys) <= set(previous):
         return []
-    first = previous.drop_duplicates("config_id")
+    first = previous.dropna(subset=["config_id"]).drop_duplicates("config_id")
     return [{k: _plain(row[k]) for k in keys} for _, row in first.iterrows()]
 
 

@@ -239,6 +239,11 @@ class SweepSpec(_Strict):
         both = set(set_by_grid) & set(self.params)
         if both:
             raise ValueError(f"keys in both grid and params: {sorted(both)}")
+        if not self.grid and self.search.algorithm != "grid":
+            raise ValueError(
+                f"search {self.search.algorithm} samples configs from grid, which is empty: "
+                "give grid a list or a distribution per key to search over"
+            )
         sampled = [k for k, v in self.grid.items() if isinstance(v, dict)]
         if sampled and self.search.algorithm == "grid":
             raise ValueError(

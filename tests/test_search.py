@@ -231,3 +231,43 @@ def test_dry_run_says_configs_and_trials_before_and_after_a_run(tmp_path):
         later.stdout
     )
     assert "= 6 trials; 2 finished configs known to the searcher" in later.stdout
+
+
+def test_a_finished_config_sampled_again_runs_nothing_and_the_searcher_gets_its_mean(tmp_path):
+    """One config in the space: the second run samples it again, with every seed done."""
+    search = {"algorithm": "random", "num_samples": 1, "metric": "loss", "mode": "min"}
+    spec = _spec(tmp_path, grid={"x": [0.5]}, search=search)
+    run_sweep(spec, progress=None)
+    again = run_sweep(spec, overrides=["search.num_samples=2"], progress=None)
+    trials = _trials(tmp_path)
+    assert len(trials) == 3 and again.rows == [] and not again.interrupted
+    assert again.told == {trials["config_id"][0]: pytest.approx(trials["loss"].mean())}
+
+
+def test_the_state_of_a_search_from_its_tables():
+    """Finished configs (for Optuna), configs lacking seeds, rows left without a config
+    by a killed driver, and trials done without the metric."""
+    from orchestrator.objective import Objective
+    from orchestrator.searched import searched
+    from orchestrator.spec import load_spec
+    from orchestrator.trials import TrialIndex, config_id, trial_id
+
+    raw = {"name": "s", "experiment": "e", "grid": {"x": {"uniform": [0, 1]}}, "seeds": 2}
+    spec = load_spec({**raw, "search": {"algorithm": "optuna", "num_samples": 5, "metric": "m",
+                                        "mode": "min"}})  # fmt: skip
+    rows = [(0.25, 0, "ok", 1.0), (0.25, 1, "ok", 3.0), (0.5, 0, "ok", None), (0.5, 1, "ok", 2.0),
+            (0.75, 0, "ok", 1.0), (0.75, 1, "failed", None)]  # fmt: skip
+    previous = pd.DataFrame(
+        [{"trial_id": trial_id("e", {"x": x, "seed": s}), "config_id": config_id("e", {"x": x}),
+          "x": x, "seed": s, "status": st, "m": m} for x, s, st, m in rows]
+        + [{"trial_id": "left", "config_id": None, "x": None, "seed": None, "status": "failed"}]
+    )  # fmt: skip
+    done = frozenset(previous.loc[previous["status"] == "ok", "trial_id"])
+    index = TrialIndex("e", seeds=(0, 1), done=done)
+    state = searched(spec, previous, index, Objective("m", "min"))
+    assert state.finished == [({"x": 0.25}, 2.0)]  # 0.5 has a seed without the metric: NaN
+    assert state.unfinished == [{"x": 0.75}]  # the row left behind is no config
+    assert state.samples == 5 - 2 and state.trials == 1 + 2 * 2
+    assert math.isnan(state.values[trial_id("e", {"x": 0.5, "seed": 0})])
+    random = load_spec({**raw, "search": {"algorithm": "random", "num_samples": 5}})
+    assert searched(random, previous, index, None).finished == []  # random learns nothing

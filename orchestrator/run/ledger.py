@@ -45,7 +45,7 @@ from orchestrator.store.folder import StorageFull
 from orchestrator.store.writer import TableWriter
 from orchestrator.trials import TrialIndex, config_id
 from orchestrator.worker import bundles
-from orchestrator.worker.messages import Report, from_result
+from orchestrator.worker.messages import Report, ends_a_trial, from_result
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Attempt:
     columns: dict[str, Any] = field(default_factory=dict)  # where it ran, what it used
     final: dict[str, Any] | None = None
     error: str | None = None
-    latest: dict[str, Any] = field(default_factory=dict)  # each metric's last reported value
+    latest: dict[str, Any] | None = None  # a sampled config's: each metric's last value
 
 
 class Ledger(tune.Callback):
@@ -98,39 +98,40 @@ class Ledger(tune.Callback):
         self.objective = objective
         self.values = dict(values or {})  # trial id -> its metric; NaN once failed for good
         self.told: dict[str, float] = {}  # config_id -> what the searcher was told
-        self._bundles: dict[tuple[str, str, bool], bundles.Bundle] = {}
+        self.configs_ended = 0  # Tune trials of sampled configs that ended
+        self._bundles: dict[str, tuple[tuple[str, bool], bundles.Bundle]] = {}  # live ones
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        for report in from_result(result):
+        reports = from_result(result)
+        for report in reports:
             self._report(trial, report)
-        if self.objective is not None:
-            self._aggregate(trial, result)
+        if self.objective is not None and (ends_a_trial(result) or not reports):
+            self._aggregate(trial, result, self.objective)
         self.writer.maybe_flush()
 
-    def _aggregate(self, tune_trial: Any, result: dict) -> None:
-        """Once each seed of a searcher's config has a value: the config's, in `result`."""
+    def _aggregate(self, tune_trial: Any, result: dict, objective: Objective) -> None:
+        """Once each seed of a sampled config has a value: the config's, in `result`."""
         bundle = self._bundle(tune_trial)
-        if bundle.searched and all(tid in self.values for tid in bundle.seeds):
-            assert self.objective is not None
-            value = self.objective.of([self.values[tid] for tid in bundle.seeds])
-            result[self.objective.metric] = value
+        if bundle.sampled and all(tid in self.values for tid in bundle.seeds):
+            result[objective.metric] = objective.of([self.values[tid] for tid in bundle.seeds])
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """A Tune trial that ended with trials still running was stopped: a trial of its
         own by Tune's scheduler (early stopping: done), else with the whole sweep (to run
         again)."""
         bundle = self._bundle(trial)
-        by_scheduler = (bundle.alone or bundle.searched) and self.writer.abort.reason is None
-        if bundle.searched and self.objective is not None:
-            told = (trial.last_result or {}).get(self.objective.metric)
-            self.told[str(bundle.config_id)] = math.nan if told is None else float(told)
+        by_scheduler = (bundle.alone or bundle.sampled) and self.writer.abort.reason is None
+        if bundle.sampled:
+            told = (trial.last_result or {}).get(self.objective.metric) if self.objective else None
+            self._config_ended(bundle, math.nan if told is None else float(told))
         for live in self._running(trial):
             if by_scheduler:
                 self._ended(trial, live, Status.STOPPED, None)
             else:
                 self._ended(trial, live, Status.FAILED, CUT_SHORT)
+        self._bundles.pop(trial.trial_id, None)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """The Tune trial failed and Tune runs it again: with the trials that have neither
@@ -149,8 +150,15 @@ class Ledger(tune.Callback):
         """The Tune trial failed for good (its searcher is told it failed)."""
         self._failed(trial)
         bundle = self._bundle(trial)
-        if bundle.searched and self.objective is not None:
-            self.told[str(bundle.config_id)] = math.nan
+        if bundle.sampled:
+            self._config_ended(bundle, math.nan)
+        self._bundles.pop(trial.trial_id, None)
+
+    def _config_ended(self, bundle: bundles.Bundle, told: float) -> None:
+        """A sampled config's Tune trial ended, and its searcher was told `told`."""
+        self.configs_ended += 1
+        if self.objective is not None:
+            self.told[str(bundle.config_id)] = told
 
     def _failed(self, tune_trial: Any) -> None:
         """The Tune trial failed. When every trial of its attempt has an outcome, it raised
@@ -205,15 +213,15 @@ class Ledger(tune.Callback):
         self.writer.write_now("trials", rows)
 
     def _bundle(self, tune_trial: Any) -> bundles.Bundle:
+        """The bundle of a live Tune trial, decoded once per config Tune runs it with (a
+        sampled config's seeds' ids are hashes of their configs)."""
         config = tune_trial.config
-        key = (
-            tune_trial.trial_id,
-            config.get(bundles.BUNDLE_KEY, ""),
-            bool(config.get(bundles.ONE_AT_A_TIME)),
-        )
-        if key not in self._bundles:  # a searcher's config: its seeds' ids are hashes
-            self._bundles[key] = bundles.bundle_of(config, self.index)
-        return self._bundles[key]
+        key = (config.get(bundles.BUNDLE_KEY, ""), bool(config.get(bundles.ONE_AT_A_TIME)))
+        known = self._bundles.get(tune_trial.trial_id)
+        if known is None or known[0] != key:
+            known = (key, bundles.bundle_of(config, self.index))
+            self._bundles[tune_trial.trial_id] = known
+        return known[1]
 
     def _report(self, tune_trial: Any, report: Report) -> None:
         """One report of an attempt: a step, or its end."""
@@ -223,7 +231,8 @@ class Ledger(tune.Callback):
         if report.kind == "step":
             row = {"trial_id": live.trial_id, "attempt": live.attempt, "time": _utc(report.time)}
             self.writer.add("metrics", {**row, **report.metrics})
-            live.latest.update(report.metrics)
+            if live.latest is not None:
+                live.latest.update(report.metrics)
         elif report.kind == "final":
             live.final = report.metrics
         else:
@@ -244,7 +253,8 @@ class Ledger(tune.Callback):
         bundle = self._bundle(tune_trial)
         attempt = self.next_attempt.get(tid, 1)
         self.next_attempt[tid] = attempt + 1
-        return Attempt(tid, attempt, bundle.members[tid], bundle.id)
+        latest = {} if bundle.sampled else None
+        return Attempt(tid, attempt, bundle.members[tid], bundle.id, latest=latest)
 
     def _running(self, tune_trial: Any) -> list[Attempt]:
         """The attempts of the Tune trial still running, no longer tracked."""
@@ -305,8 +315,9 @@ class Ledger(tune.Callback):
 
 
 def _results(live: Attempt, status: Status) -> dict[str, Any]:
-    """An attempt's final metrics; for one stopped early, the last value of each it reported."""
-    if live.final is None and status == Status.STOPPED:
+    """An attempt's final metrics; for a sampled config's seed stopped early, the last value
+    of each it reported (what its searcher and scheduler saw)."""
+    if live.final is None and status == Status.STOPPED and live.latest is not None:
         return {k: v for k, v in live.latest.items() if k != "step"}
     return live.final or {}
 

@@ -89,8 +89,12 @@ def _max_failures(spec: SweepSpec) -> int:
     """Tune's retries: per trial as the spec says; for a bundle (a search config's seeds
     too), enough for each member's: each failed attempt of a bundle charges at least one
     member, but for the first death of its worker (orchestrator/run/ledger.py)."""
-    searching = spec.search.algorithm != "grid"
-    size = spec.bundle.size if spec.bundle else len(spec.seed_list) if searching else 1
+    if spec.bundle is not None:
+        size = spec.bundle.size
+    elif spec.search.algorithm != "grid":
+        size = len(spec.seed_list)  # a config's seeds
+    else:
+        size = 1
     if size == 1:
         return spec.retries
     return size * (spec.retries + 1) + 1

@@ -64,7 +64,7 @@ class Bundle:
     config_id: str | None = None  # ... and its config_id
 
     @property
-    def searched(self) -> bool:
+    def sampled(self) -> bool:
         """The Tune trial is a config a searcher sampled, run with every seed."""
         return bool(self.seeds)
 
@@ -261,8 +261,14 @@ class StepOutbox(Outbox):
 def run_bundle(fn: Experiment, ctx: RunContext, bundle: Bundle) -> None:
     """Run the members, each recorded on its own. A bundle of one raises what its trial
     raised; a larger one raises MembersFailed if some raised and the spec allows retries.
-    None left (all done or out of retries when Tune restarted the bundle): nothing to do."""
+    None left (all done or out of retries when Tune restarted the bundle): nothing to do,
+    but for a sampled config, whose searcher the driver then tells its seeds' value
+    (orchestrator/run/ledger.py) in an empty result."""
     if not bundle.members:
+        if bundle.sampled:
+            from ray import tune
+
+            tune.report(to_result())
         return
     outbox = _outbox(bundle, ctx.per_step)
     fused = fn.fused if bundle.id is not None else None
@@ -286,7 +292,10 @@ def run_bundle(fn: Experiment, ctx: RunContext, bundle: Bundle) -> None:
 
 
 def _outbox(bundle: Bundle, per_step: Objective | None) -> Outbox:
-    if per_step is not None and bundle.searched and not bundle.alone:
+    """How the bundle's reports travel: under a scheduler, a sampled config's seeds step by
+    step; a lone trial's at once, where Tune looks (a config down to one seed's: its value
+    is the aggregate over the seeds still running); else in batches."""
+    if per_step is not None and bundle.sampled and not bundle.alone:
         return StepOutbox(list(bundle.members), per_step)
     return Outbox(0.0 if bundle.sends_at_once else FLUSH_S, bundle.alone)
 
