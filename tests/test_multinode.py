@@ -64,12 +64,13 @@ def test_fractional_gpu_trials_share_the_device_and_see_cuda(tmp_path: Path, clu
         from pathlib import Path
 
         def experiment(config, trial):
-            # Wait (30 s at most) until a second trial runs, so that two surely hold the GPU
-            # at once if the resources let them, however slowly a loaded machine starts them.
+            # Wait (30 s at most) until all four trials run, however slowly a loaded machine
+            # starts them: four trials on three GPUs, so two surely hold one GPU at once if
+            # the resources let them (with only two or three at once, each may have its own).
             meet = Path(config["meet"])
             (meet / trial.id).touch()
             deadline = time.monotonic() + 30
-            while len(os.listdir(meet)) < 2 and time.monotonic() < deadline:
+            while len(os.listdir(meet)) < 4 and time.monotonic() < deadline:
                 time.sleep(0.05)
             time.sleep(0.5)
             return {"seen": trial.device, "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
