@@ -119,13 +119,17 @@ class Sweep:
         return self.metrics.merge(self.ids, on=["sweep", "trial_id", "attempt"], how="inner")
 
     def seeds_asked(self) -> dict[str, int | None]:
-        """Per sweep, how many seeds each group should have (None for a random search)."""
+        """Per sweep, how many seeds each group should have (None for a search, or seeds
+        added until decided)."""
         asked = {}
         for name, meta in self.meta.items():
             spec = meta.get("spec", {})
             seeds = spec.get("seeds")
             grid = (spec.get("search") or {}).get("algorithm", "grid") == "grid"
-            asked[name] = (seeds if isinstance(seeds, int) else len(seeds or [])) if grid else None
+            if isinstance(seeds, dict) or not grid:  # added until decided, or a search
+                asked[name] = None
+            else:
+                asked[name] = seeds if isinstance(seeds, int) else len(seeds or [])
         return asked
 
     def settings(self) -> ReportSettings:

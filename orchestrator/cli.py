@@ -139,6 +139,8 @@ def run(
         f"{outcome.count(Status.STOPPED)} stopped early)"
         + (" - interrupted; run again to finish" if outcome.interrupted else "")
     )
+    for line in outcome.decisions:
+        click.echo(line)
     click.echo(f"results: {outcome.path}   (sweep status {outcome.path})")
     if outcome.after_sweep:
         click.echo(f"after the trials: {outcome.after_sweep}")

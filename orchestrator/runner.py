@@ -8,6 +8,7 @@ a file is written, so a bad spec leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib.util
 import os
@@ -33,7 +34,7 @@ from orchestrator.params import check_spec, effective
 from orchestrator.registry import resolve
 from orchestrator.run.connection import choose, connect
 from orchestrator.searched import Searched, searched
-from orchestrator.spec import SweepSpec, load_spec
+from orchestrator.spec import Rounds, SweepSpec, load_spec
 from orchestrator.store.compaction import compact_after_run, recover
 from orchestrator.store.folder import RunStatus, StorageFull, SweepStore, now, store_at
 from orchestrator.store.inputs import SweepInput, resolve_inputs
@@ -129,6 +130,7 @@ class SweepResult:
     rows: list[dict[str, Any]] = field(default_factory=list)  # trial rows written by this run
     interrupted: bool = False
     told: dict[str, float] = field(default_factory=dict)  # search: config_id -> searcher's value
+    decisions: list[str] = field(default_factory=list)  # seeds added until decided: the end
     aborted: str | None = None  # why the sweep stopped before its trials ended, if it did
     after_sweep: str | None = None  # what the experiment's after_sweep step returned
     after_sweep_error: str | None = None
@@ -168,16 +170,23 @@ def plan(
             f"{store.uri} holds a sweep of experiment {meta.get('experiment')!r}, not "
             f"{spec.experiment!r}: give this sweep another name (or --set name=...)"
         )
-    columns = ["trial_id", "status", "attempt"]
-    searching = spec.search.algorithm != "grid"
-    previous = store.read("trials", None if searching else columns)  # a search: whole
-    if not len(previous):
-        previous = store.read("trials", columns)  # typed, though empty
-    done: set[str] = set()
-    if len(previous):
-        done = set(previous.loc[previous["status"].isin(SUCCESS), "trial_id"])
+    previous, done = _history(store, whole=spec.search.algorithm != "grid")
     configs = {trial_id(spec.experiment, c): c for c in grid}
     return Plan(spec, store, configs, done, previous, source_dir, params, fused)
+
+
+def _trials_table(store: SweepStore) -> pd.DataFrame:
+    return _history(store, whole=True)[0]
+
+
+def _history(store: SweepStore, whole: bool = False) -> tuple[pd.DataFrame, set[str]]:
+    """The trials table so far (its id, status and attempt columns, or `whole`), and the
+    ids of the trials with a successful row."""
+    columns = ["trial_id", "status", "attempt"]
+    previous = store.read("trials", None if whole else columns)
+    if not len(previous):
+        return store.read("trials", columns), set()  # typed, though empty
+    return previous, set(previous.loc[previous["status"].isin(SUCCESS), "trial_id"])
 
 
 def run_sweep(
@@ -221,6 +230,8 @@ def run_sweep(
     started_ray = connect(address, wait=spec.limits.start_time)
     try:
         _check_resources(spec)
+        if isinstance(spec.seeds, Rounds):
+            return _execute_rounds(the_plan, fn, inputs, address, progress, result)
         return _execute(the_plan, fn, inputs, address, progress, result)
     finally:
         if started_ray:
@@ -242,7 +253,7 @@ def _check_resources(spec: SweepSpec) -> None:
             )
 
 
-def _execute(
+def _execute_rounds(
     the_plan: Plan,
     fn: Experiment,
     inputs: dict[str, SweepInput],
@@ -250,7 +261,39 @@ def _execute(
     progress: TextIO | None,
     result: SweepResult,
 ) -> SweepResult:
-    """Run the plan's trials on Ray Tune: the ledger records every attempt as it ends."""
+    """A sequential sweep: rounds of its trials, as orchestrator/rounds.py decides, each run
+    (and recorded in sweep.json) as a run of its own; the experiment's after_sweep once."""
+    from orchestrator import rounds
+
+    store = the_plan.store
+
+    def run_round(configs: dict[str, dict[str, Any]]) -> set[str] | None:
+        previous, done = _history(store)
+        part = dataclasses.replace(the_plan, configs=configs, done=done, attempts=previous)
+        ran = _execute(part, fn, inputs, address, progress, SweepResult(result.path, 0, 0), False)
+        result.rows += ran.rows
+        result.interrupted |= ran.interrupted
+        return None if ran.interrupted else ran.failed_trials
+
+    assert isinstance(the_plan.spec.seeds, Rounds)
+    read = functools.partial(_trials_table, store)
+    result.decisions = rounds.run(the_plan.configs, the_plan.spec.seeds, read, run_round, progress)
+    if not result.interrupted and result.count(Status.OK):
+        _after_sweep(fn, store.uri, result, progress)
+    return result
+
+
+def _execute(
+    the_plan: Plan,
+    fn: Experiment,
+    inputs: dict[str, SweepInput],
+    address: str | None,
+    progress: TextIO | None,
+    result: SweepResult,
+    after_sweep: bool = True,
+) -> SweepResult:
+    """Run the plan's trials on Ray Tune: the ledger records every attempt as it ends; then
+    the experiment's after_sweep step, unless told not to."""
     from orchestrator.run.signals import Interrupt, on_signals
     from orchestrator.run.tuner import make_tuner, quiet
     from orchestrator.worker.attempt import Shipped
@@ -294,7 +337,7 @@ def _execute(
     if not result.interrupted and abort.reason is None:
         compact_after_run(store, progress)
     abort.raise_reason()
-    if not result.interrupted and result.count(Status.OK):
+    if after_sweep and not result.interrupted and result.count(Status.OK):
         _after_sweep(fn, store.uri, result, progress)
     return result
 

@@ -129,6 +129,44 @@ class Bundle(_Strict):
     by: Literal["*"] | list[str] = ["seed"]
 
 
+class Until(_Strict):
+    """What a sequential sweep decides: which level of `by` is best on `metric` (`mode`),
+    within each combination of the other keys; `alpha`: the chance, at most, that a
+    comparison whose levels do not differ declares a winner (analysis/sequential.py)."""
+
+    metric: str
+    by: str
+    mode: Literal["min", "max"]
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+
+class Rounds(_Strict):
+    """Seeds added until decided: `min` seeds of every cell, then `step` more at a time to
+    the cells whose comparison is not decided, up to `max`."""
+
+    min: Annotated[StrictInt, Field(ge=2)]
+    max: StrictInt
+    step: Annotated[StrictInt, Field(gt=0)] = 1
+    until: Until
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Rounds:
+        if self.max < self.min:
+            raise ValueError(f"seeds.max ({self.max}) is below seeds.min ({self.min})")
+        return self
+
+
+def _rounds(raw: dict[str, Any]) -> Rounds:
+    """`seeds:` as a mapping, checked, its first problem said as `seeds.<key>: ...`."""
+    try:
+        return Rounds.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(["seeds", *(str(p) for p in err["loc"])])
+        what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise ValueError(f"{where}: {what.removeprefix('Value error, ')}") from None
+
+
 def _shorthand(value: Any) -> Any:
     """`search: random` means `search: {algorithm: random}`."""
     return {"algorithm": value} if isinstance(value, str) else value
@@ -141,7 +179,7 @@ class SweepSpec(_Strict):
     experiment: str = Field(min_length=1)
     description: str = ""
     grid: dict[str, Any] = {}
-    seeds: int | list[int] = 1
+    seeds: int | list[int] | Rounds = 1
     params: dict[str, Any] = {}
     resources: Resources = Resources()
     max_concurrent: Annotated[StrictInt, Field(gt=0)] | None = None
@@ -175,15 +213,18 @@ class SweepSpec(_Strict):
         def whole(x: Any) -> bool:
             return isinstance(x, int) and not isinstance(x, bool)
 
-        if whole(seeds) and seeds >= 1:
+        if isinstance(seeds, dict):
+            return _rounds(seeds)
+        if whole(seeds) and seeds >= 1 or isinstance(seeds, Rounds):
             return seeds
         if isinstance(seeds, list) and seeds and all(whole(s) and s >= 0 for s in seeds):
             if len(set(seeds)) != len(seeds):
                 raise ValueError(f"seeds repeat: {seeds}")
             return seeds
         raise ValueError(
-            "seeds is a count of at least 1 (seeds: 3 means 0, 1, 2) "
-            "or a list of distinct non-negative integers (seeds: [7, 11])"
+            "seeds is a count of at least 1 (seeds: 3 means 0, 1, 2), a list of distinct "
+            "non-negative integers (seeds: [7, 11]), or seeds added until decided "
+            "({min: 3, max: 30, step: 3, until: {metric: M, by: KEY, mode: min}})"
         )
 
     @field_validator("grid")
@@ -254,7 +295,22 @@ class SweepSpec(_Strict):
             raise ValueError("scheduler asha needs a metric and mode (on the scheduler or search)")
         if self.bundle is not None:
             self._check_bundle(self.bundle)
+        if isinstance(self.seeds, Rounds):
+            self._check_rounds(self.seeds, set_by_grid)
         return self
+
+    def _check_rounds(self, rounds: Rounds, set_by_grid: list[str]) -> None:
+        if self.search.algorithm != "grid":
+            raise ValueError(
+                "seeds added until decided (seeds.until) need search: grid; a search runs "
+                "every config with a fixed list of seeds"
+            )
+        if rounds.until.by not in set_by_grid:
+            raise ValueError(
+                f"seeds.until.by is {rounds.until.by!r}, not a key the grid sweeps"
+                f"{did_you_mean(rounds.until.by, set_by_grid)}; the comparison is between "
+                "its levels"
+            )
 
     def _check_bundle(self, bundle: Bundle) -> None:
         if self.search.algorithm != "grid":
@@ -277,6 +333,9 @@ class SweepSpec(_Strict):
 
     @property
     def seed_list(self) -> list[int]:
+        """Every seed a trial may run with (a sequential sweep's: up to its max)."""
+        if isinstance(self.seeds, Rounds):
+            return list(range(self.seeds.max))
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
 
