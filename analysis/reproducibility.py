@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from analysis.aggregates import aggregate
 from analysis.document import Section, fmt, markdown_table
+from analysis.pairs import METHOD, MIN_MODELS, models, pair_mean
 from analysis.settings import ReportSettings
 from analysis.sweep import Folder, Sweep, load
 from analysis.tables import Status, read_parquet
@@ -163,18 +165,40 @@ def report_section(sweep: Sweep, settings: ReportSettings) -> list[Section]:
     if sweep.pairs is None:
         return [section.add("No pairs/ table: the after-sweep step did not run or failed.")]
     pairs = sweep.pairs.assign(group=sweep.label(sweep.pairs))
-    table = aggregate(pairs, ["group"], PAIR_METRICS)
-    table["seeds"] = table["group"].map(sweep.ids.groupby("group").size())
-    table["95% interval"] = [
-        f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
-    ]
-    section.add(table[["group", "seeds", "metric", "n", "mean", "95% interval"]])
+    section.add(_model_level(pairs, [m for m in PAIR_METRICS if m in pairs] or sweep.pair_metrics))
     section.add(
-        "n counts pairs: k seeds give k(k-1)/2 pairs that share models, so the pairs are not "
-        "independent and these t-intervals are narrower than they should be. Compare groups "
-        "by the seed count behind them, not by n."
+        f"Intervals: {METHOD}. k seeds give k(k-1)/2 pairs, each seed in k - 1 of them, so "
+        "a t-interval over the pairs would be too narrow; the interval here is mean ± "
+        f"t(seeds - 1) × the jackknife SE (leaving one seed out removes all its pairs), "
+        f"none with fewer than {MIN_MODELS} seeds. Groups are compared in the Significance "
+        "section by the same method."
     )
     return [section]
+
+
+def _model_level(pairs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Per group and pair metric: seeds, pairs, mean, jackknife SE and 95% interval."""
+    pairs = pairs.reset_index(drop=True)
+    model_a, model_b = models(pairs)
+    rows = []
+    for metric in metrics:
+        for group, frame in pairs.groupby("group", sort=True):
+            level = pair_mean(model_a[frame.index], model_b[frame.index], frame[metric])
+            half = stats.t.ppf(0.975, max(level.n_models - 1, 1)) * level.se  # NaN se: none
+            rows.append(
+                {
+                    "group": group,
+                    "seeds": level.n_models,
+                    "metric": metric,
+                    "pairs": level.n_pairs,
+                    "mean": level.mean,
+                    "SE (jackknife)": level.se,
+                    "95% interval": "-"
+                    if not np.isfinite(half)
+                    else f"[{fmt(level.mean - half)}, {fmt(level.mean + half)}]",
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 if __name__ == "__main__":

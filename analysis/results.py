@@ -13,6 +13,7 @@ import pandas as pd
 from analysis import plots
 from analysis.aggregates import aggregate
 from analysis.errors import AnalysisError
+from analysis.pairs import pairwise_models
 from analysis.ranking import composite
 from analysis.settings import ReportSettings
 from analysis.significance import holm, one_way, pairwise
@@ -21,6 +22,8 @@ from analysis.sweep import Sweep, label_rows
 MAX_METRICS = 8  # metrics analysed when the settings name none
 
 MAX_PAIRWISE_GROUPS = 12  # above this, each group is tested against the best one only
+WELCH = "Welch"  # the test that decides for a metric of trials (one value per seed)
+JACKKNIFE = "jackknife over models"  # and for a metric of pairs of seeds (analysis.pairs)
 
 
 @dataclass
@@ -123,13 +126,24 @@ def _tests(
     pairs: pd.DataFrame | None,
     settings: ReportSettings,
 ) -> pd.DataFrame:
+    """Pairwise comparisons per metric. `test` names the test that decides, `p` and
+    `p_holm` (Holm over the comparisons of a metric) are its p-values: Welch for a
+    metric of trials; for a pair metric the model-level jackknife of analysis.pairs,
+    since pairs sharing a model are not independent (Welch over the pairs is kept as
+    `p_welch_pairs`, for reference only)."""
     tables = []
     for (source, metric), rows in summary.groupby(["source", "metric"], sort=False):
-        frame = observations if source == "trials" else pairs
         against = None
         if len(rows) > MAX_PAIRWISE_GROUPS:
             against = best_first(rows, settings.directions.get(metric)).iloc[0]["group"]
-        tables.append(pairwise(frame, "group", metric, against=against).assign(source=source))
+        if source == "trials":
+            table = pairwise(observations, "group", metric, against=against)
+            if not table.empty:
+                table = table.assign(test=WELCH, p=table["p_welch"], p_holm=table["p_welch_holm"])
+        else:
+            table = pairwise_models(pairs, "group", metric, against=against)
+            table = table.assign(test=JACKKNIFE) if not table.empty else table
+        tables.append(table.assign(source=source))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 

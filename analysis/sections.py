@@ -18,6 +18,7 @@ from analysis.aggregates import curve
 from analysis.configs import SearchGoal, rank_search, ranked_lines
 from analysis.distributions import normal_fits
 from analysis.document import Plot, Section, fmt, slug
+from analysis.pairs import METHOD, MIN_MODELS
 from analysis.results import MAX_METRICS, MAX_PAIRWISE_GROUPS, Analysis, best_first
 from analysis.settings import ReportSettings
 from analysis.significance import ALPHA
@@ -81,10 +82,12 @@ def _executive_summary(a: Analysis) -> Section:
             f"- No direction declared for {', '.join(undirected)}: not ranked "
             "(add `report: {directions: {metric: lower|higher}}` to the spec)."
         )
-    tested = a.tests["p_welch_holm"].dropna() if len(a.tests) else pd.Series(dtype=float)
+    tested = a.tests["p_holm"].dropna() if len(a.tests) else pd.Series(dtype=float)
     lines.append(
         f"- **Significance**: {int((tested < ALPHA).sum())} of {len(tested)} tested pairwise "
-        f"comparisons differ at p < {ALPHA} (Welch, Holm-corrected per metric)."
+        f"comparisons differ at p < {ALPHA} (Welch"
+        + (f"; pair metrics: {METHOD}" if a.pair_metrics else "")
+        + "; Holm-corrected per metric)."
     )
     return Section("Executive summary").add("\n".join(lines))
 
@@ -96,9 +99,12 @@ def _best_line(a: Analysis, source: str, metric: str) -> str:
         return f"- **{metric}**: no finite values."
     best = ordered.iloc[0]
     where = ", over pairs of seeds" if source == "pairs" else ""
+    # a t-interval over pairs would be too narrow (they share models): the test below is
+    # the model-level one, with its own interval in the significance section
+    spread = f"(mean of {best['n']} pairs)" if source == "pairs" else _interval(best)
     text = (
         f"- **{metric}** ({a.direction(metric)} is better{where}): best **{best['group']}** "
-        f"{fmt(best['mean'])} {_interval(best)}"
+        f"{fmt(best['mean'])} {spread}"
     )
     if len(ordered) < 2:
         return text + "."
@@ -110,13 +116,21 @@ def _best_line(a: Analysis, source: str, metric: str) -> str:
         & a.tests["group_a"].isin(pair)
         & a.tests["group_b"].isin(pair)
     ]
-    p = test["p_welch_holm"].iloc[0] if len(test) else float("nan")
+    p = test["p_holm"].iloc[0] if len(test) else float("nan")
     if p != p:
-        n_ok = min(best["n"], second["n"]) >= 2
-        verdict = "no test (" + ("no spread in either group" if n_ok else "a group has n < 2") + ")"
+        if source == "pairs":
+            n_ok = len(test) and min(test["n_a"].iloc[0], test["n_b"].iloc[0]) >= MIN_MODELS
+            short = f"a group has fewer than {MIN_MODELS} seeds"
+        else:
+            n_ok, short = min(best["n"], second["n"]) >= 2, "a group has n < 2"
+        verdict = "no test (" + ("no spread in either group" if n_ok else short) + ")"
     else:
         verdict = "significantly better" if p < ALPHA else "not significantly different"
-        verdict += f" (Welch p = {fmt(p)}, Holm)"
+        if source == "pairs":
+            row = test.iloc[0]
+            verdict += f" ({row['test']} p = {fmt(p)}, Holm; {row['n_a']}/{row['n_b']} seeds)"
+        else:
+            verdict += f" (Welch p = {fmt(p)}, Holm)"
     return text + f"; next {second['group']} {fmt(second['mean'])}: {verdict}."
 
 
@@ -269,8 +283,9 @@ def _rankings_section(a: Analysis) -> Section:
 def _significance_section(a: Analysis) -> Section:
     section = Section("Significance")
     section.add(
-        "Pairwise: Welch's t-test with the 95% interval of the difference (A - B, not "
-        "adjusted for the number of comparisons), Mann-Whitney U, Hedges' g; p-values "
+        "Pairwise, for metrics of trials: Welch's t-test with the 95% interval of the "
+        "difference (A - B, not adjusted for the number of comparisons), Mann-Whitney U, "
+        "Hedges' g; p-values "
         "Holm-corrected over the pairs of each metric. n < 2 is not tested; n < 5 is flagged, "
         "with the smallest p Mann-Whitney can reach at that n. All rows: `significance.csv`."
     )
@@ -282,8 +297,13 @@ def _significance_section(a: Analysis) -> Section:
         )
     if a.pair_metrics:
         section.add(
-            "Pair metrics (source pairs): the pairs of one group share trials, so they are not "
-            "independent and these tests overstate certainty; read them as descriptive."
+            f"Pair metrics (source pairs) are tested at the level of models: {METHOD}. "
+            "Each group's mean pair metric gets a jackknife variance (leaving one seed out "
+            "removes all its pairs); A - B has the standard error sqrt(var_A + var_B), a "
+            "t-interval and p with Welch-Satterthwaite degrees of freedom (n - 1 per group, "
+            f"n = seeds), Holm-corrected over the pairs of groups of each metric. It needs "
+            f"{MIN_MODELS} or more seeds per group. Welch over the pairs is shown for "
+            "reference only (pairs treated as independent): it decides nothing."
         )
     if not a.one_way.empty:
         section.add(
@@ -294,13 +314,40 @@ def _significance_section(a: Analysis) -> Section:
     if a.tests.empty:
         return section.add("Only one group: nothing to compare.")
     for (source, metric), rows in a.tests.groupby(["source", "metric"], sort=False):
-        if rows["p_mwu"].isna().all():
-            section.add(f"**{metric}** ({source}): no group has n >= 2, nothing to test.")
+        if rows["note"].str.startswith("not tested").all():
+            least = f"{MIN_MODELS} seeds" if source == "pairs" else "n >= 2"
+            section.add(f"**{metric}** ({source}): no two groups have {least}, nothing to test.")
             continue
-        shown = rows.sort_values("p_welch_holm", na_position="last").head(MAX_ROWS)
+        shown = rows.sort_values("p_holm", na_position="last").head(MAX_ROWS)
         more = f", the {MAX_ROWS} smallest p of {len(rows)}" if len(rows) > MAX_ROWS else ""
-        section.add(f"**{metric}** ({source}{more})", _test_table(shown))
+        table = _pair_test_table(shown) if source == "pairs" else _test_table(shown)
+        section.add(f"**{metric}** ({source}{more})", table)
     return section
+
+
+def _pair_test_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The model-level comparisons of a pair metric, Welch over pairs beside for reference."""
+    return pd.DataFrame(
+        {
+            "A": rows["group_a"],
+            "B": rows["group_b"],
+            "seeds": _both(rows["n_a"], rows["n_b"]),
+            "pairs": _both(rows["n_pairs_a"], rows["n_pairs_b"]),
+            "A - B": rows["diff"],
+            "SE (jackknife)": rows["se"],
+            "95% interval (unadjusted)": [
+                _interval_text(lo, hi)
+                for lo, hi in zip(rows["ci_low"], rows["ci_high"], strict=True)
+            ],
+            "df": rows["df"],
+            "p": rows["p"],
+            "p (Holm)": rows["p_holm"],
+            "p Welch over pairs (pairs treated as independent, for reference)": rows[
+                "p_welch_pairs"
+            ],
+            "note": rows["note"],
+        }
+    )
 
 
 def _test_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -324,6 +371,11 @@ def _test_table(rows: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _both(a: pd.Series, b: pd.Series) -> list[str]:
+    """`5/5`: counts of A and B (whole numbers, though a table with NaN made them floats)."""
+    return [f"{x:.0f}/{y:.0f}" for x, y in zip(a, b, strict=True)]
+
+
 def _interval_text(low: float, high: float) -> str:
     return "-" if pd.isna(low) else f"[{fmt(low)}, {fmt(high)}]"
 
@@ -343,19 +395,20 @@ def _findings_section(a: Analysis) -> Section:
                 for r in effects.sort_values("p_anova_holm").itertuples()
             ),
         )
-    tests = a.tests[a.tests["source"] == "trials"] if len(a.tests) else pd.DataFrame()
-    tested = tests[tests["p_welch_holm"].notna()] if len(tests) else tests
-    supported = tested[tested["p_welch_holm"] < ALPHA] if len(tested) else tested
+    tested = a.tests[a.tests["p_holm"].notna()] if len(a.tests) else a.tests
+    supported = tested[tested["p_holm"] < ALPHA] if len(tested) else tested
     if supported.empty:
         if len(a.groups) < 2:
             return section.add("One group only: there is nothing to compare.")
         return section.add(
             f"No pair of groups differs at p < {ALPHA} after Holm correction ({len(tested)} "
-            f"tested comparisons over {len(a.metrics)} metrics): the order of the means above "
+            f"tested comparisons over {len(a.metrics) + len(a.pair_metrics)} metrics): the "
+            "order of the means above "
             "may be chance; more seeds would narrow the intervals."
         )
     lines = [
-        _finding(row) for row in supported.sort_values("p_welch_holm").head(MAX_ROWS).itertuples()
+        _pair_finding(row) if row.source == "pairs" else _finding(row)
+        for row in supported.sort_values("p_holm").head(MAX_ROWS).itertuples()
     ]
     more = len(supported) - MAX_ROWS
     section.add(f"Differences that hold at p < {ALPHA} after Holm correction:", "\n".join(lines))
@@ -375,6 +428,21 @@ def _finding(row: Any) -> str:
         f"(difference {fmt(means[0] - means[1])}, 95% interval [{fmt(ci[0])}, {fmt(ci[1])}] "
         f"unadjusted), Welch p = {fmt(row.p_welch_holm)} (Holm), Hedges' g = "
         f"{fmt(-row.hedges_g if flip else row.hedges_g)}, n = {n[0]}/{n[1]}{unconfirmed}."
+    )
+
+
+def _pair_finding(row: Any) -> str:
+    """One pair metric's significant difference (model-level test), the lower group first."""
+    flip = row.diff > 0
+    low, high = (row.group_b, row.group_a) if flip else (row.group_a, row.group_b)
+    means = (row.mean_b, row.mean_a) if flip else (row.mean_a, row.mean_b)
+    n = (row.n_b, row.n_a) if flip else (row.n_a, row.n_b)
+    ci = (-row.ci_high, -row.ci_low) if flip else (row.ci_low, row.ci_high)
+    return (
+        f"- **{low}** has lower {row.metric} (over pairs of seeds) than **{high}**: "
+        f"{fmt(means[0])} vs {fmt(means[1])} (difference {fmt(means[0] - means[1])}, 95% "
+        f"interval [{fmt(ci[0])}, {fmt(ci[1])}] unadjusted), {row.test} p = "
+        f"{fmt(row.p_holm)} (Holm), n = {n[0]}/{n[1]} seeds."
     )
 
 
