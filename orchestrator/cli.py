@@ -453,6 +453,7 @@ def plot(sweep_dir: str, metric: str, x: str | None, by: str | None, out: Path |
     "--power",
     "target",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    metavar="P",
     default=0.8,
     show_default=True,
     help="The chance of detecting the difference, when it is there.",
@@ -460,6 +461,7 @@ def plot(sweep_dir: str, metric: str, x: str | None, by: str | None, out: Path |
 @click.option(
     "--alpha",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    metavar="A",
     default=0.05,
     show_default=True,
     help="The test's level (two-sided).",

@@ -215,3 +215,14 @@ def test_sweep_power_with_one_seed_per_cell_exits_2(tmp_path):
     pairs = cli("power", str(write_pilot(tmp_path / "r2", seeds=2)), "--metric", "pd",
                 "--by", "act", cwd=tmp_path)  # fmt: skip
     assert pairs.returncode == 2 and "3 or more seeds" in pairs.stderr
+
+
+def test_sweep_power_help_and_a_folder_that_is_no_sweep(tmp_path):
+    out = cli("power", "--help", cwd=tmp_path)
+    assert out.returncode == 0 and "Usage: sweep power" in out.stdout
+    missing = cli("power", str(tmp_path / "nope"), "--metric", "loss", "--by", "act",
+                  "--json", cwd=tmp_path)  # fmt: skip
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert "does not exist" in missing.stderr
+    bad = cli("power", "x", "--metric", "loss", "--by", "act", "--power", "1.5", cwd=tmp_path)
+    assert bad.returncode == 2
