@@ -66,6 +66,7 @@ def main() -> None:
     sweep run spec.yaml --dry-run        the trials it would run
     sweep status results/NAME            counts, failures, GPU memory, trials
     sweep report results/NAME            statistics and figures: report.html
+    sweep power results/NAME --metric M --by KEY   how many seeds a difference needs
     sweep experiments                    what `experiment:` can name
 
     `sweep COMMAND --help` for each. Bad input exits 2 with a message naming the key,
@@ -431,3 +432,85 @@ def plot(sweep_dir: str, metric: str, x: str | None, by: str | None, out: Path |
     from orchestrator import reporting  # scipy and matplotlib: only when needed
 
     click.echo(f"plot: {reporting.plot(sweep_dir, metric, x, by, out)}")
+
+
+@main.command()
+@click.argument("sweep_dir", metavar="SWEEP_DIR")
+@click.option(
+    "--metric",
+    required=True,
+    metavar="METRIC",
+    help="A final metric (a column of trials/), or a pair metric of pairs/ (pd, ...).",
+)
+@click.option("--by", required=True, metavar="KEY", help="The factor whose levels are compared.")
+@click.option(
+    "--effect",
+    type=float,
+    default=None,
+    metavar="E",
+    help="The difference between two levels to detect, in the metric's units: prints the "
+    "seeds per level it needs. Without it: only the smallest difference detectable now.",
+)
+@click.option(
+    "--power",
+    "target",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    metavar="P",
+    default=0.8,
+    show_default=True,
+    help="The chance of detecting the difference, when it is there.",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    metavar="A",
+    default=0.05,
+    show_default=True,
+    help="The test's level (two-sided).",
+)
+@click.option(
+    "--adjust",
+    is_flag=True,
+    help="With more than two levels: Bonferroni, alpha divided by the number of pairs of "
+    "levels (default: each pair at alpha, unadjusted).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, nothing else.")
+def power(
+    sweep_dir: str,
+    metric: str,
+    by: str,
+    effect: float | None,
+    target: float,
+    alpha: float,
+    adjust: bool,
+    as_json: bool,
+) -> None:
+    """How many seeds per level of KEY a difference between two levels needs, with the
+    sweep's spread as a pilot; SWEEP_DIR a folder or a URI.
+
+    \b
+    sweep power results/regression --metric val_loss --by optimizer --effect 0.01
+    sweep power results/regression --metric val_loss --by lr --json
+
+    The spread is the pooled within-cell SD across seeds (a cell: one level of KEY at
+    one setting of the other factors; weights n - 1). Power is that of a two-sided
+    two-sample t-test at --alpha with equal seeds per level (noncentral t), comparing
+    two levels at one setting of the other factors; with more than two levels, per pair
+    of levels (--adjust: Bonferroni over the pairs). Prints the seeds per level that
+    --effect needs, and the smallest difference the current seeds (the smallest count of
+    any cell) detect with --power. The pilot SD is taken as the true one (its 95%
+    interval is printed). A pair metric (pd, relative_pd, top1_mismatch_pct) has no
+    value per seed: each model gets its mean over its pairs in its cell, the spread
+    scaled to the delete-one-model jackknife; an approximation of the model-level
+    spread, needing 3 seeds per cell.
+    """
+    import json
+
+    from analysis.power import analyse_power, describe
+    from analysis.sweep import load
+
+    result = analyse_power(load(sweep_dir), metric, by, effect, target, alpha, adjust)
+    if as_json:
+        click.echo(json.dumps(result, allow_nan=False))
+    else:
+        click.echo(describe(result))
