@@ -103,8 +103,9 @@ def _best_line(a: Analysis, source: str, metric: str) -> str:
     # the model-level one, with its own interval in the significance section
     spread = f"(mean of {best['n']} pairs)" if source == "pairs" else _interval(best)
     text = (
-        f"- **{metric}** ({a.direction(metric)} is better{where}): best **{best['group']}** "
-        f"{fmt(best['mean'])} {spread}"
+        f"- **{metric}** ({a.direction(metric)} is better{where}): best of {len(ordered)} "
+        f"**{best['group']}** {fmt(best['mean'])} {spread}"
+        + (" (selected: picked on these data, so its estimate flatters it)" * (len(ordered) > 1))
     )
     if len(ordered) < 2:
         return text + "."

@@ -167,7 +167,8 @@ def test_the_report_says_significant_for_a_pair_metric_only_when_the_models_say_
     assert pd.isna(ab["p_welch_holm"])  # no Welch p that anything could read as the verdict
 
     best = next(line for line in md.splitlines() if line.startswith("- **pd** "))
-    assert "best **a** 0.18 (mean of 10 pairs); next b 0.23: not significantly different" in best
+    assert "best of 3 **a** 0.18 (mean of 10 pairs) (selected: picked on these data" in best
+    assert "; next b 0.23: not significantly different" in best
     assert "jackknife over models p = " in best and "5/5 seeds" in best
     assert "significantly better" not in best
     assert f"pair metrics: {METHOD}" in md

@@ -128,6 +128,8 @@ def test_the_report_has_the_familys_heat_map(storage: Path, decoded):
     folder = reporting.report(storage / "tri-", None, quiet=True)
     md = (folder / "report.md").read_text()
     assert "## Tri-decoding: speedup over the threshold grid" in md
+    cells = decoded.groupby(["small_draft_threshold", "draft_target_threshold"]).ngroups
+    assert f"Best of {cells} cells: " in md and "(selected: picked as the largest of" in md
     maps = {p.name for p in folder.glob("speedup-heatmap*.png")}  # one per kv_cache x greedy
     assert maps == {f"speedup-heatmap-greedy-{g}-kv_cache-{c}.png"
                     for g, c in [(True, True), (False, True), (True, False)]}  # fmt: skip
