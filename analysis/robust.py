@@ -197,9 +197,10 @@ def improvement_interval(
 def factor_cells(
     df: pd.DataFrame, keys: Sequence[str], cells: Sequence[str], metric: str
 ) -> dict[str, dict[tuple, np.ndarray]]:
-    """Level of the factor set by `keys` -> cell of the `cells` columns -> its finite
-    values of `metric`. Rows where every key is missing (another sweep's) are no level."""
-    frame = df[df[list(keys)].notna().any(axis=1)]
+    """Level of the factor set by `keys` (in the order of their values: 32 before 128) ->
+    cell of the `cells` columns -> its finite values of `metric`. Rows where every key is
+    missing (another sweep's) are no level."""
+    frame = df[df[list(keys)].notna().any(axis=1)].sort_values(list(keys), kind="stable")
     frame = frame.assign(_level=label_rows(frame, list(keys)), _value=frame[metric])
     frame = frame[frame["_value"].notna()]
     out: dict[str, dict[tuple, np.ndarray]] = {}
