@@ -22,6 +22,7 @@ Every bootstrap is vectorised over its resamples: a (reps, n) array per stratum.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -74,7 +75,7 @@ def bootstrap_interval(
     """(estimate, low, high): `statistic` on the data, and its percentile interval over
     `reps` stratified resamples. `statistic` takes a (reps, n_i) array per stratum and
     returns one value per resample; the estimate is it on the data as one resample."""
-    strata = [np.asarray(s, dtype=float) for s in strata]
+    strata = [_sorted(s) for s in strata]
     estimate = float(statistic([s[None, :] for s in strata])[0])
     samples = statistic(stratified_resample(strata, reps, np.random.default_rng(seed)))
     low, high = _percentiles(samples, confidence)
@@ -117,7 +118,7 @@ def robust_aggregate(
     frames = []
     for metric in metrics:
         grouped = df.groupby(list(by), dropna=False, sort=True, observed=True)[metric]
-        values = grouped.agg(lambda v: v.dropna().to_numpy(dtype=float))
+        values = grouped.agg(lambda v: _sorted(v.dropna()))
         table = values.index.to_frame(index=False).assign(metric=metric)
         sizes = values.map(len).to_numpy()
         numbers = {c: np.full(len(values), np.nan) for c in COLUMNS}
@@ -168,7 +169,14 @@ def probability_of_improvement(
     """P(A > B): per stratum i, P(a_i better than b_i) + 0.5 P(tie) over all n_a n_b
     pairs of values (Mann-Whitney's U / (n_a n_b)), averaged over the strata (`a` and
     `b` hold one array per stratum, in the same order). `higher=False`: lower is better."""
-    return float(np.mean([_better(x, y, higher).mean() for x, y in zip(a, b, strict=True)]))
+    pairs = zip(map(_sorted, a), map(_sorted, b), strict=True)
+    return float(np.mean([_better(x, y, higher).mean() for x, y in pairs]))
+
+
+def _sorted(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The values in order: a resample draws positions, so sorting first makes the
+    interval depend on the values only, not on the order of the rows they came in."""
+    return np.sort(np.asarray(values, dtype=float))
 
 
 def improvement_interval(
@@ -183,15 +191,26 @@ def improvement_interval(
 
     A resample is counts of each value, so its P is counts_a @ better @ counts_b / (n_a n_b):
     one matrix product per stratum for all resamples."""
-    a = [np.asarray(x, dtype=float) for x in a]
-    b = [np.asarray(x, dtype=float) for x in b]
+    a, b = [_sorted(x) for x in a], [_sorted(x) for x in b]
     positions = stratified_indices([*map(len, a), *map(len, b)], reps, np.random.default_rng(seed))
-    samples = np.zeros(reps)
-    for x, y, pa, pb in zip(a, b, positions[: len(a)], positions[len(a) :], strict=True):
-        counts_a, counts_b = _counts(pa, len(x)), _counts(pb, len(y))
-        samples += ((counts_a @ _better(x, y, higher)) * counts_b).sum(axis=1) / (len(x) * len(y))
-    low, high = _percentiles(samples / len(a))
+    counts = [_counts(p, len(x)) for p, x in zip(positions, [*a, *b], strict=True)]
+    samples = _resampled(a, b, counts[: len(a)], counts[len(a) :], higher)
+    low, high = _percentiles(samples)
     return probability_of_improvement(a, b, higher), float(low), float(high)
+
+
+def _resampled(
+    a: list[np.ndarray],
+    b: list[np.ndarray],
+    counts_a: list[np.ndarray],
+    counts_b: list[np.ndarray],
+    higher: bool,
+) -> np.ndarray:
+    """(reps,): P(A > B) of each resample, given as counts per value (reps, n) per stratum."""
+    samples = np.zeros(len(counts_a[0]))
+    for x, y, ca, cb in zip(a, b, counts_a, counts_b, strict=True):
+        samples += ((ca @ _better(x, y, higher)) * cb).sum(axis=1) / (len(x) * len(y))
+    return samples / len(a)
 
 
 def factor_cells(
@@ -200,14 +219,16 @@ def factor_cells(
     """Level of the factor set by `keys` (in the order of their values: 32 before 128) ->
     cell of the `cells` columns -> its finite values of `metric`. Rows where every key is
     missing (another sweep's) are no level."""
-    frame = df[df[list(keys)].notna().any(axis=1)].sort_values(list(keys), kind="stable")
+    frame = df[df[list(keys)].notna().any(axis=1)]
+    with contextlib.suppress(TypeError):  # values of several types: in order of appearance
+        frame = frame.sort_values(list(keys), kind="stable")
     frame = frame.assign(_level=label_rows(frame, list(keys)), _value=frame[metric])
     frame = frame[frame["_value"].notna()]
     out: dict[str, dict[tuple, np.ndarray]] = {}
     by = ["_level", *cells]
     for key, rows in frame.groupby(by, dropna=False, sort=False, observed=True):
         key = key if isinstance(key, tuple) else (key,)
-        out.setdefault(key[0], {})[key[1:]] = rows["_value"].to_numpy(dtype=float)
+        out.setdefault(key[0], {})[key[1:]] = _sorted(rows["_value"])
     return out
 
 
@@ -224,42 +245,60 @@ def improvements(
     """P(A > B) with its interval for every pair of levels of every factor (`factors`:
     name -> the columns it sets): stratified over the cells of the other group columns
     where both levels have at least `min_n` values. No direction: better means higher.
-    Columns: factor, metric, a, b, cells, n_a, n_b, p, low, high."""
+    Columns: factor, metric, a, b, cells, n_a, n_b, p, low, high.
+
+    Each (level, cell) stratum is resampled once, in the order of levels then cells, and
+    its resamples serve every pair it is in: with two levels sharing every cell, that is
+    what `improvement_interval` draws."""
     higher = direction != "lower"
     rows = []
     for factor, keys in factors.items():
         cells = [c for c in group_columns if c not in keys]
-        levels = factor_cells(df, keys, cells, metric)
-        names = list(levels)
-        for i, first in enumerate(names):
-            for second in names[i + 1 :]:
-                shared = [
-                    c
-                    for c in levels[first]
-                    if c in levels[second]
-                    and min(len(levels[first][c]), len(levels[second][c])) >= min_n
-                ]
-                if not shared:
-                    continue
-                a = [levels[first][c] for c in shared]
-                b = [levels[second][c] for c in shared]
-                p, low, high = improvement_interval(a, b, higher, reps, seed)
-                rows.append(
-                    {
-                        "factor": factor,
-                        "metric": metric,
-                        "a": first,
-                        "b": second,
-                        "cells": len(shared),
-                        "n_a": sum(map(len, a)),
-                        "n_b": sum(map(len, b)),
-                        "p": p,
-                        "low": low,
-                        "high": high,
-                    }
-                )
+        strata = {
+            (level, cell): values
+            for level, by_cell in factor_cells(df, keys, cells, metric).items()
+            for cell, values in by_cell.items()
+            if len(values) >= min_n
+        }
+        positions = stratified_indices(
+            [len(v) for v in strata.values()], reps, np.random.default_rng(seed)
+        )
+        counts = {k: _counts(p, len(strata[k])) for k, p in zip(strata, positions, strict=True)}
+        levels = list(dict.fromkeys(level for level, _ in strata))
+        for i, first in enumerate(levels):
+            for second in levels[i + 1 :]:
+                shared = [c for lv, c in strata if lv == first and (second, c) in strata]
+                if shared:
+                    rows.append(_pair_row(strata, counts, first, second, shared, higher))
+                    rows[-1] |= {"factor": factor, "metric": metric}
     columns = ["factor", "metric", "a", "b", "cells", "n_a", "n_b", "p", "low", "high"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _pair_row(
+    strata: dict[tuple, np.ndarray],
+    counts: dict[tuple, np.ndarray],
+    first: str,
+    second: str,
+    shared: list[tuple],
+    higher: bool,
+) -> dict[str, object]:
+    a = [strata[first, c] for c in shared]
+    b = [strata[second, c] for c in shared]
+    samples = _resampled(
+        a, b, [counts[first, c] for c in shared], [counts[second, c] for c in shared], higher
+    )
+    low, high = _percentiles(samples)
+    return {
+        "a": first,
+        "b": second,
+        "cells": len(shared),
+        "n_a": sum(map(len, a)),
+        "n_b": sum(map(len, b)),
+        "p": probability_of_improvement(a, b, higher),
+        "low": float(low),
+        "high": float(high),
+    }
 
 
 def score_profile(values: np.ndarray, taus: np.ndarray, higher: bool = True) -> np.ndarray:
@@ -293,7 +332,7 @@ def performance_profiles(
         pooled = np.concatenate(values)
         positions = stratified_indices(list(map(len, values)), reps, np.random.default_rng(seed))
         counts = np.hstack([_counts(p, len(v)) for p, v in zip(positions, values, strict=True)])
-        better = _beyond(pooled, taus, higher)
+        better = _beyond(pooled, taus, higher).astype(float)
         low, high = _percentiles(counts @ better / len(pooled))  # (reps, taus) resampled
         frames.append(
             pd.DataFrame(
