@@ -34,7 +34,6 @@ from analysis.sweep import label_rows
 REPS = 2000
 CONFIDENCE = 0.95
 SEED = 0
-_CHUNK = 4_000_000  # elements of one (groups, reps, n) block of resampled values
 
 Statistic = Callable[[list[np.ndarray]], np.ndarray]  # (reps, n_i) per stratum -> (reps,)
 
@@ -135,19 +134,23 @@ def robust_aggregate(
 def _same_size(
     values: np.ndarray, where: np.ndarray, out: dict[str, np.ndarray], reps: int, seed: int
 ) -> None:
-    """Fills rows `where` of `out` for groups of one size: `values` is (groups, n)."""
+    """Fills rows `where` of `out` for groups of one size: `values` is (groups, n), each
+    row sorted. A resample is how often it draws each value (counts, (reps, n)); with the
+    values sorted, its IQM weighs value j by how much of its run of copies falls in the
+    kept middle positions [k, n - k): one matrix product gives every group's resamples."""
     out["mean"][where] = values.mean(axis=1)
     out["iqm"][where] = iqm(values, axis=1)
     n = values.shape[1]
     if n < 2:
         return
     (positions,) = stratified_indices([n], reps, np.random.default_rng(seed))
-    step = max(1, _CHUNK // (reps * n))
-    for start in range(0, len(values), step):
-        rows = where[start : start + step]
-        samples = values[start : start + step][:, positions]  # (groups, reps, n)
-        for name, statistic in (("boot", samples.mean(axis=2)), ("iqm", iqm(samples, axis=2))):
-            out[f"{name}_low"][rows], out[f"{name}_high"][rows] = _percentiles(statistic, axis=1)
+    counts = _counts(positions, n)
+    end = np.cumsum(counts, axis=1)
+    cut = n // 4  # trim_mean's int(0.25 * n)
+    kept = np.clip(np.minimum(end, n - cut) - np.maximum(end - counts, cut), 0, None)
+    for name, weights in (("boot", counts / n), ("iqm", kept / (n - 2 * cut))):
+        low, high = _percentiles(values @ weights.T, axis=1)  # (groups, reps) resampled
+        out[f"{name}_low"][where], out[f"{name}_high"][where] = low, high
 
 
 def _better(a: np.ndarray, b: np.ndarray, higher: bool) -> np.ndarray:

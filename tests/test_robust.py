@@ -77,21 +77,29 @@ def test_the_resampler_draws_within_each_stratum_and_keeps_its_count():
 
 
 def test_groups_resampled_together_get_their_own_bootstrap():
-    frame = pd.DataFrame(
-        {
-            "g": ["x"] * 6 + ["y"] * 6 + ["z"],
-            "m": [1.0, 5, 2, 8, 3, np.nan, 7, 1, 1, 2, 9, 4, 3],
-        }
-    )
+    # sizes 5, 6, 8 and 3 (IQM cuts 1, 1, 2 and no values) and 1; x and x2 are resampled
+    # together (one size), through counts rather than values
+    groups = {
+        "x": [1.0, 5, 2, 8, 3, np.nan],
+        "x2": [0.5, 0.1, 9.0, 2.5, 2.5],
+        "y": [7.0, 1, 1, 2, 9, 4],
+        "w": [3.0, 1, 4, 1, 5, 9, 2, 6],
+        "v": [2.0, 7, 1],
+        "z": [3.0],
+    }
+    frame = pd.DataFrame([(g, v) for g, vs in groups.items() for v in vs], columns=["g", "m"])
     table = robust_aggregate(frame, ["g"], ["m"], reps=300, seed=3).set_index("g")
-    assert table["n"].tolist() == [5, 6, 1]  # NaN left out
-    for group in ("x", "y"):
-        values = frame.loc[frame["g"] == group, "m"].dropna().to_numpy()
-        for statistic, columns in ((pooled_iqm, "iqm"), (pooled_mean, "mean")):
-            point, low, high = bootstrap_interval([values], statistic, reps=300, seed=3)
-            names = ("iqm_low", "iqm_high") if columns == "iqm" else ("boot_low", "boot_high")
-            row = table.loc[group]
-            assert (row[columns], row[names[0]], row[names[1]]) == pytest.approx((point, low, high))
+    assert table.loc[list(groups), "n"].tolist() == [5, 5, 6, 8, 3, 1]  # NaN left out
+    for group in ("x", "x2", "y", "w", "v"):
+        values = np.array(groups[group])[::-1]  # in any order
+        values = values[~np.isnan(values)]
+        row = table.loc[group]
+        for statistic, names in (
+            (pooled_iqm, ["iqm", "iqm_low", "iqm_high"]),
+            (pooled_mean, ["mean", "boot_low", "boot_high"]),
+        ):
+            by_values = bootstrap_interval([values], statistic, reps=300, seed=3)
+            assert tuple(row[names]) == pytest.approx(by_values)
     assert table.loc["z", "iqm"] == 3.0 and np.isnan(table.loc["z", "iqm_low"])
 
 
