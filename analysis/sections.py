@@ -407,7 +407,7 @@ def _distributions_section(a: Analysis) -> Section:
     return section
 
 
-PROFILE_METRICS = 3  # more metrics than this: a performance profile of the primary one only
+PROFILE_METRICS = 3  # metrics with a performance profile; more: the primary one only
 PROFILE_PANELS = 3  # factors drawn per performance profile
 TAUS = 100  # thresholds of a performance profile
 
@@ -424,8 +424,8 @@ def _robust_section(a: Analysis) -> Section:
         "when n < 4), less moved by one odd seed. Intervals: 95% percentile intervals of a "
         f"stratified bootstrap ({robust.REPS} resamples, seed {robust.SEED}: seeds drawn with "
         "replacement within each group, or within each cell of the other factors). "
-        "**P(A > B)**: the chance that a run of level A is better than a run of level B "
-        "(ties count half; no direction declared: higher), averaged over the cells of the "
+        "**P(A > B)**, for metrics with a direction: the chance that a run of level A is "
+        "better than a run of level B (ties count half), averaged over the cells of the "
         "other factors where both ran with n >= 2; 0.5 means no difference. **Performance "
         "profiles**: the fraction of runs better than each threshold τ, per level."
     )
@@ -437,26 +437,27 @@ def _robust_section(a: Analysis) -> Section:
         if a.observations[keys].drop_duplicates().shape[0] <= MAX_PAIRWISE_GROUPS
     }
     for metric in a.metrics:
+        direction = a.direction(metric)
         rows = trials[trials["metric"] == metric].merge(
             table[table["metric"] == metric], on=["group", "metric"], suffixes=("", "_robust")
         )
-        if a.direction(metric):
-            rows = rows.sort_values("iqm", ascending=a.direction(metric) == "lower")
+        if direction:
+            rows = rows.sort_values("iqm", ascending=direction == "lower")
         first = (
-            f", the best {MAX_ROWS} by IQM" if len(rows) > MAX_ROWS and a.direction(metric) else ""
+            f", the {'best' if direction else 'first'} {MAX_ROWS}" if len(rows) > MAX_ROWS else ""
         )
         section.add(f"**{metric}**{first}", _robust_table(rows.head(MAX_ROWS)))
+        if not direction:
+            continue
         pairs = robust.improvements(
-            a.observations, factors, a.sweep.group_columns, metric, a.direction(metric)
+            a.observations, factors, a.sweep.group_columns, metric, direction
         )
         if len(pairs):
             shown = _better_first(pairs).head(MAX_ROWS)
             more = f", the {MAX_ROWS} largest of {len(pairs)}" if len(pairs) > MAX_ROWS else ""
-            section.add(f"P(A > B), {metric}{more}:", shown)
-    directed = [m for m in a.metrics if a.direction(m)] + [
-        m for m in a.metrics if not a.direction(m)
-    ]
-    for metric in directed[:1] if len(a.metrics) > PROFILE_METRICS else a.metrics:
+            section.add(f"P(A > B), {metric} ({direction} is better{more}):", shown)
+    directed = [m for m in a.metrics if a.direction(m)] or a.metrics[:1]
+    for metric in directed if len(directed) <= PROFILE_METRICS else directed[:1]:
         figure = _profile_figure(a, metric, factors)
         if figure is not None:
             section.add(Plot(f"profile-{slug(metric)}", figure))

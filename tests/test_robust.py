@@ -12,7 +12,7 @@ import pytest
 from conftest import make_sweep, trial
 from scipy import stats
 
-from analysis import write_report
+from analysis import ReportSettings, write_report
 from analysis.robust import (
     bootstrap_interval,
     improvement_interval,
@@ -173,7 +173,7 @@ def test_the_report_section_shows_iqm_p_and_profiles(tmp_path: Path):
     rows = [trial(f"a{i}", "a", i, loss=v) for i, v in enumerate(a)]
     rows += [trial(f"b{i}", "b", i, loss=v) for i, v in enumerate(b)]
     folder = make_sweep(tmp_path, "s", rows, [], seeds=8)
-    out = write_report(folder)
+    out = write_report(folder, settings=ReportSettings(directions={"loss": "lower"}))
     md = (out / "report.md").read_text()
     section = md[md.index("## Robust aggregates over seeds") : md.index("## Curves")]
     t_low, t_high = stats.t.interval(0.95, 7, loc=np.mean(b), scale=stats.sem(b))
@@ -182,8 +182,9 @@ def test_the_report_section_shows_iqm_p_and_profiles(tmp_path: Path):
     assert cells[:3] == ["b", "8", f"8 [{t_low:.4g}, {t_high:.4g}]"]
     _, low, high = bootstrap_interval([np.array(b)], pooled_iqm)
     assert cells[4] == f"5.25 [{low:.4g}, {high:.4g}]"
-    # P(b > a), no direction declared (higher): 38.5 of 64 pairs, by counting
-    assert "| act | b | a | 1 | 8/8 | 0.6016 |" in section
+    assert section.index("| a |") < section.index("| b |")  # best IQM first
+    # P(a better than b), lower better: a is lower in 35 of 64 pairs and 7 tie: 38.5 / 64
+    assert "| act | a | b | 1 | 8/8 | 0.6016 |" in section
     assert "![profile-loss](profile-loss.png)" in section and (out / "profile-loss.png").is_file()
 
 
@@ -191,3 +192,11 @@ def test_the_section_says_so_when_every_group_has_one_seed(tmp_path: Path):
     rows = [trial("a0", "a", 0, loss=1.0), trial("b0", "b", 0, loss=2.0)]
     md = (write_report(make_sweep(tmp_path, "s", rows, [], seeds=1)) / "report.md").read_text()
     assert "## Robust aggregates over seeds\n\nEvery group has one seed" in md
+
+
+def test_no_p_without_a_direction(tmp_path: Path):
+    rows = [trial(f"t{i}", "ab"[i % 2], i // 2, loss=float(i)) for i in range(6)]
+    md = (write_report(make_sweep(tmp_path, "s", rows, [], seeds=3)) / "report.md").read_text()
+    section = md[md.index("## Robust aggregates over seeds") : md.index("## Curves")]
+    assert "**loss**" in section and "P(A > B), loss" not in section
+    assert "profile-loss.png" in section  # the primary metric's, though
