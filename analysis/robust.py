@@ -17,7 +17,10 @@ Definitions, as rliable's:
 - Performance profile: per tau, the fraction of runs whose score is better than tau
   (all runs of a level pooled, as rliable pools the runs of all tasks).
 
-Every bootstrap is vectorised over its resamples: a (reps, n) array per stratum.
+Every bootstrap is vectorised over its resamples, drawn as (reps, n) positions per
+stratum into its values sorted (so row order does not matter). What the report runs
+(per-group intervals, P(A > B), profile bands) turns the draws into counts per value
+and computes every resample's statistic with one matrix product.
 """
 
 from __future__ import annotations
