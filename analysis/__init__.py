@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from analysis.ranking import composite
     from analysis.report import plot_metric, write_report
     from analysis.results import analyse
+    from analysis.robust import improvements, iqm, robust_aggregate
     from analysis.settings import ReportSettings
     from analysis.significance import hedges_g, holm, one_way, pairwise
     from analysis.sweep import Sweep, load
@@ -38,6 +39,9 @@ _PUBLIC = {
     "holm": "analysis.significance",
     "hedges_g": "analysis.significance",
     "composite": "analysis.ranking",
+    "iqm": "analysis.robust",
+    "robust_aggregate": "analysis.robust",
+    "improvements": "analysis.robust",
     "analyse": "analysis.results",
     "write_report": "analysis.report",
     "plot_metric": "analysis.report",
@@ -52,6 +56,8 @@ __all__ = [
     "fit_normal",
     "hedges_g",
     "holm",
+    "improvements",
+    "iqm",
     "load",
     "normal_fits",
     "normality",
@@ -59,6 +65,7 @@ __all__ = [
     "pairwise",
     "plot_metric",
     "ReportSettings",
+    "robust_aggregate",
     "Sweep",
     "write_report",
 ]

@@ -274,3 +274,31 @@ def scatter(points: dict[str, tuple[pd.Series, pd.Series]], title: str) -> Figur
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return fig
+
+
+def profiles(
+    panels: dict[str, pd.DataFrame], metric: str, unit: str = "", direction: str | None = None
+) -> Figure:
+    """Performance profiles side by side, one panel per factor (`panels`: factor -> rows
+    of analysis.robust.performance_profiles: level, n, tau, fraction, low, high): a step
+    line per level with its bootstrap band."""
+    fig = Figure(figsize=(5.5 * len(panels) + 0.5, 4.2), layout="constrained")
+    better = "<" if direction == "lower" else ">"
+    for index, (factor, table) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, len(panels), index + 1)
+        levels = list(dict.fromkeys(table["level"]))
+        for color, level in enumerate(levels[:MAX_GROUPS]):
+            rows = table[table["level"] == level]
+            label = f"{level} (n={int(rows['n'].iloc[0])})"
+            ax.step(rows["tau"], rows["fraction"], where="post", color=f"C{color}", label=label)
+            ax.fill_between(
+                rows["tau"], rows["low"], rows["high"], step="post", color=f"C{color}", alpha=0.15
+            )
+        ax.set_xlabel(f"τ: {axis_label(metric, unit)}")
+        ax.set_ylabel(f"fraction of runs with {metric} {better} τ")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(_titled(f"per {factor}", levels))
+        ax.legend(fontsize="small", title=factor)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Performance profiles of {metric} (95% bootstrap bands)")
+    return fig

@@ -11,9 +11,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-from analysis import checks, plots
+from analysis import checks, plots, robust
 from analysis.aggregates import curve
 from analysis.configs import SearchGoal, rank_search, ranked_lines
 from analysis.distributions import normal_fits
@@ -40,6 +42,7 @@ def sections(analysis: Analysis, hooks: Sequence[Hook] = ()) -> list[Section]:
         _significance_section(analysis),
         _findings_section(analysis),
         _distributions_section(analysis),
+        _robust_section(analysis),
         _curves_section(analysis),
     ]
     for hook in hooks:
@@ -473,6 +476,123 @@ def _distributions_section(a: Analysis) -> Section:
     return section
 
 
+PROFILE_METRICS = 3  # metrics with a performance profile; more: the primary one only
+PROFILE_PANELS = 3  # factors drawn per performance profile
+TAUS = 100  # thresholds of a performance profile
+
+
+def _robust_section(a: Analysis) -> Section:
+    """rliable's aggregates (analysis.robust): IQM and bootstrap intervals per group,
+    P(A > B) between the levels of each factor, performance profiles."""
+    section = Section("Robust aggregates over seeds")
+    if a.observations.groupby("group", observed=True).size().max() < 2:
+        return section.add("Every group has one seed: nothing to resample.")
+    section.add(
+        "As rliable reports them (Agarwal et al., NeurIPS 2021). **IQM**: the mean of the "
+        "middle half of a group's seeds (a quarter, rounded down, cut at each end; the mean "
+        "when n < 4), less moved by one odd seed. Intervals: 95% percentile intervals of a "
+        f"stratified bootstrap ({robust.REPS} resamples, seed {robust.SEED}: seeds drawn with "
+        "replacement within each group, or within each cell of the other factors). "
+        "**P(A > B)**, for metrics with a direction: the chance that a run of level A is "
+        "better than a run of level B (ties count half), averaged over the cells of the "
+        "other factors where both ran with n >= 2; 0.5 means no difference. **Performance "
+        "profiles**: the fraction of runs better than each threshold τ, per level."
+    )
+    table = robust.robust_aggregate(a.observations, ["group"], a.metrics)
+    trials = a.summary[a.summary["source"] == "trials"]
+    factors = {
+        f: keys
+        for f, keys in a.sweep.grid_factors.items()
+        if a.observations[keys].drop_duplicates().shape[0] <= MAX_PAIRWISE_GROUPS
+    }
+    for metric in a.metrics:
+        direction = a.direction(metric)
+        rows = trials[trials["metric"] == metric].merge(
+            table[table["metric"] == metric], on=["group", "metric"], suffixes=("", "_robust")
+        )
+        if direction:
+            rows = rows.sort_values("iqm", ascending=direction == "lower")
+        first = (
+            f", the {'best' if direction else 'first'} {MAX_ROWS}" if len(rows) > MAX_ROWS else ""
+        )
+        section.add(f"**{metric}**{first}", _robust_table(rows.head(MAX_ROWS)))
+        if not direction:
+            continue
+        pairs = robust.improvements(
+            a.observations, factors, a.sweep.group_columns, metric, direction
+        )
+        if len(pairs):
+            shown = _better_first(pairs).head(MAX_ROWS)
+            more = f", the {MAX_ROWS} largest of {len(pairs)}" if len(pairs) > MAX_ROWS else ""
+            section.add(f"P(A > B), {metric} ({direction} is better{more}):", shown)
+    directed = [m for m in a.metrics if a.direction(m)] or a.metrics[:1]
+    for metric in directed if len(directed) <= PROFILE_METRICS else directed[:1]:
+        figure = _profile_figure(a, metric, factors)
+        if figure is not None:
+            section.add(Plot(f"profile-{slug(metric)}", figure))
+    return section
+
+
+def _robust_table(rows: pd.DataFrame) -> pd.DataFrame:
+    def cell(value: float, low: float, high: float) -> str:
+        return f"{fmt(value)} {_interval_text(low, high)}"
+
+    return pd.DataFrame(
+        {
+            "group": rows["group"],
+            "n": rows["n"],
+            "mean [t 95%]": list(map(cell, rows["mean"], rows["ci_low"], rows["ci_high"])),
+            "mean [bootstrap 95%]": list(
+                map(cell, rows["mean"], rows["boot_low"], rows["boot_high"])
+            ),
+            "IQM [bootstrap 95%]": list(map(cell, rows["iqm"], rows["iqm_low"], rows["iqm_high"])),
+        }
+    )
+
+
+def _better_first(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Each pair with its likelier-better level as A, the largest P(A > B) first."""
+    flip = pairs["p"] < 0.5
+    table = pd.DataFrame(
+        {
+            "factor": pairs["factor"],
+            "A": pairs["a"].where(~flip, pairs["b"]),
+            "B": pairs["b"].where(~flip, pairs["a"]),
+            "cells": pairs["cells"],
+            "n": [f"{x}/{y}" for x, y in zip(pairs["n_a"], pairs["n_b"], strict=True)],
+            "P(A > B)": pairs["p"].where(~flip, 1 - pairs["p"]),
+            "95% interval": [
+                _interval_text(*((1 - h, 1 - lo) if f else (lo, h)))
+                for f, lo, h in zip(flip, pairs["low"], pairs["high"], strict=True)
+            ],
+        }
+    )
+    return table.sort_values("P(A > B)", ascending=False, kind="stable")
+
+
+def _profile_figure(a: Analysis, metric: str, factors: dict[str, list[str]]) -> Figure | None:
+    values = a.observations[metric].to_numpy(dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2 or values.min() == values.max():
+        return None
+    pad = 0.02 * (values.max() - values.min())
+    taus = np.linspace(values.min() - pad, values.max() + pad, TAUS)
+    columns = a.sweep.group_columns
+    by_factor = factors or {"group": columns}
+    panels = {
+        factor: robust.performance_profiles(
+            a.observations,
+            keys,
+            [c for c in columns if c not in keys],
+            metric,
+            a.direction(metric),
+            taus,
+        )
+        for factor, keys in list(by_factor.items())[:PROFILE_PANELS]
+    }
+    return plots.profiles(panels, metric, a.settings.unit(metric), a.direction(metric))
+
+
 def _curves_section(a: Analysis) -> Section:
     section = Section("Curves")
     sweep = a.sweep
@@ -538,7 +658,8 @@ def _about_section(a: Analysis) -> Section:
         f"- Code versions of the runs (git): {', '.join(commits) or '-'}.\n"
         f"- Parameters the same in every successful trial, defaults included: "
         f"{_fixed_parameters(a.sweep)}.\n"
-        "- Intervals are 95% t-intervals over seeds; n is the number of successful seeds "
+        "- Intervals are 95% t-intervals over seeds (bootstrap ones in Robust aggregates); "
+        "n is the number of successful seeds "
         "(or pairs of seeds) behind each number.\n"
         "- Files: `summary.csv` (one row per group and metric), `significance.csv` (every "
         "comparison), `factors.csv`, `ranking-*.csv`, and the PNG figures."
