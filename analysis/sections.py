@@ -419,13 +419,20 @@ def _findings_section(a: Analysis) -> Section:
     return section.add(f"... and {more} more in `significance.csv`." if more > 0 else "")
 
 
-def _finding(row: Any) -> str:
-    """One significant pair as a sentence, the lower group first, its numbers in that order."""
+def _lower_first(row: Any) -> tuple[bool, tuple, tuple, tuple, tuple]:
+    """A tested pair with the lower group first: whether it was flipped, then the groups,
+    their means, their n and the interval of the difference, in that order."""
     flip = row.diff > 0
-    low, high = (row.group_b, row.group_a) if flip else (row.group_a, row.group_b)
+    groups = (row.group_b, row.group_a) if flip else (row.group_a, row.group_b)
     means = (row.mean_b, row.mean_a) if flip else (row.mean_a, row.mean_b)
     n = (row.n_b, row.n_a) if flip else (row.n_a, row.n_b)
     ci = (-row.ci_high, -row.ci_low) if flip else (row.ci_low, row.ci_high)
+    return flip, groups, means, n, ci
+
+
+def _finding(row: Any) -> str:
+    """One significant pair as a sentence, the lower group first, its numbers in that order."""
+    flip, (low, high), means, n, ci = _lower_first(row)
     unconfirmed = "" if row.p_mwu_holm < ALPHA else "; the rank test does not confirm it at this n"
     return (
         f"- **{low}** has lower {row.metric} than **{high}**: {fmt(means[0])} vs {fmt(means[1])} "
@@ -437,11 +444,7 @@ def _finding(row: Any) -> str:
 
 def _pair_finding(row: Any) -> str:
     """One pair metric's significant difference (model-level test), the lower group first."""
-    flip = row.diff > 0
-    low, high = (row.group_b, row.group_a) if flip else (row.group_a, row.group_b)
-    means = (row.mean_b, row.mean_a) if flip else (row.mean_a, row.mean_b)
-    n = (row.n_b, row.n_a) if flip else (row.n_a, row.n_b)
-    ci = (-row.ci_high, -row.ci_low) if flip else (row.ci_low, row.ci_high)
+    _, (low, high), means, n, ci = _lower_first(row)
     return (
         f"- **{low}** has lower {row.metric} (over pairs of seeds) than **{high}**: "
         f"{fmt(means[0])} vs {fmt(means[1])} (difference {fmt(means[0] - means[1])}, 95% "
