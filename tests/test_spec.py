@@ -114,7 +114,7 @@ def test_overrides_set_fields_and_nested_keys():
         ("justakey", "expected key=value"),
         ("params..steps=3", "expected key=value"),
         ("seeds=-4", "seeds is a count"),
-        ("seeds.x=1", "--set seeds.x: seeds is not a mapping; set it whole: --set seeds=..."),
+        ("seeds.x=1", "--set seeds.x: no key 'seeds.x' in the spec"),  # seeds: {min, ...}
         ("params.steps.x=1", "params.steps is not a mapping (it is 5)"),
     ],
 )
