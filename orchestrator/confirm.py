@@ -138,7 +138,6 @@ def confirmation(
     """The linked sweep that runs the `top` best configs of the sweep in `sweep_dir` again
     on `seeds` fresh seeds; InputError (nothing written) when it cannot be made."""
     from analysis.sweep import load
-    from orchestrator.reporting import family
 
     sweep = load(sweep_dir)
     if len(sweep.meta) != 1:
@@ -147,8 +146,8 @@ def confirmation(
         )
     name, meta = next(iter(sweep.meta.items()))
     spec = meta.get("spec") or {}
-    defaults, _ = family(sweep)  # the experiment's own report defaults, under the spec's
-    metric, mode = goal(spec, defaults.merged(sweep.settings()), metric, mode, sweep_dir)
+    settings = _family_defaults(meta).merged(sweep.settings())
+    metric, mode = goal(spec, settings, metric, mode, sweep_dir)
     if metric not in sweep.final_metrics:
         raise InputError(
             f"{sweep_dir}: no final metric {metric!r}{did_you_mean(metric, sweep.final_metrics)};"
@@ -170,12 +169,24 @@ def confirmation(
         **_configs(ranked.head(top), keys),
         "seeds": fresh_seeds(used, seeds),
         "storage": store_at(sweep_dir).root,
-        **{key: spec[key] for key in COPIED if spec.get(key) is not None},
+        **{key: spec[key] for key in COPIED if spec.get(key) not in (None, {})},
         **({"inputs": meta.get("inputs") or spec["inputs"]} if spec.get("inputs") else {}),
         "confirms": {"sweep": name, "metric": metric, "mode": mode, "top": top},
     }
     source = Path(meta["source_dir"]) if meta.get("source_dir") else Path.cwd()
     return Confirmation(linked, source, ranked, keys, metric, mode, top)
+
+
+def _family_defaults(meta: dict[str, Any]) -> ReportSettings:
+    """The report defaults the sweep's experiment declares (none when it cannot be imported
+    here: running the linked sweep then says why)."""
+    from orchestrator.registry import resolve
+
+    folders = [Path(p) for p in (meta.get("source_dir"), Path.cwd()) if p]
+    try:
+        return resolve(meta["experiment"], folders).report or ReportSettings()
+    except Exception:
+        return ReportSettings()
 
 
 def _configs(chosen: pd.DataFrame, keys: list[str]) -> dict[str, Any]:
