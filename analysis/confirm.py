@@ -110,6 +110,13 @@ def confirmation_sections(sweep: Sweep) -> list[Section]:
     ]
 
 
+def _labels(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """Per row, `key=value ...` over `columns` (missing values left out)."""
+    if len(columns) != 1:
+        return label_rows(frame, columns).tolist()
+    return [f"{columns[0]}={text}" for text in label_rows(frame, columns)]
+
+
 def _estimate(values: pd.Series) -> tuple[float, float, float, int]:
     have = [float(v) for v in values if not pd.isna(v)]
     mean = math.fsum(have) / len(have) if have else math.nan
@@ -147,7 +154,7 @@ def _section(sweep: Sweep, name: str, other: Folder, several: bool) -> Section:
     original = original.assign(
         _key=[config_key(row, keys) for _, row in original.iterrows()],
         _rank=[rank_of.get(config_key(row, own_keys)) for _, row in original.iterrows()],
-        _label=sweep.label(original),
+        _label=_labels(original, [c for c in sweep.group_columns if c != "sweep"]),
     )
     fresh_ok = fresh.ok.assign(_key=[config_key(row, keys) for _, row in fresh.ok.iterrows()])
     rows = []
@@ -156,9 +163,7 @@ def _section(sweep: Sweep, name: str, other: Folder, several: bool) -> Section:
         old, new = _estimate(before[metric]), _estimate(trials[metric])
         rows.append(
             {
-                "config": before["_label"].iloc[0]
-                if len(before)
-                else label_rows(trials, keys).iloc[0],
+                "config": before["_label"].iloc[0] if len(before) else _labels(trials, keys)[0],
                 "rank": before["_rank"].iloc[0] if len(before) else None,
                 f"{name}: mean [95% CI] (selected: best {top} of {len(valued)})": _cell(*old),
                 "n": old[3],
@@ -182,7 +187,8 @@ def _section(sweep: Sweep, name: str, other: Folder, several: bool) -> Section:
     if len(table) > 1:
         best = table.sort_values("_fresh", ascending=mode == "min").iloc[0]
         section.add(
-            f"On the fresh seeds the best of them is **{best['config']}** ({fmt(best['_fresh'])})."
+            f"On the fresh seeds the best of them is **{best['config']}** "
+            f"(mean {fmt(best['_fresh'])})."
         )
     table["rank"] = [fmt(r) if r is not None and not pd.isna(r) else "-" for r in table["rank"]]
     return section.add(table.drop(columns="_fresh"))

@@ -223,10 +223,10 @@ def test_confirm_runs_the_best_configs_on_fresh_seeds_on_ray(ray_instance, tmp_p
     assert report.returncode == 0, report.stderr
     md = (base / "report" / "report.md").read_text()
     section = md.split("## Confirmation on fresh seeds")[1].split("\n## ")[0]
-    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| 1 |")]
-    rows += [line.split(" | ") for line in section.splitlines() if line.startswith("| 2 |")]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| x=")]
     assert rows == [
-        ["| 1", "1", interval([10, 11]), "2", interval([12, 13, 14]), "3", "2.5 |"],
-        ["| 2", "2", interval([20, 21]), "2", interval([22, 23, 24]), "3", "2.5 |"],
+        ["| x=1", "1", interval([10, 11]), "2", interval([12, 13, 14]), "3", "2.5 |"],
+        ["| x=2", "2", interval([20, 21]), "2", interval([22, 23, 24]), "3", "2.5 |"],
     ]
     assert "selected: best 2 of 3" in section
+    assert "On the fresh seeds the best of them is **x=1** (mean 13)." in section
