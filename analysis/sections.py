@@ -1,5 +1,6 @@
 """The report's sections, each rendered from an `Analysis`: executive summary,
-checks, results, rankings, significance, findings, distributions, curves.
+checks, results, a confirmation on fresh seeds (analysis/confirm.py), rankings,
+significance, findings, distributions, curves.
 
 An experiment family adds sections of its own through hooks: functions
 `(sweep, settings) -> list[Section]` (see analysis.reproducibility).
@@ -18,6 +19,7 @@ from matplotlib.figure import Figure
 from analysis import checks, plots, robust
 from analysis.aggregates import curve
 from analysis.configs import SearchGoal, rank_search, ranked_lines
+from analysis.confirm import confirmation_sections
 from analysis.distributions import normal_fits
 from analysis.document import Plot, Section, fmt, slug
 from analysis.pairs import METHOD, MIN_MODELS
@@ -38,6 +40,7 @@ def sections(analysis: Analysis, hooks: Sequence[Hook] = ()) -> list[Section]:
         _checks_section(analysis),
         _results_section(analysis),
         *_search_sections(analysis),
+        *confirmation_sections(analysis.sweep),
         _rankings_section(analysis),
         _significance_section(analysis),
         _findings_section(analysis),

@@ -44,6 +44,7 @@ class Sweep:
     # Reported NaN/Inf values (pandas cannot tell them from "not reported"): sweep, table,
     # trial_id, attempt, column, value.
     non_finite: pd.DataFrame
+    folders: dict[str, Folder] = field(default_factory=dict)  # sweep name -> where it was read
 
     @property
     def names(self) -> list[str]:
@@ -163,7 +164,7 @@ def load(paths: str | Path | Sequence[str | Path]) -> Sweep:
     """Every sweep under `paths`: a sweep folder, a folder of sweep folders, or a list;
     local paths or URIs (s3://...)."""
     folders = _sweep_folders([paths] if isinstance(paths, str | Path) else list(paths))
-    metas = {}
+    metas, where = {}, {}
     frames: dict[str, list[pd.DataFrame]] = {"trials": [], "metrics": [], "pairs": []}
     non_finite = [_NO_VALUES]
     for folder in folders:
@@ -171,7 +172,7 @@ def load(paths: str | Path | Sequence[str | Path]) -> Sweep:
         name = meta.get("name", folder.path.rsplit("/", 1)[-1])
         if name in metas:
             raise AnalysisError(f"{folder}: a second sweep named {name!r}; load one of them")
-        metas[name] = meta
+        metas[name], where[name] = meta, folder
         for table in frames:
             data, _ = read_parquet(folder.fs, folder.parquet_files(table))
             if data.num_columns:  # some file was read
@@ -193,6 +194,7 @@ def load(paths: str | Path | Sequence[str | Path]) -> Sweep:
         meta=metas,
         config_columns=[c for c in config_columns if c in trials],
         non_finite=pd.concat(non_finite, ignore_index=True),
+        folders=where,
     )
 
 

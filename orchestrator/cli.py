@@ -24,7 +24,7 @@ from orchestrator.store.folder import StorageFull, store_at
 from orchestrator.summary import ls_table, status_text
 
 if TYPE_CHECKING:  # the runner imports Ray Tune: only `sweep run` pays for it
-    from orchestrator.runner import Plan
+    from orchestrator.runner import Plan, SweepResult
 
 EXIT_TRIALS_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -66,6 +66,7 @@ def main() -> None:
     sweep run spec.yaml --dry-run        the trials it would run
     sweep status results/NAME            counts, failures, GPU memory, trials
     sweep report results/NAME            statistics and figures: report.html
+    sweep confirm results/NAME --top 3 --seeds 5   the best configs again on fresh seeds
     sweep power results/NAME --metric M --by KEY   how many seeds a difference needs
     sweep experiments                    what `experiment:` can name
 
@@ -131,6 +132,11 @@ def run(
     if isinstance(outcome, Plan):
         click.echo(_describe_plan(outcome))
         return
+    _outcome(outcome)
+
+
+def _outcome(outcome: SweepResult) -> None:
+    """What a run did, on stdout; its exit code (1, 130) when not all went well."""
     unsuccessful = "".join(
         f", {n} {status}" for status in (Status.TIMEOUT, Status.OOM) if (n := outcome.count(status))
     )
@@ -368,6 +374,97 @@ def report(sweep_dir: str, out: Path | None, **options: object) -> None:
 
     folder = reporting.report(sweep_dir, out, **options)
     click.echo(f"report: {folder / 'report.html'}")
+
+
+@main.command()
+@click.argument("sweep_dir", metavar="SWEEP_DIR")
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    required=True,
+    metavar="K",
+    help="How many of the best configs to run again (ranked by their mean over seeds).",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    required=True,
+    metavar="N",
+    help="Fresh seeds per config: N seeds after the largest seed SWEEP_DIR used or lists.",
+)
+@click.option(
+    "--metric",
+    default=None,
+    metavar="METRIC",
+    help="The final metric to rank by (default: the spec's search.metric, else the first "
+    "of report.metrics, else the one metric of report.directions).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["min", "max"]),
+    default=None,
+    help="Whether METRIC is better low (min) or high (max); default: search.mode, else "
+    "report.directions (lower: min, higher: max).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the linked sweep's spec (YAML), and run nothing."
+)
+@click.option(
+    "--address",
+    default=None,
+    metavar="auto|HOST:PORT|local",
+    help="The Ray cluster to run on, as for `sweep run`.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress line.")
+def confirm(
+    sweep_dir: str,
+    top: int,
+    seeds: int,
+    metric: str | None,
+    mode: str | None,
+    dry_run: bool,
+    address: str | None,
+    quiet: bool,
+) -> None:
+    """Run the K best configs of SWEEP_DIR again on N fresh seeds, as a linked sweep.
+
+    \b
+    sweep confirm results/regression --top 3 --seeds 5
+    sweep confirm results/regression --top 1 --seeds 10 --metric val_loss --mode min --dry-run
+
+    The best config of a sweep is a best-of-K pick whose mean and interval come from the
+    data that chose it, so both flatter it. The configs (successful trials grouped by
+    config without the seed) are ranked by the mean of METRIC over their seeds; the K best
+    run again on seeds SWEEP_DIR never used, as the sweep <name>-confirm in the same
+    storage: the same experiment, resources, limits, retries and bundle, and
+    `confirms: {sweep, metric, mode, top}` in its spec. Run it again to resume or extend
+    it (more seeds, a larger K). `sweep report SWEEP_DIR` then shows each confirmed
+    config's original estimate beside its fresh-seed one. Exit codes as `sweep run`.
+    """
+    import yaml
+
+    from orchestrator.confirm import confirmation
+    from orchestrator.runner import Plan, run_sweep
+
+    linked = confirmation(sweep_dir, top, seeds, metric, mode)
+    text = yaml.safe_dump(linked.spec, sort_keys=False, default_flow_style=None)
+    outcome = run_sweep(
+        linked.spec,
+        address=address,
+        dry_run=dry_run,
+        progress=None if quiet else sys.stderr,
+        source_dir=linked.source_dir,
+    )  # checked whole (experiment, parameters, storage) before anything is written
+    if isinstance(outcome, Plan):
+        click.echo("\n".join([*linked.describe(), text.rstrip()]))
+        click.echo(
+            f"# trials: {outcome.total} in all, {outcome.total - outcome.to_run} already done, "
+            f"{outcome.to_run} to run"
+        )
+        return
+    click.echo("\n".join(linked.describe()))
+    _outcome(outcome)
+    click.echo(f"compare: sweep report {sweep_dir}   (section: Confirmation on fresh seeds)")
 
 
 @main.command()

@@ -196,6 +196,7 @@ def run_sweep(
     address: str | None = None,
     dry_run: bool = False,
     progress: TextIO | None = sys.stderr,
+    source_dir: Path | None = None,
 ) -> SweepResult | Plan:
     """Run (or, with dry_run, only plan) a sweep; returns a SweepResult (or the Plan).
 
@@ -203,9 +204,11 @@ def run_sweep(
     have a successful row are skipped, so calling this again resumes or extends.
     `address` joins a running Ray cluster ("auto" or "host:port"); without it, the one
     RAY_ADDRESS names, else an embedded Ray starts ("local": always), unless this
-    process already initialised Ray.
+    process already initialised Ray. `source_dir`: where the experiment's module is found
+    and whose git state is recorded; default: the spec file's folder, else the current one.
     """
-    source_dir = Path(spec).resolve().parent if isinstance(spec, (str, Path)) else Path.cwd()
+    if source_dir is None:
+        source_dir = Path(spec).resolve().parent if isinstance(spec, (str, Path)) else Path.cwd()
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec, list(overrides))
     elif overrides:

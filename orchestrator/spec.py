@@ -156,6 +156,17 @@ class Rounds(_Strict):
         return self
 
 
+class Confirms(_Strict):
+    """What a sweep written by `sweep confirm` confirms: the `top` best configs of sweep
+    `sweep` (in the same storage) by mean `metric` over seeds, better in `mode`, run again on
+    fresh seeds; the report of that sweep shows both estimates (analysis/confirm.py)."""
+
+    sweep: str = Field(min_length=1)
+    metric: str = Field(min_length=1)
+    mode: Literal["min", "max"]
+    top: Annotated[StrictInt, Field(gt=0)]
+
+
 def _rounds(raw: dict[str, Any]) -> Rounds:
     """`seeds:` as a mapping, checked, its first problem said as `seeds.<key>: ...`."""
     try:
@@ -191,6 +202,7 @@ class SweepSpec(_Strict):
     bundle: Bundle | None = None
     report: ReportSettings = ReportSettings()  # read by `sweep report`, owned by analysis
     inputs: dict[str, str] = {}  # name -> a sweep folder whose artifacts trials read
+    confirms: Confirms | None = None  # written by `sweep confirm` (orchestrator/confirm.py)
 
     @field_validator("search", "scheduler", mode="before")
     @classmethod
