@@ -18,7 +18,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 
 
@@ -81,25 +80,6 @@ def _p(a: np.ndarray, b: np.ndarray) -> float:
     t = (a.mean() - b.mean()) / math.sqrt(v_a + v_b)
     df = (v_a + v_b) ** 2 / (v_a**2 / (n_a - 1) + v_b**2 / (n_b - 1))
     return float(2 * stats.t.sf(abs(t), df))
-
-
-def strata(trials: pd.DataFrame, keys: list[str], rule: Rule) -> dict[tuple, pd.DataFrame]:
-    """The ok trials of each stratum: keyed by the values of `keys` other than `by`."""
-    others = [k for k in keys if k not in (rule.by, "seed")]
-    if not others:
-        return {(): trials}
-    return {
-        key if isinstance(key, tuple) else (key,): rows
-        for key, rows in trials.groupby(others, dropna=False, sort=True)
-    }
-
-
-def level_values(rows: pd.DataFrame, rule: Rule) -> dict[object, np.ndarray]:
-    """Each level's values of the metric in a stratum's trials."""
-    return {
-        level: group[rule.metric].to_numpy(float)
-        for level, group in rows.groupby(rule.by, sort=True)
-    }
 
 
 def simulate(

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+import numpy as np
 import pandas as pd
 
-from analysis.sequential import Rule, Verdict, level_values, looks, verdict
+from analysis.sequential import Rule, Verdict, looks, verdict
 from analysis.tables import SUCCESS
 from orchestrator.spec import Rounds
 
@@ -73,7 +74,8 @@ def comparisons(
     rule = rule_of(rounds)
     ok = trials[trials["status"].isin(SUCCESS)] if len(trials) else trials
     done = set(ok["trial_id"]) | settled
-    values = ok.drop_duplicates("trial_id").set_index("trial_id")
+    has = rule.metric in ok
+    values = ok.drop_duplicates("trial_id").set_index("trial_id")[rule.metric] if has else {}
     result = []
     for label, by_seed in _strata(configs, rule).items():
         comparison = Comparison(label, by_seed)
@@ -106,18 +108,16 @@ def _strata(configs: dict[str, dict[str, Any]], rule: Rule) -> dict[str, dict[in
 
 
 def _levels(
-    ids: list[str], configs: dict[str, dict[str, Any]], values: pd.DataFrame, rule: Rule
-) -> dict[Any, Any]:
-    """Each level's values of the metric among the trials `ids` that succeeded."""
-    present = [tid for tid in ids if tid in values.index]
-    metric = values[rule.metric] if rule.metric in values else pd.Series(dtype=float)
-    rows = pd.DataFrame(
-        {
-            rule.by: [configs[tid][rule.by] for tid in present],
-            rule.metric: [metric.get(tid, float("nan")) for tid in present],
-        }
-    )
-    return level_values(rows.dropna(), rule)
+    ids: list[str], configs: dict[str, dict[str, Any]], values: Any, rule: Rule
+) -> dict[Any, np.ndarray]:
+    """Each level's values of the metric (`values`, by trial id) among the trials `ids`
+    that succeeded with a value, the levels in order."""
+    found: dict[Any, list[float]] = {}
+    for tid in ids:
+        value = values.get(tid)
+        if not pd.isna(value):
+            found.setdefault(configs[tid][rule.by], []).append(value)
+    return {level: np.asarray(found[level], float) for level in sorted(found)}
 
 
 def run(

@@ -37,10 +37,10 @@ def searched(
     if spec.search.algorithm == "grid":
         return Searched()
     done = previous[previous["status"].isin(SUCCESS)] if len(previous) else previous
-    metric = objective.metric if objective is not None else None
-    values = {tid: math.nan for tid in done["trial_id"]} if metric is not None else {}
-    if metric is not None and metric in done:
-        values = {tid: _number(v) for tid, v in zip(done["trial_id"], done[metric], strict=True)}
+    values: dict[str, float] = {}  # every done trial's metric (NaN without one)
+    if objective is not None:
+        column = done[objective.metric] if objective.metric in done else [None] * len(done)
+        values = {tid: _number(v) for tid, v in zip(done["trial_id"], column, strict=True)}
     complete, finished, unfinished, missing = 0, [], [], []
     for point in _points(spec, previous):
         seeds = list(index.seeds_of({**spec.params, **point}))
