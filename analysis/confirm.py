@@ -133,7 +133,7 @@ def _cell(mean: float, low: float, high: float, n: int) -> str:
 def _section(sweep: Sweep, name: str, other: Folder, several: bool) -> Section:
     title = TITLE + (f" ({name})" if several else "")
     try:
-        fresh = load(other.given)
+        fresh = load(other.given, steps=False)
     except AnalysisError:
         where = other.path.rsplit("/", 1)[-1]
         return Section(title).add(

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.significance import holm
+from analysis.significance import SMALL_N, holm
 
 METHOD = "delete-one-model jackknife over seeds; pairs sharing a model are not independent"
 MIN_MODELS = 3  # leaving one of two models out leaves no pair
@@ -173,4 +173,4 @@ def _note(n_a: int, n_b: int) -> str:
     smallest = min(n_a, n_b)
     if smallest < MIN_MODELS:
         return f"not tested: a level has {smallest} model(s), the jackknife needs {MIN_MODELS}"
-    return f"small n ({smallest} models): low power" if smallest < 5 else ""
+    return f"small n ({smallest} models): low power" if smallest < SMALL_N else ""

@@ -37,7 +37,6 @@ and is an approximation of the model-level spread (see docs/analysis.md).
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -46,7 +45,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from analysis.errors import AnalysisError
+from analysis.errors import AnalysisError, did_you_mean
 from analysis.sweep import Sweep, label_rows
 
 MAX_SEEDS = 10_000_000  # beyond this, seeds_needed gives up (an effect ~1e-3 SD or smaller)
@@ -294,7 +293,7 @@ def _check(sweep: Sweep, metric: str, by: str) -> bool:
     if metric not in metrics:
         raise AnalysisError(
             f"--metric {metric}: no final or pair metric {metric!r} in {sweep.name}"
-            f"{_did_you_mean(metric, metrics)}; metrics: {', '.join(metrics) or 'none'}"
+            f"{did_you_mean(metric, metrics)}; metrics: {', '.join(metrics) or 'none'}"
         )
     if by not in sweep.factors:
         keys = [c for c in sweep.config_columns if c != "seed"]
@@ -305,16 +304,10 @@ def _check(sweep: Sweep, metric: str, by: str) -> bool:
                 f"factors (keys that vary): {', '.join(sweep.factors) or 'none'}"
             )
         raise AnalysisError(
-            f"--by {by}: no config key {by!r} in {sweep.name}{_did_you_mean(by, keys)}; "
+            f"--by {by}: no config key {by!r} in {sweep.name}{did_you_mean(by, keys)}; "
             f"factors (keys that vary): {', '.join(sweep.factors) or 'none'}"
         )
     return metric not in sweep.final_metrics
-
-
-def _did_you_mean(word: str, choices: Sequence[str]) -> str:
-    """As orchestrator.errors.did_you_mean (not imported: it would load the orchestrator)."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f' (did you mean "{close[0]}"?)' if close else ""
 
 
 def _sd_interval(sd: float, df: int) -> list[float]:

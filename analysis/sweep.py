@@ -160,12 +160,15 @@ def label_rows(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     return pd.Series(names, index=frame.index, dtype=object)
 
 
-def load(paths: str | Path | Sequence[str | Path]) -> Sweep:
+def load(paths: str | Path | Sequence[str | Path], steps: bool = True) -> Sweep:
     """Every sweep under `paths`: a sweep folder, a folder of sweep folders, or a list;
-    local paths or URIs (s3://...)."""
+    local paths or URIs (s3://...). `steps=False` leaves the per-step metrics table unread
+    (it can hold millions of rows) for what needs only the trials and pairs."""
     folders = _sweep_folders([paths] if isinstance(paths, str | Path) else list(paths))
     metas, where = {}, {}
-    frames: dict[str, list[pd.DataFrame]] = {"trials": [], "metrics": [], "pairs": []}
+    frames: dict[str, list[pd.DataFrame]] = {"trials": [], "pairs": []}
+    if steps:
+        frames["metrics"] = []
     non_finite = [_NO_VALUES]
     for folder in folders:
         meta = json.loads(folder.read("sweep.json"))
@@ -189,7 +192,7 @@ def load(paths: str | Path | Sequence[str | Path]) -> Sweep:
     trials = _stack(frames["trials"])
     return Sweep(
         trials=trials,
-        metrics=_stack(frames["metrics"]) if frames["metrics"] else _empty_steps(),
+        metrics=_stack(frames["metrics"]) if frames.get("metrics") else _empty_steps(),
         pairs=_stack(frames["pairs"]) if frames["pairs"] else None,
         meta=metas,
         config_columns=[c for c in config_columns if c in trials],

@@ -606,7 +606,7 @@ def power(
     from analysis.power import analyse_power, describe
     from analysis.sweep import load
 
-    result = analyse_power(load(sweep_dir), metric, by, effect, target, alpha, adjust)
+    result = analyse_power(load(sweep_dir, steps=False), metric, by, effect, target, alpha, adjust)
     if as_json:
         click.echo(json.dumps(result, allow_nan=False))
     else:

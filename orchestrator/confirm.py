@@ -139,7 +139,7 @@ def confirmation(
     on `seeds` fresh seeds; InputError (nothing written) when it cannot be made."""
     from analysis.sweep import load
 
-    sweep = load(sweep_dir)
+    sweep = load(sweep_dir, steps=False)
     if len(sweep.meta) != 1:
         raise InputError(
             f"{sweep_dir}: holds several sweeps ({', '.join(sweep.names)}); give one sweep folder"

@@ -3,8 +3,9 @@ cannot start (1). Kept free of heavy imports, so `sweep --help` and `sweep statu
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
+from analysis.errors import did_you_mean  # one copy, with analysis's errors (no heavy imports)
+
+__all__ = ["InputError", "TrialsCannotStart", "did_you_mean"]
 
 
 class TrialsCannotStart(Exception):
@@ -16,9 +17,3 @@ class InputError(Exception):
 
     Raised before anything is written, so the user can fix the input and rerun.
     """
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """' (did you mean "x"?)' for the closest choice, or '' when none is close."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f' (did you mean "{close[0]}"?)' if close else ""

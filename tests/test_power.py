@@ -183,6 +183,9 @@ def test_sweep_power_on_a_pair_metric(tmp_path):
     result = json.loads(out.stdout)
     assert result["pair_metric"] is True
     assert result["n"] == 4 and result["df"] == 6 * 3
+    pairs = pd.read_parquet(folder / "pairs")
+    models = per_model(pairs, "pd", ["act", "lr"])  # the command's path: scaled per-model values
+    assert result["pooled_sd"] == pytest.approx(pooled_sd(models, "pd", ["act", "lr"])["sd"])
     assert result["seeds_per_level"] >= 3
     assert any("jackknife" in note for note in result["notes"])
 
