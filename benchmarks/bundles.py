@@ -146,7 +146,7 @@ def fused(members: list[int], device: str, steps: int, threads: int) -> None:
         trials = [Trial(f"t{s}", c, device, lambda m: None, lambda n, o: "") for s, c in
                   enumerate(configs)]  # fmt: skip
         finals = train_lms(configs, trials)
-        return n * finals[0]["tokens_per_s"]  # every member trains steps x batch x block
+        return finals[0]["tokens_per_s"]  # a member's tokens over its share: the bundle's rate
 
     rate(1)  # warm up (a GPU's first kernels, the corpus)
     one = rate(1)

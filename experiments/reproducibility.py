@@ -12,6 +12,7 @@ Parameters: `ReproducibilityParams` below (`sweep experiments reproducibility`).
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -97,7 +98,10 @@ def train_lms(configs: list[dict[str, Any]], trials: list[Trial]) -> list[dict[s
     They may differ in their seeds only (`varies` below, checked before a run). Each
     member's initial weights and batch order come from CPU generators seeded with its own
     seed, as when it trains alone, so a seed trains on the same batches from the same
-    weights, alone or fused, on any device."""
+    weights, alone or fused, on any device. Timings are shared: a member's `train_time_s`
+    is the bundle's training time over its members, its `tokens_per_s` its own tokens over
+    that share (the bundle's rate); `diverged` is 1 where the validation loss is not
+    finite."""
     config, device = configs[0], trials[0].device
     corpus = load_corpus(config["corpus"])
     seeds = [trial.seed for trial in trials]
@@ -122,7 +126,7 @@ def train_lms(configs: list[dict[str, Any]], trials: list[Trial]) -> list[dict[s
             val_losses = nll(predict(models, eval_x), targets)
             for trial, loss, val_loss in zip(trials, losses, val_losses, strict=True):
                 trial.report(step=step, train_loss=loss, val_loss=val_loss)
-    train_time = time.perf_counter() - started
+    share = (time.perf_counter() - started) / len(trials)  # a fused member's part of it
     probs = predict(models, eval_x)
     val_losses = nll(probs, targets).tolist()
     finals = []
@@ -133,8 +137,9 @@ def train_lms(configs: list[dict[str, Any]], trials: list[Trial]) -> list[dict[s
         finals.append(
             {
                 "val_loss": val_losses[member],
-                "train_time_s": train_time,
-                "tokens_per_s": steps * batch * block / train_time,
+                "diverged": int(not math.isfinite(val_losses[member])),
+                "train_time_s": share,
+                "tokens_per_s": steps * batch * block / share,
                 "eval_positions": len(targets),
                 "eval_inputs_sha1": hashlib.sha1(eval_x.cpu().numpy().tobytes()).hexdigest(),
             }

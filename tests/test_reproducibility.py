@@ -172,6 +172,13 @@ def test_prediction_difference_on_hand_computed_cases():
         prediction_difference(p_a, p_b[:1], labels)
 
 
+def test_a_model_whose_loss_went_nan_is_marked_diverged():
+    trained, _, _ = run_directly(train_lm, {**TINY, "activation": "relu", "seed": 0})
+    blown, _, _ = run_directly(train_lm, {**TINY, "activation": "relu", "seed": 0, "lr": 1e4})
+    assert np.isfinite(trained["val_loss"]) and trained["diverged"] == 0
+    assert np.isnan(blown["val_loss"]) and blown["diverged"] == 1
+
+
 @pytest.mark.usefixtures("ray_instance")
 def test_a_sweep_writes_pairs_and_reloadable_checkpoints(tmp_path: Path):
     spec = {
@@ -201,6 +208,10 @@ def test_a_sweep_writes_pairs_and_reloadable_checkpoints(tmp_path: Path):
     # trained through train_lm.fused, all at once: one training loop, timed once, per bundle
     # (members run one by one would each time their own)
     assert bundles.groupby("bundle")["train_time_s"].nunique().eq(1).all()
+    # each member is charged its share of the bundle's time, and its tokens over that share
+    tokens = TINY["steps"] * TINY["batch_size"] * TINY["block_size"]
+    assert np.allclose(bundles["tokens_per_s"] * bundles["train_time_s"], tokens)
+    assert (bundles["train_time_s"] * 3 < bundles["duration_s"]).all()
     assert pd.read_parquet(tmp_path / "repro" / "trials")["train_time_s"].nunique() == 6
     both = pairs.merge(
         pd.read_parquet(tmp_path / "fused" / "repro" / "pairs"), on=["trial_a", "trial_b"]

@@ -1,5 +1,5 @@
-"""Text as character ids: the corpus, a deterministic train/validation split,
-seeded training batches and a fixed set of evaluation windows.
+"""Text as character ids: the corpus, a train/validation split with no validation text in
+training, seeded training batches and a fixed set of evaluation windows.
 
 The default corpus ships with CPython (`pydoc_data.topics`, the reference
 documentation, about 465 KB), so nothing is downloaded.
@@ -7,6 +7,7 @@ documentation, about 465 KB), so nothing is downloaded.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,21 +16,24 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
+from experiments.lm.split import clean_split
+
 DEFAULT_CORPUS = "pydoc"
 # The `corpus` parameter of the LM experiments (orchestrator/params.py).
 CorpusSource = Annotated[str, Field(description='"pydoc" (no download) or a text file')]
 
 
-def load_text(source: str = DEFAULT_CORPUS) -> str:
-    """The text of a corpus: "pydoc" for the built-in one, else a path to a text file."""
+def load_documents(source: str = DEFAULT_CORPUS) -> list[str]:
+    """A corpus's documents: "pydoc" for the built-in one (its topics), else a path to a
+    text file (its paragraphs, split at blank lines)."""
     if source == DEFAULT_CORPUS:
         from pydoc_data.topics import topics
 
-        return "\n\n".join(topics[key] for key in sorted(topics))
+        return [topics[key] for key in sorted(topics)]
     path = Path(source).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"corpus {source!r}: no such file (or use {DEFAULT_CORPUS!r})")
-    return path.read_text(encoding="utf-8")
+    return [part for part in path.read_text(encoding="utf-8").split("\n\n") if part]
 
 
 @dataclass(frozen=True)
@@ -44,13 +48,21 @@ class Corpus:
 
 
 def load_corpus(source: str = DEFAULT_CORPUS, val_fraction: float = 0.1) -> Corpus:
-    """The corpus split in two: the first (1 - val_fraction) trains, the rest validates."""
-    text = load_text(source)
-    chars = "".join(sorted(set(text)))
+    """The corpus split in two with no validation text in training (experiments/lm/split.py):
+    about `val_fraction` of it validates. The vocabulary is every character of the corpus."""
+    documents = tuple(load_documents(source))
+    train, val = _split(documents, val_fraction)
+    chars = "".join(sorted(set("".join(documents))))
     index = {c: i for i, c in enumerate(chars)}
-    ids = torch.tensor([index[c] for c in text], dtype=torch.long)
-    split = int(len(ids) * (1 - val_fraction))
-    return Corpus(chars, ids[:split], ids[split:])
+    return Corpus(
+        chars, *(torch.tensor([index[c] for c in t], dtype=torch.long) for t in (train, val))
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _split(documents: tuple[str, ...], val_fraction: float) -> tuple[str, str]:
+    """Cached: a worker that runs several trials splits once."""
+    return clean_split(list(documents), val_fraction)
 
 
 def batches(
