@@ -3,19 +3,24 @@
 Three character LMs of increasing size (little, draft, target) come from a
 training sweep named in the spec's `inputs: {models: ...}` (see
 experiments/sweeps/lm-sizes.yaml); a trial of seed s uses the models of seed s.
-Each trial decodes the same held-out prompts three ways, interleaved so that
-machine noise hits all three alike:
-  target      the target alone (the reference, one forward pass per token);
-  two_level   draft -> target speculative decoding, fixed draft length;
-  tri         little -> draft -> target, both levels drafting adaptively
-              (small_draft_threshold, draft_target_threshold, max lengths).
+Each trial decodes the same held-out prompts several ways, interleaved (rotating which
+goes first) so that machine noise hits all alike:
+  target              the target alone (the reference, one forward pass per token);
+  tri                 little -> draft -> target, both levels drafting adaptively
+                      (small_draft_threshold, draft_target_threshold, max lengths);
+  adaptive_two_level  draft -> target with tri's confidence rule at that level: what the
+                      little model adds, everything else equal;
+  two_level_g<g>      draft -> target with fixed drafts of g = 1, 2, 4, ... tokens.
 Every model keeps a KV cache (`kv_cache: false` recomputes the whole sequence on every
 call, for comparison): it scores only new tokens, and rejected ones are rolled back.
-It reports the counters, acceptance rates, tokens per target call, tokens/s of
-each, the measured speedups, the measured cost ratios (a drafting step's time over a
-step of its verifier, at each level), the per-token acceptance (alpha) at each level,
-the speedups SCIENCE.md's formula predicts from them for both speculative decoders,
-and (greedy) whether the output equals the target's own.
+Per decoder: the measured speedup over the target alone (wall time, prompt prefills
+included), the speedup Leviathan et al.'s formula predicts from the measured alpha, the
+draft lengths and the measured cost of a drafted token, with the decoder's measured
+prefills added (so both sides include them), and tokens per target call against the
+formula's expectation, which tells a failing acceptance model from a failing cost
+model. Tri-decoding's metrics are unprefixed (`speedup`), the baselines' carry their
+name (`adaptive_two_level_speedup`, `two_level_g4_speedup`). Greedy: whether every
+decoder's output equals the target's own.
 
 Parameters: `TriDecodingParams` below (`sweep experiments tridecoding`).
 """
@@ -23,8 +28,11 @@ Parameters: `TriDecodingParams` below (`sweep experiments tridecoding`).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
@@ -46,7 +54,9 @@ class TriDecodingParams(BaseModel):
     )
     max_little: int = Field(4, ge=1, description="longest little -> draft block")
     max_draft: int = Field(8, ge=1, description="longest draft -> target block")
-    two_level_draft: int = Field(4, ge=1, description="fixed block of the two-level baseline")
+    two_level_max: int = Field(
+        8, ge=1, description="fixed two-level baselines draft 1, 2, 4, ... up to this many tokens"
+    )
     n_prompts: int = Field(8, ge=1, description="held-out prompts decoded")
     prompt_len: int = Field(32, ge=1, description="characters per prompt")
     n_tokens: int = Field(64, ge=1, description="characters generated per prompt")
@@ -67,6 +77,17 @@ def load_models(trial: Trial) -> dict[str, CharLM]:
     return loaded
 
 
+def gammas(most: int) -> list[int]:
+    """The fixed two-level baselines' draft lengths: 1, 2, 4, ... up to `most`."""
+    return [2**k for k in range(most.bit_length()) if 2**k <= most]
+
+
+def decoder_names(config: dict[str, Any]) -> list[str]:
+    """The decoders a trial runs: target alone first (the reference), then the others."""
+    fixed = [f"two_level_g{g}" for g in gammas(config["two_level_max"])]
+    return ["target", "tri", "adaptive_two_level", *fixed]
+
+
 # `sweep report` adds this family's directions, units and heat map section.
 @experiment(params=TriDecodingParams, report=REPORT, sections=[report_section])
 def decode(config: dict[str, Any], trial: Trial) -> dict[str, Any]:
@@ -82,27 +103,29 @@ def decode(config: dict[str, Any], trial: Trial) -> dict[str, Any]:
     prompts = eval_windows(corpus.val, prompt_len, config["n_prompts"])[0].tolist()
     greedy = config["greedy"]
     generator = torch.Generator().manual_seed(trial.seed)
-    counters = {name: Counters() for name in ("target", "two_level", "tri")}
-    decoders = {name: _decoder(name, models, config, counters[name]) for name in counters}
-    seconds = dict.fromkeys(counters, 0.0)
-    outputs: dict[str, list[list[int]]] = {name: [] for name in counters}
+    names = decoder_names(config)
+    counters = {name: Counters() for name in names}
+    decoders = {name: _decoder(name, models, config, counters[name]) for name in names}
+    seconds = dict.fromkeys(names, 0.0)
+    outputs: dict[str, list[list[int]]] = {name: [] for name in names}
     for index, prompt in enumerate(prompts):
-        names = list(counters)
-        for name in names[index % 3 :] + names[: index % 3]:  # rotate who goes first
+        turn = index % len(names)
+        for name in names[turn:] + names[:turn]:  # rotate who goes first
             target, proposer = decoders[name]
             started = time.perf_counter()
             outputs[name].append(generate(target, proposer, prompt, n_tokens, greedy, generator))
             seconds[name] += time.perf_counter() - started
     tokens = len(prompts) * n_tokens
+    timing = Timing(counters["target"], seconds["target"], tokens)
     return {
         **_counts(counters["tri"], tokens),
-        **_predictions(counters),
-        "tokens_per_s": tokens / seconds["tri"],
+        **_tri_costs(counters, timing),
+        **{
+            key: value
+            for name in names[1:]
+            for key, value in _decoder_metrics(name, counters[name], seconds[name], timing).items()
+        },
         "target_only_tokens_per_s": tokens / seconds["target"],
-        "two_level_tokens_per_s": tokens / seconds["two_level"],
-        "speedup": seconds["target"] / seconds["tri"],
-        "two_level_speedup": seconds["target"] / seconds["two_level"],
-        "speedup_vs_two_level": seconds["two_level"] / seconds["tri"],
         **({"matches_target": _matches(outputs)} if greedy else {}),
     }
 
@@ -115,16 +138,71 @@ def _decoder(
     )
     if name == "target":
         return target, None
-    if name == "two_level":
-        return target, Drafter(draft, threshold=0.0, max_len=config["two_level_draft"])
+    if name == "adaptive_two_level":  # the draft alone, with tri's confidence rule
+        return target, Drafter(draft, config["draft_target_threshold"], config["max_draft"])
+    if name.startswith("two_level_g"):
+        return target, Drafter(draft, threshold=0.0, max_len=int(name.removeprefix("two_level_g")))
     inner = Drafter(little, config["small_draft_threshold"], config["max_little"])
     outer = Cascade(draft, inner, config["draft_target_threshold"], config["max_draft"])
     return target, outer
 
 
+@dataclass(frozen=True)
+class Timing:
+    """Target-only decoding, the reference every decoder is measured and predicted against."""
+
+    alone: Counters
+    seconds: float  # wall time, prefills included
+    tokens: int
+
+    @property
+    def step(self) -> float:
+        """One decoding step of the target alone (a prefill left out)."""
+        return self.alone.step_time("target")
+
+    def predicted(self, speedup: float, prefill_seconds: float) -> float:
+        """Target-only time over a decoder's predicted time: its decoding at the formula's
+        `speedup` over the target alone's, plus its own measured prompt prefills, so that
+        prefills sit on both sides as in the measured speedup."""
+        decoding = self.seconds - self.alone.all_prefill_seconds()
+        return self.seconds / (prefill_seconds + decoding / speedup)
+
+
+def _prefix(name: str) -> str:
+    """Metric names: tri-decoding's bare (`speedup`), the baselines' prefixed."""
+    return "" if name == "tri" else f"{name}_"
+
+
+def _decoder_metrics(name: str, counters: Counters, seconds: float, timing: Timing) -> dict:
+    """A speculative decoder's measured and predicted speedup over the target alone, its
+    tokens per target call against the formula's expectation, and its alpha."""
+    prefix, drafter = _prefix(name), "draft"  # the model whose tokens the target verifies
+    calls, lengths = counters.calls["target"], counters.draft_lengths.get(drafter, [])
+    alpha = counters.alpha(drafter)
+    cost = _cost_per_drafted(counters, name) / timing.step
+    formula = predicted_speedup(alpha, lengths, cost)
+    metrics = {
+        f"{prefix}speedup": timing.seconds / seconds,
+        f"{prefix}predicted_speedup": timing.predicted(formula, counters.all_prefill_seconds()),
+        f"{prefix}tokens_per_target_call": timing.tokens / calls,
+        f"{prefix}expected_tokens_per_target_call": expected_tokens(alpha, lengths),
+        f"{prefix}tokens_per_s": timing.tokens / seconds,
+    }
+    if name != "tri":  # tri's own are named by level (_counts, _tri_costs)
+        metrics |= {f"{prefix}alpha": alpha, f"{prefix}acceptance_rate": _rate(counters, drafter)}
+    return metrics
+
+
+def _cost_per_drafted(counters: Counters, name: str) -> float:
+    """Seconds of drafting per drafted token (prefills left out): the draft model's steps,
+    and for tri-decoding the little model's too."""
+    levels = ("little", "draft") if name == "tri" else ("draft",)
+    drafted = counters.generated.get("draft", 0)
+    return sum(counters.step_seconds(level) for level in levels) / max(drafted, 1)
+
+
 def _counts(counters: Counters, tokens: int) -> dict[str, float]:
     """What tri-decoding did: tokens proposed and kept at each level, target calls."""
-    calls = counters.calls["target"]
     return {
         "little_generated_tokens": counters.generated.get("little", 0),
         "little_accepted_tokens": counters.accepted.get("little", 0),
@@ -132,48 +210,44 @@ def _counts(counters: Counters, tokens: int) -> dict[str, float]:
         "draft_accepted_tokens": counters.accepted.get("draft", 0),
         "little_acceptance_rate": _rate(counters, "little"),
         "draft_acceptance_rate": _rate(counters, "draft"),
-        "target_calls": calls,
-        "tokens_per_target_call": tokens / calls,
+        "target_calls": counters.calls["target"],
     }
 
 
-def _predictions(counters: dict[str, Counters]) -> dict[str, float]:
-    """Measured cost ratios, Leviathan et al.'s alpha at each level, and the speedups the
-    formula predicts from them for both speculative decoders. A cost ratio is a drafting
-    step's time over a step of its verifier decoding alone, one token per pass (prompt
-    prefills left out); the formula takes verifying a draft to cost one such step."""
-    tri, two_level, alone = counters["tri"], counters["two_level"], counters["target"]
-    target_step = alone.step_time("target")
-    draft_step = two_level.step_time("draft")  # the draft model proposing, one token a pass
-    draft_cost = draft_step / target_step
-    drafted = tri.generated.get("draft", 0)
-    per_drafted = (tri.step_seconds("little") + tri.step_seconds("draft")) / max(drafted, 1)
-    cost = per_drafted / target_step  # a token of the little -> draft cascade
-    alpha, two_level_alpha = tri.alpha("draft"), two_level.alpha("draft")
-    two_level_gamma = two_level.generated.get("draft", 0) / two_level.calls["target"]
+def _tri_costs(counters: dict[str, Counters], timing: Timing) -> dict[str, float]:
+    """Tri-decoding's alpha at each level and the measured cost ratios: a drafted token of
+    the little -> draft cascade, a step of the draft model (from the adaptive two-level
+    decoder, where it proposes one token a pass) and of the little model, each over a step
+    of its verifier (prompt prefills left out)."""
+    tri = counters["tri"]
+    draft_step = counters["adaptive_two_level"].step_time("draft")
     return {
         "little_alpha": tri.alpha("little"),
-        "draft_alpha": alpha,
+        "draft_alpha": tri.alpha("draft"),
         "little_cost_ratio": tri.step_time("little") / draft_step,
-        "draft_cost_ratio": draft_cost,
-        "cost_ratio": cost,
-        "predicted_speedup": predicted_speedup(alpha, drafted / tri.calls["target"], cost),
-        "two_level_acceptance_rate": _rate(two_level, "draft"),
-        "two_level_alpha": two_level_alpha,
-        "two_level_predicted_speedup": predicted_speedup(
-            two_level_alpha, two_level_gamma, draft_cost
-        ),
+        "draft_cost_ratio": draft_step / timing.step,
+        "cost_ratio": _cost_per_drafted(tri, "tri") / timing.step,
     }
 
 
-def predicted_speedup(alpha: float, gamma: float, cost: float) -> float:
-    """(1 - a^(g+1)) / ((1 - a)(g c + 1)): Leviathan et al.'s expected speedup for
-    acceptance rate a, draft length g and cost ratio c (a = 1 taken as its limit; no
-    draft, no speedup)."""
-    if gamma == 0:
+def expected_tokens(alpha: float, lengths: Sequence[int]) -> float:
+    """Leviathan et al.'s expected tokens per verifier call, (1 - a^(g+1)) / (1 - a), for
+    acceptance a, averaged over the calls' draft lengths g (the formula is concave in g, so
+    it is not taken at the mean length); g + 1 at a = 1; 1 with no calls."""
+    if not len(lengths):
         return 1.0
-    expected_tokens = gamma + 1 if alpha >= 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
-    return expected_tokens / (gamma * cost + 1)
+    g = np.asarray(lengths, dtype=float)
+    per_call = g + 1 if alpha >= 1 else (1 - alpha ** (g + 1)) / (1 - alpha)
+    return float(np.mean(per_call))
+
+
+def predicted_speedup(alpha: float, lengths: Sequence[int], cost: float) -> float:
+    """Leviathan et al.'s expected speedup of decoding, E[tokens per call] / E[g c + 1], for
+    acceptance a, the calls' draft lengths g and cost ratio c (a drafted token's time over
+    a target step; verifying a draft costs one target step)."""
+    if not len(lengths):
+        return 1.0
+    return expected_tokens(alpha, lengths) / (float(np.mean(lengths)) * cost + 1)
 
 
 def _rate(counters: Counters, level: str) -> float:
@@ -182,11 +256,7 @@ def _rate(counters: Counters, level: str) -> float:
 
 
 def _matches(outputs: dict[str, list[list[int]]]) -> float:
-    """Share of prompts whose tri and two-level outputs both equal the target's own."""
-    same = [
-        tri == ref and two == ref
-        for ref, two, tri in zip(
-            outputs["target"], outputs["two_level"], outputs["tri"], strict=True
-        )
-    ]
+    """Share of prompts whose outputs from every speculative decoder equal the target's."""
+    reference = outputs["target"]
+    same = [all(outputs[name][i] == ref for name in outputs) for i, ref in enumerate(reference)]
     return sum(same) / len(same)

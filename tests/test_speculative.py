@@ -1,9 +1,10 @@
 """Speculative decoding is lossless: greedy output equals the target's own greedy output
 token for token at every threshold pair, with KV caches and without; sampled output has
 the target's distribution (chi-square over three tokens, so that all three models
-propose, with a control that the test can tell another model's apart); counters are
-consistent. The KV cache gives the full forward pass's logits at every position, and
-rolled back then extended, those of a fresh prefill. Small CharLMs, no training needed."""
+propose; tri-decoding and adaptive two-level decoding, with a control that the test
+can tell another model's apart); counters are consistent. The KV cache gives the full
+forward pass's logits at every position, and rolled back then extended, those of a fresh
+prefill. Small CharLMs, no training needed."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from scipy import stats
 
 from experiments.lm.model import CharLM, KVCache, ModelConfig
 from experiments.lm.speculative import Cascade, Counters, Drafter, Scorer, generate
+from experiments.tridecoding import expected_tokens
 
 VOCAB = 6
 
@@ -50,7 +52,8 @@ def decoder(
 ) -> tuple[Scorer, Drafter | Cascade, Counters]:
     """The target and a proposer for it, counting into counters of their own, so that what
     one decoder did is never credited to the other: `two_level` (draft -> target, blocks
-    of 4) or `tri` (little -> draft -> target, adaptive)."""
+    of 4), `adaptive_two_level` (draft -> target, adaptive) or `tri` (little -> draft ->
+    target, adaptive)."""
     counters = Counters()
     target, draft, little = (
         Scorer(n, m, counters, cache)
@@ -58,6 +61,8 @@ def decoder(
     )
     if kind == "two_level":
         return target, Drafter(draft, threshold=0.0, max_len=4), counters
+    if kind == "adaptive_two_level":
+        return target, Drafter(draft, draft_threshold, max_draft), counters
     inner = Drafter(little, small_threshold, max_little)
     return target, Cascade(draft, inner, draft_threshold, max_draft), counters
 
@@ -114,10 +119,11 @@ def test_greedy_output_is_the_targets_own_for_every_threshold_pair(small, large,
     assert counters.calls["target"] < 40
     if cache:  # the little model's rejected drafts were rolled back in its cache
         assert counters.rolled_back["little"] > 0
-    target, two_level, counters = decoder(models, "two_level", cache=cache)
-    assert generate(target, two_level, PROMPT, 40) == plain
-    assert counters.accepted["draft"] > 0 and counters.calls["target"] < 40
-    assert "little" not in counters.calls  # two-level never asks the little model
+    for kind in ("two_level", "adaptive_two_level"):
+        target, two_level, counters = decoder(models, kind, small, large, cache=cache)
+        assert generate(target, two_level, PROMPT, 40) == plain
+        assert counters.accepted["draft"] > 0 and counters.calls["target"] < 40
+        assert "little" not in counters.calls  # two-level never asks the little model
 
 
 class Constant(torch.nn.Module):
@@ -145,6 +151,26 @@ def test_alpha_is_the_chance_that_a_reached_draft_token_is_kept():
     # the share of drafted tokens kept counts those after a rejection, never reached:
     # E = (a + a^2 + a^3 + a^4) / 4 = 0.44 with four drafted
     assert counters.accepted["draft"] / counters.generated["draft"] < 0.5
+
+
+def test_tokens_per_target_call_match_the_closed_form_for_a_known_alpha():
+    # constant p and q: alpha = 0.7 exactly, draws i.i.d., so with drafts of 4 a target call
+    # yields (1 - 0.7^5) / 0.3 = 2.7731 tokens on average (Leviathan et al., eq. 1)
+    counters = Counters()
+    target = Scorer("target", Constant([0.5, 0.3, 0.2]), counters)
+    drafter = Drafter(Scorer("draft", Constant([0.2, 0.3, 0.5]), counters), 0.0, max_len=4)
+    g = torch.Generator().manual_seed(0)
+    runs, tokens = 40, 200
+    for _ in range(runs):
+        generate(target, drafter, [0], tokens, greedy=False, generator=g)
+    measured = runs * tokens / counters.calls["target"]
+    lengths = counters.draft_lengths["draft"]
+    assert len(lengths) == counters.calls["target"] and max(lengths) == 4
+    expected = expected_tokens(0.7, lengths)  # the last call of a run may draft fewer
+    assert expected == pytest.approx((1 - 0.7**5) / 0.3, rel=0.01)
+    assert measured == pytest.approx(expected, rel=0.03)  # sd of the mean about 0.8%
+    # the same draws under a wrong acceptance model (alpha 0.5) miss by far more
+    assert abs(measured - expected_tokens(0.5, lengths)) > 10 * abs(measured - expected)
 
 
 def test_step_time_leaves_prompt_prefills_out():
@@ -189,15 +215,16 @@ def exact_joint(model: CharLM, prompt: list[int]) -> np.ndarray:
     return exact.ravel()
 
 
-def test_sampled_tokens_follow_the_targets_distribution_through_all_three_levels():
+@pytest.mark.parametrize("kind", ["tri", "adaptive_two_level"])
+def test_sampled_tokens_follow_the_targets_distribution(kind):
     models = family(block=8)
-    target, tri, counters = decoder(models, "tri", 0.3, 0.3, max_little=2, max_draft=2)
+    target, tri, counters = decoder(models, kind, 0.3, 0.3, max_little=2, max_draft=2)
     prompt = [0]
     exact = exact_joint(models[0], prompt)
     g = torch.Generator().manual_seed(1)
     runs = 3000
     observed = joint_frequencies(lambda: generate(target, tri, prompt, LENGTH, False, g), runs)
-    for level in ("little", "draft"):  # all three models proposed, and were verified
+    for level in ("little", "draft") if kind == "tri" else ("draft",):  # all proposed, verified
         assert counters.generated[level] >= runs and counters.accepted[level] > 0
         assert counters.accepted[level] < counters.generated[level]  # ... and rejected some
     keep = exact * runs >= 5  # chi-square needs expected counts of 5 or more

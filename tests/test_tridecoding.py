@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.tridecoding import predicted_speedup
+from analysis.tridecoding import best_baseline, best_fixed
+from experiments.tridecoding import expected_tokens, predicted_speedup
 from orchestrator import run_sweep
 
 SIZES = [
@@ -63,19 +64,30 @@ def test_greedy_tri_decoding_reproduces_the_target_at_every_threshold_pair(decod
     assert decoded.loc[~decoded["greedy"], "matches_target"].isna().all()  # not claimed
 
 
-def test_both_levels_speculate_and_two_level_decoding_counts_on_its_own(decoded):
+def test_both_levels_speculate_and_each_baseline_counts_on_its_own(decoded):
     # tri-decoding: the draft kept the little model's tokens, the target kept the draft's,
     # and each target call gave more than one token (plain decoding gives exactly one)
     assert (decoded["little_accepted_tokens"] > 0).all()
     assert (decoded["draft_accepted_tokens"] > 0).all()
     assert (decoded["tokens_per_target_call"] > 1).all()
-    # two-level decoding drafts blocks of 4 whatever tri-decoding's thresholds: greedy, its
-    # acceptance is one value across the threshold grid (and above 0), while tri-decoding's
-    # moves with the thresholds; columns fed by the other decoder's counters would not
+    # fixed two-level decoders draft blocks of g whatever the thresholds: greedy, their
+    # acceptance is one value across the threshold grid (and above 0); the adaptive one
+    # follows draft_target_threshold alone, tri-decoding both thresholds; columns fed by
+    # another decoder's counters would not
     for _, cells in decoded[decoded["greedy"]].groupby("kv_cache"):
-        for column in ("two_level_acceptance_rate", "two_level_alpha"):
-            assert cells[column].nunique() == 1 and (cells[column] > 0).all(), column
-        assert cells["draft_acceptance_rate"].nunique() > 1
+        for g in (1, 2, 4, 8):
+            for column in (f"two_level_g{g}_acceptance_rate", f"two_level_g{g}_alpha"):
+                assert cells[column].nunique() == 1 and (cells[column] > 0).all(), column
+        column = "adaptive_two_level_tokens_per_target_call"
+        adaptive = cells.groupby("draft_target_threshold")[column]
+        assert adaptive.nunique().eq(1).all() and cells[column].nunique() > 1
+        assert cells["tokens_per_target_call"].nunique() > 1
+    # longer fixed drafts give more tokens per target call
+    calls = decoded[[f"two_level_g{g}_tokens_per_target_call" for g in (1, 2, 4, 8)]]
+    assert (calls.diff(axis=1).iloc[:, 1:] > 0).all().all()
+
+
+DECODERS = ["", "adaptive_two_level_", *(f"two_level_g{g}_" for g in (1, 2, 4, 8))]
 
 
 def test_counters_are_consistent(decoded):
@@ -90,28 +102,32 @@ def test_counters_are_consistent(decoded):
         )
         assert (accepted <= generated).all()
         assert np.allclose(decoded[f"{level}_acceptance_rate"], accepted / generated)
-    for column in (
-        "speedup",
-        "two_level_speedup",
-        "predicted_speedup",
-        "cost_ratio",
-        "draft_cost_ratio",
-        "little_cost_ratio",
-        "two_level_predicted_speedup",
-    ):
+    for prefix in DECODERS:
+        for column in ("speedup", "predicted_speedup", "tokens_per_target_call",
+                       "expected_tokens_per_target_call", "tokens_per_s"):  # fmt: skip
+            assert (decoded[prefix + column] > 0).all(), prefix + column
+        # one token per call at least; a fixed draft of g gives at most g + 1
+        assert (decoded[prefix + "expected_tokens_per_target_call"] >= 1).all()
+    for g in (1, 2, 4, 8):
+        assert (decoded[f"two_level_g{g}_tokens_per_target_call"] <= g + 1).all()
+    for column in ("cost_ratio", "draft_cost_ratio", "little_cost_ratio"):
         assert (decoded[column] > 0).all(), column
-    for level in ("little_alpha", "draft_alpha", "two_level_alpha"):  # kept, of those reached
+    for level in ("little_alpha", "draft_alpha", "adaptive_two_level_alpha"):
         assert decoded[level].between(0, 1).all(), level
     # alpha counts only the drafted tokens a verifier reached: never below the share kept
     assert (decoded["draft_alpha"] >= decoded["draft_acceptance_rate"]).all()
 
 
-def test_the_predicted_speedup_formula():
+def test_the_formulas_expected_tokens_and_speedup():
     # a = 0.8, g = 4, c = 0.1: (1 - 0.8^5) / (0.2 * 1.4) = 2.3834...
-    assert predicted_speedup(0.8, 4, 0.1) == pytest.approx((1 - 0.8**5) / (0.2 * 1.4))
-    assert predicted_speedup(1.0, 4, 0.0) == 5  # every draft kept, drafting free
-    assert predicted_speedup(0.0, 4, 0.5) == pytest.approx(1 / 3)  # nothing kept: pure cost
-    assert math.isclose(predicted_speedup(0.5, 0, 0.3), 1.0)  # no draft: plain decoding
+    assert predicted_speedup(0.8, [4], 0.1) == pytest.approx((1 - 0.8**5) / (0.2 * 1.4))
+    assert predicted_speedup(1.0, [4], 0.0) == 5  # every draft kept, drafting free
+    assert predicted_speedup(0.0, [4], 0.5) == pytest.approx(1 / 3)  # nothing kept: pure cost
+    assert math.isclose(predicted_speedup(0.5, [0], 0.3), 1.0)  # no draft: plain decoding
+    assert expected_tokens(0.5, [2]) == pytest.approx(1.75)  # 1 + 0.5 + 0.25
+    # drafts of 1 and 3: the mean of 1.5 and 1.875, below the formula at the mean length 2
+    assert expected_tokens(0.5, [1, 3]) == pytest.approx(1.6875)
+    assert expected_tokens(1.0, [1, 3]) == 3 and expected_tokens(0.3, []) == 1
 
 
 def test_a_context_too_short_for_prompt_and_output_is_a_clear_trial_error(storage: Path):
@@ -136,4 +152,30 @@ def test_the_report_has_the_familys_heat_map(storage: Path, decoded):
     assert (folder / "acceptance-vs-thresholds.png").is_file()  # seed 001's two panels
     assert "little_acceptance_rate-vs-small_draft_threshold.png" in md  # seed 001's panels
     assert (folder / "speedup-measured-vs-predicted.png").is_file()
-    assert "Median measured/predicted: tri " in md and "; two-level " in md
+    assert (folder / "tokens-per-call-measured-vs-expected.png").is_file()
+    assert "Median measured/predicted: tri " in md and "; adaptive two-level " in md
+    assert "; fixed g = 8 " in md
+    assert {p.name for p in folder.glob("speedup-vs-best-baseline*.png")} == {
+        m.replace("speedup-heatmap", "speedup-vs-best-baseline") for m in maps
+    }
+    assert "best g = " in md and "selected as the best of 4 on these data" in md
+    assert "simultaneous over the 6 cells (Bonferroni)" in md
+
+
+def test_tri_is_compared_with_the_better_baseline_of_each_cell():
+    # two cells x two seeds; fixed g = 2 beats g = 1 on average; the adaptive decoder beats
+    # fixed g = 2 in cell a (1.3 vs 1.2) and loses in cell b (1.0 vs 1.2)
+    trials = pd.DataFrame(
+        {
+            "small_draft_threshold": [0.1, 0.1, 0.2, 0.2],
+            "draft_target_threshold": [0.5] * 4,
+            "seed": [0, 1, 0, 1],
+            "speedup": [1.56, 1.3, 1.2, 1.32],
+            "two_level_g1_speedup": [1.0, 1.0, 1.0, 1.0],
+            "two_level_g2_speedup": [1.2, 1.2, 1.2, 1.2],
+            "adaptive_two_level_speedup": [1.2, 1.4, 1.0, 1.0],
+        }
+    )
+    gamma, lengths = best_fixed(trials)
+    assert gamma == 2 and lengths.set_index("gamma")["mean"].to_dict() == {1: 1.0, 2: 1.2}
+    assert np.allclose(best_baseline(trials), [1.3, 1.3 / 1.4, 1.0, 1.1], rtol=1e-12)

@@ -52,6 +52,8 @@ class Counters:
     prefill_seconds: dict[str, float] = field(default_factory=dict)  # ... and their time
     # tokens dropped from a model's cache: rejected drafts, and a previous prompt's tokens
     rolled_back: dict[str, int] = field(default_factory=dict)
+    # per proposer, the length of each draft its verifier checked (one per verifier call)
+    draft_lengths: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, table: dict, name: str, amount: float) -> None:
         table[name] = table.get(name, 0) + amount
@@ -64,6 +66,10 @@ class Counters:
 
     def step_seconds(self, name: str) -> float:
         return self.seconds.get(name, 0.0) - self.prefill_seconds.get(name, 0.0)
+
+    def all_prefill_seconds(self) -> float:
+        """Seconds of every model's prompt prefills."""
+        return sum(self.prefill_seconds.values())
 
     def alpha(self, level: str) -> float:
         """The chance that a verifier keeps a drafted token it reaches (Leviathan et al.'s
@@ -243,6 +249,7 @@ def step(
         counters, kept = scorer.counters, len(tokens) - 1
         counters.add(counters.accepted, proposer.scorer.name, kept)
         counters.add(counters.rejections, proposer.scorer.name, int(kept < len(draft)))
+        counters.draft_lengths.setdefault(proposer.scorer.name, []).append(len(draft))
     return tokens, dists
 
 
