@@ -250,7 +250,7 @@ def report_section(sweep: Sweep, settings: ReportSettings) -> list[Section]:
         section.add(Plot(f"unlearning-{metric}", figure))
     tests = soft_vs_hard(unlearned, strata, [m for m in COMPARED if m in unlearned])
     if tests.empty or not (unlearned["label"] != HARD).any():
-        return [section.add("Only one kind of targets: no test.")]
+        return [section.add("Only one kind of targets among the runs kept: no test.")]
     section.add(
         "Soft against hard, per metric: diff = soft - hard with its 95% interval. 'all, "
         "pooled' rows are the notebook's view (Welch over every other factor, not "
