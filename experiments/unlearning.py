@@ -17,8 +17,22 @@ nothing is unlearned: such a config is refused.
 
 Metrics: forget / retain / test accuracy before and after (and, forgetting a class,
 accuracy on that class in the test set), ||theta - theta_0||_2 and its ratio to
-||theta_0||, unlearning steps and time. theta_0 is the trained model; for retrain,
-the change is that of the retrained model from it.
+||theta_0||, unlearning steps and time, and `diverged`. theta_0 is the trained model; for
+retrain, the change is that of the retrained model from it. Each report during unlearning
+(every `eval_every` steps and at the last step) carries the loss, the accuracies and
+||theta - theta_0|| (`param_change`), for comparisons at equal steps or equal distance.
+
+Divergence: ascent has no minimum, and a large enough step sends the weights to inf/NaN.
+A member whose parameters turn non-finite stops there: `steps_taken` is the step whose
+update did it, that step is its last report, and it never counts as having reached
+`stop_at_forget_acc` (argmax of NaN logits is class 0, which would look like perfect
+forgetting of any other class). Its trial ends `ok` with `diverged` = 1 and NaN after-
+unlearning accuracies, `param_change` and `param_change_rel` (the `*_before` accuracies
+stay); so does one whose final logits are non-finite on some set while its weights are
+finite. Every other trial has `diverged` = 0.
+
+Timings of a fused bundle (experiments/stacked.py): `train_time_s` and `unlearn_time_s` are
+each member's share, the bundle's time divided by its members (a solo trial: its own).
 
 Parameters: `UnlearningParams` below (`sweep experiments unlearning`).
 """
@@ -36,7 +50,7 @@ from torch import nn
 from analysis.unlearning import REPORT, report_section
 from experiments.stacked import Stack
 from experiments.vision.data import DIGITS, Images, Split, load_images, split
-from experiments.vision.models import accuracy, build, flat_parameters
+from experiments.vision.models import accuracy, build, finite_parameters, flat_parameters
 from orchestrator import Trial, experiment
 
 Algorithm = Literal["gradasc", "graddiff", "retrain"]
@@ -122,8 +136,9 @@ def unlearn_many(configs: list[dict[str, Any]], trials: list[Trial]) -> list[dic
     experiments/stacked.py); they may differ in their seeds only (`varies` below, checked
     before a run). Each member has its own initial weights, batch order and unlearning
     draws, from generators seeded with its seed as when it runs alone; one that reaches
-    `stop_at_forget_acc` stops moving (zero gradient under plain SGD) while the others go
-    on."""
+    `stop_at_forget_acc` or diverges stops moving (zero gradient under plain SGD) while the
+    others go on. The bundle's training and unlearning times are shared out equally: each
+    member reports the bundle's time over the number of members."""
     config, device = configs[0], trials[0].device
     seeds = [trial.seed for trial in trials]
     data = split(
@@ -148,11 +163,14 @@ def unlearn_many(configs: list[dict[str, Any]], trials: list[Trial]) -> list[dic
         train(models, data.retain, config, seeds)
         steps = [0] * len(seeds)
     else:
-        steps = forget(models, data, sets, config, trials, config["algorithm"] == "graddiff")
+        graddiff = config["algorithm"] == "graddiff"
+        steps = forget(models, data, sets, config, trials, theta_0, graddiff)
     seconds = elapsed(started, data.test.y.device)
-    change = (flat_parameters(models) - theta_0).norm(dim=1).double()
-    relative = change / theta_0.norm(dim=1).double()
     after = accuracies(models, sets)
+    bad = diverged(models, after, sets)
+    after = {name: value.masked_fill(bad, float("nan")) for name, value in after.items()}
+    change = distance(models, theta_0).masked_fill(bad, float("nan")).double()
+    relative = change / theta_0.norm(dim=1).double()
     return [  # tensors among these leave the device together
         {
             **{f"{name}_before": value[i] for name, value in before.items()},
@@ -160,11 +178,27 @@ def unlearn_many(configs: list[dict[str, Any]], trials: list[Trial]) -> list[dic
             "param_change": change[i],
             "param_change_rel": relative[i],
             "steps_taken": steps[i],
-            "unlearn_time_s": seconds,
-            "train_time_s": train_time,
+            "diverged": bad[i].float(),
+            "unlearn_time_s": seconds / len(seeds),
+            "train_time_s": train_time / len(seeds),
         }
         for i in range(len(seeds))
     ]
+
+
+def distance(models: Stack, theta_0: torch.Tensor) -> torch.Tensor:
+    """Each member's ||theta - theta_0||_2 on its device: (members,)."""
+    return (flat_parameters(models) - theta_0).norm(dim=1)
+
+
+def diverged(
+    models: Stack, after: dict[str, torch.Tensor], sets: dict[str, Images]
+) -> torch.Tensor:
+    """Per member: are some of its parameters non-finite, or its logits on some set (a NaN
+    accuracy on a non-empty set: experiments/vision/models.accuracy)? (members,)
+    booleans."""
+    non_finite_logits = [after[name].isnan() for name, part in sets.items() if len(part)]
+    return ~finite_parameters(models) | torch.stack(non_finite_logits).any(dim=0)
 
 
 def _initial(config: dict[str, Any], data: Split, seed: int) -> nn.Module:
@@ -208,12 +242,14 @@ def forget(
     sets: dict[str, Images],
     config: dict[str, Any],
     trials: list[Trial],
+    theta_0: torch.Tensor,
     graddiff: bool,
 ) -> list[int]:
     """SGD on each member's unlearning loss for `unlearn_steps`, or until its forget
     accuracy is at most `stop_at_forget_acc` (gradient ascent has no minimum: run on, it
-    wrecks the whole model). Accuracies every `eval_every` steps; returns the steps each
-    member took."""
+    wrecks the whole model), or until its parameters turn non-finite (diverged: never a
+    success). Loss, accuracies and ||theta - theta_0|| every `eval_every` steps, at the last
+    step and at the step a member stops; returns the steps each member took."""
     with torch.no_grad():
         logits = models(data.forget.x, shared=True)
     targets = torch.stack(
@@ -247,12 +283,10 @@ def forget(
         loss.sum().backward()
         models.hold(moving)  # a member that stopped stays as it was
         optimizer.step()
-        done = [False] * len(trials)
-        if stop is not None:  # one synchronisation per step, as alone
-            below = (accuracy(models, data.forget.x, data.forget.y) <= stop).tolist()
-            done = [m and b for m, b in zip(moving, below, strict=True)]
+        finite, below = _checks(models, data.forget, stop)
+        done = [m and (b or not f) for m, f, b in zip(moving, finite, below, strict=True)]
         if step % every == 0 or step == steps - 1 or any(done):
-            now = accuracies(models, sets)
+            now = {**accuracies(models, sets), "param_change": distance(models, theta_0)}
             for i, trial in enumerate(trials):
                 if moving[i] and (step % every == 0 or step == steps - 1 or done[i]):
                     trial.report(step=step + 1, loss=loss[i], **{k: v[i] for k, v in now.items()})
@@ -261,6 +295,17 @@ def forget(
         if not any(moving):
             break
     return taken
+
+
+def _checks(models: Stack, forget_set: Images, stop: float | None) -> tuple[list[bool], list[bool]]:
+    """Per member: are its parameters all finite, and is its forget accuracy at most `stop`
+    (never, without a `stop`, or with NaN logits)? One synchronisation per step, as alone."""
+    finite = finite_parameters(models)
+    below = torch.zeros_like(finite)
+    if stop is not None:
+        below = accuracy(models, forget_set.x, forget_set.y) <= stop
+    flags = torch.stack([finite, below]).tolist()
+    return flags[0], flags[1]
 
 
 def _draws(

@@ -51,14 +51,23 @@ def flat_parameters(models: Stack) -> torch.Tensor:
     return torch.cat([p.detach().flatten(1) for p in models.parameters()], dim=1).clone()
 
 
+def finite_parameters(models: Stack) -> torch.Tensor:
+    """Per member, whether every one of its parameters is finite: (members,) booleans."""
+    finite = [p.detach().flatten(1).isfinite().all(dim=1) for p in models.parameters()]
+    return torch.stack(finite).all(dim=0)
+
+
 @torch.no_grad()
 def accuracy(models: Stack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Each member's share of correct top-1 predictions (NaN for an empty set), as a tensor
-    of one value per member on their device: the caller decides when the numbers leave it."""
+    """Each member's share of correct top-1 predictions, as a tensor of one value per member
+    on their device: the caller decides when the numbers leave it. NaN for an empty set,
+    and for a member with any non-finite logit on the set: argmax of NaN logits is 0, so a
+    diverged model would otherwise score as one that predicts class 0 everywhere."""
     if len(y) == 0:
         return torch.full((models.size,), float("nan"), device=y.device)
     was_training = models.training
     models.train(False)
-    correct = (models(x, shared=True).argmax(dim=-1) == y).float().mean(dim=-1)
+    logits = models(x, shared=True)  # (members, n, classes)
     models.train(was_training)
-    return correct
+    correct = (logits.argmax(dim=-1) == y).float().mean(dim=-1)
+    return correct.masked_fill(~logits.isfinite().flatten(1).all(dim=1), float("nan"))
