@@ -42,7 +42,7 @@ COMPARED = ["forget_acc", "retain_acc", "test_acc", "test_forget_class_acc", "pa
             "param_change_rel", "steps_taken"]  # fmt: skip
 MEANS = ["forget_acc", "retain_acc", "test_acc", "steps_taken"]  # per cell, of the runs kept
 MATCHED = ["retain_acc", "test_acc"]  # soft vs hard at equal effort
-EFFORT = {"equal steps": "step", "equal distance": "param_change"}  # matching -> its axis
+EFFORT = {"equal steps": "step", "equal distance": "distance"}  # matching -> its axis
 REPORT = ReportSettings(
     metrics=[*COMPARED, "unlearn_time_s", "diverged"],
     directions={"forget_acc": "lower", "retain_acc": "higher", "test_acc": "higher",
@@ -162,13 +162,11 @@ def equal_effort(trials: pd.DataFrame, steps: pd.DataFrame, strata: list[str]) -
 
 
 def effort_paths(trials: pd.DataFrame, steps: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    """Per trial, by (sweep, trial_id): step, param_change and the MATCHED accuracies of each
+    """Per trial, by (sweep, trial_id): step, distance and the MATCHED accuracies of each
     report in step order, after step 0, the trained model (its `*_before` accuracies at
     distance 0), so that a point before the first report can be read too."""
     keys = ["sweep", "trial_id"]
-    start = trials[keys].assign(
-        step=0, param_change=0.0, **{m: trials[f"{m}_before"] for m in MATCHED}
-    )
+    start = trials[keys].assign(step=0, distance=0.0, **{m: trials[f"{m}_before"] for m in MATCHED})
     reported = steps.merge(trials[keys], on=keys).reindex(columns=start.columns)
     path = pd.concat([start, reported], ignore_index=True).sort_values([*keys, "step"])
     grouped = path.groupby(keys, observed=True, sort=False)
@@ -180,7 +178,7 @@ def _matched(soft: pd.DataFrame, hard: pd.DataFrame) -> list[dict[str, object]]:
         return []
     rows = []
     for matching, axis in EFFORT.items():
-        # NaN (never reported, as param_change by older sweeps) leaves the pair out
+        # NaN (never reported, as distance by older sweeps) leaves the pair out
         at = np.minimum(soft[axis].max(skipna=False), hard[axis].max(skipna=False))
         rows += [
             {"matched": matching, "at": at, "metric": metric,

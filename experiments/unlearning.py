@@ -20,7 +20,7 @@ accuracy on that class in the test set), ||theta - theta_0||_2 and its ratio to
 ||theta_0||, unlearning steps and time, and `diverged`. theta_0 is the trained model; for
 retrain, the change is that of the retrained model from it. Each report during unlearning
 (every `eval_every` steps and at the last step) carries the loss, the accuracies and
-||theta - theta_0|| (`param_change`), for comparisons at equal steps or equal distance.
+||theta - theta_0|| (`distance`), for comparisons at equal steps or equal distance.
 
 Divergence: ascent has no minimum, and a large enough step sends the weights to inf/NaN.
 A member whose parameters turn non-finite stops there: `steps_taken` is the step whose
@@ -286,7 +286,7 @@ def forget(
         finite, below = _checks(models, data.forget, stop)
         done = [m and (b or not f) for m, f, b in zip(moving, finite, below, strict=True)]
         if step % every == 0 or step == steps - 1 or any(done):
-            now = {**accuracies(models, sets), "param_change": distance(models, theta_0)}
+            now = {**accuracies(models, sets), "distance": distance(models, theta_0)}
             for i, trial in enumerate(trials):
                 if moving[i] and (step % every == 0 or step == steps - 1 or done[i]):
                     trial.report(step=step + 1, loss=loss[i], **{k: v[i] for k, v in now.items()})

@@ -193,16 +193,16 @@ def test_a_run_that_diverges_is_marked_and_stops_there_not_as_a_success():
     assert final["forget_acc_before"] == pytest.approx(0.75) and np.isfinite(before).all()
     last = curve[-1]  # the step it diverged at, reported, and where it stopped
     assert 1 < final["steps_taken"] == last["step"] < SMALL["unlearn_steps"]
-    assert math.isnan(last["forget_acc"]) and math.isnan(last["param_change"])
-    assert curve[0]["forget_acc"] == 1.0 and curve[0]["param_change"] > 0
+    assert math.isnan(last["forget_acc"]) and math.isnan(last["distance"])
+    assert curve[0]["forget_acc"] == 1.0 and curve[0]["distance"] > 0
 
 
 def test_a_run_that_does_not_diverge_has_diverged_0_and_its_distance_per_step():
     final, curve, _ = run_directly(unlearn, {**SMALL, **DIVERGING, "unlearn_lr": 0.01, "seed": 0})
     assert final["diverged"] == 0.0 and final["steps_taken"] == SMALL["unlearn_steps"]
     assert final["forget_acc"] == pytest.approx(curve[-1]["forget_acc"])
-    assert final["param_change"] == pytest.approx(curve[-1]["param_change"], rel=1e-5)
-    distances = [report["param_change"] for report in curve]
+    assert final["param_change"] == pytest.approx(curve[-1]["distance"], rel=1e-5)
+    distances = [report["distance"] for report in curve]
     assert 0 < distances[0] < distances[-1]  # ||theta - theta_0|| per report, growing
 
 
@@ -354,7 +354,7 @@ def _path(trial: str, before: tuple[float, float], reports: list[tuple]) -> tupl
     row = {"sweep": "s", "trial_id": trial, "seed": int(seed),
            "label": "hard" if label == "h" else "soft T=2",
            "retain_acc_before": before[0], "test_acc_before": before[1]}  # fmt: skip
-    steps = [{"sweep": "s", "trial_id": trial, "step": step, "param_change": d,
+    steps = [{"sweep": "s", "trial_id": trial, "step": step, "distance": d,
               "retain_acc": r, "test_acc": t} for step, d, r, t in reports]  # fmt: skip
     return row, steps
 
