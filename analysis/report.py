@@ -39,7 +39,8 @@ def write_report(
         if isinstance(source, Sweep) or len(sweep.meta) > 1:
             raise AnalysisError("several sweeps: say where the report goes (out=...)")
         out = Path(source if isinstance(source, str | Path) else source[0]) / "report"
-    settings = (defaults or ReportSettings()).merged(sweep.settings()).merged(settings)
+    family = (defaults or ReportSettings()).within(sweep.final_metrics + sweep.pair_metrics)
+    settings = family.merged(sweep.settings()).merged(settings)
     _say(progress, f"{sweep.name}: {len(sweep.ok)} successful trials, {len(sweep.metrics)} steps")
     analysis = analyse(sweep, settings, weights)
     _say(progress, "figures and tables")

@@ -62,6 +62,12 @@ class ReportSettings(BaseModel):
             mine[key] = value if isinstance(value, list) else {**mine[key], **value}
         return ReportSettings(**mine)
 
+    def within(self, reported: list[str]) -> ReportSettings:
+        """These settings with only the listed metrics that were `reported`: an experiment's
+        defaults name every metric it can report, and a sweep may not have them all (an
+        older version's, or one whose parameters leave a metric out)."""
+        return self.model_copy(update={"metrics": [m for m in self.metrics if m in reported]})
+
     def all_profiles(self) -> dict[str, dict[str, float]]:
         """Built-in profiles whose criteria all exist here, then the declared ones."""
         builtin = {

@@ -91,3 +91,16 @@ def test_steps_from_failed_attempts_only_do_not_break_the_curves(tmp_path: Path)
     rows = [trial("t1", "a", 0, status="failed"), trial("t2", "b", 0, loss=1.0)]
     md = report_text(make_sweep(tmp_path, "s", rows, steps("t1", [1.0, 2.0], attempt=0)))
     assert "## Curves" in md and "curve-loss" not in md
+
+
+def test_a_family_default_metric_never_reported_is_skipped_a_spec_one_refused(tmp_path: Path):
+    from analysis.settings import ReportSettings
+
+    rows = [trial(f"t{i}", "ab"[i % 2], i, loss=float(i)) for i in range(4)]
+    folder = make_sweep(tmp_path, "s", rows, [])
+    # an experiment's defaults may name metrics a sweep lacks (an older version's sweep)
+    family = ReportSettings(metrics=["loss", "diverged"], directions={"loss": "lower"})
+    md = report_text(folder, defaults=family)
+    assert "| group | loss |" in md and "diverged" not in md
+    with pytest.raises(AnalysisError, match=r"names \['diverged'\], which no trial reported"):
+        write_report(folder, settings=ReportSettings(metrics=["loss", "diverged"]))
