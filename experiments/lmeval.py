@@ -100,6 +100,7 @@ def evaluate(config: dict[str, Any], trial: Trial) -> dict[str, Any]:
     documents = long_documents(corpus.val, config["n_documents"], config["document_len"])
     losses = document_losses(model, [d.to(trial.device) for d in documents], adapter)
     result.update(position_metrics(losses, config, model.cfg.block_size, trial))
+    result["diverged"] = int(not np.isfinite(losses).all())  # TTT can blow a model up
     return {**result, "eval_time_s": time.perf_counter() - started, "eval_text_sha1": _sha1(text)}
 
 

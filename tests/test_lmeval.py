@@ -207,6 +207,17 @@ def test_baseline_and_ttt_evaluations_land_in_the_store(storage: Path, evaluated
     assert steps["position_loss"].notna().all()
 
 
+def test_ttt_that_blows_the_model_up_is_marked_diverged(storage: Path, evaluated):
+    spec = eval_spec(storage, "eval-blown", "ttt")
+    spec["params"] = {**spec["params"], "ttt_lr": 1e6}
+    result = run_sweep(spec, progress=None)
+    blown = pd.read_parquet(Path(result.path) / "trials")
+    assert result.count("ok") == 2 and (blown["diverged"] == 1).all()
+    assert blown["long_loss"].isna().all()
+    assert (evaluated["baseline"]["diverged"] == 0).all()
+    assert (evaluated["ttt"]["diverged"] == 0).all()
+
+
 def test_an_evaluation_without_its_models_input_is_a_clear_trial_error(storage: Path):
     spec = eval_spec(storage, "no-models", "baseline")
     del spec["inputs"]
