@@ -273,6 +273,6 @@ def _measured_vs_predicted(trials: pd.DataFrame) -> list[Block]:
         ),
     ]
     if calls:
-        title = "Tokens per target call: measured vs the formula's expectation"
+        title = "Tokens per target call: measured vs expected"
         blocks.append(Plot("tokens-per-call-measured-vs-expected", plots.scatter(calls, title)))
     return blocks
