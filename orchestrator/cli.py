@@ -236,6 +236,49 @@ def _trials_table(table: pd.DataFrame) -> list[str]:
     ]
 
 
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--trial", "trial_id", metavar="ID", help="The trial to run, by id (--dry-run lists them)."
+)
+@click.option(
+    "--where",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Run the first trial whose config has KEY=VALUE (repeatable): --where seed=2.",
+)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="As for sweep run.")
+@click.option(
+    "--pdb", "post_mortem", is_flag=True, help="On an exception, open pdb where it was raised."
+)
+def debug(
+    spec: Path,
+    trial_id: str | None,
+    where: tuple[str, ...],
+    overrides: tuple[str, ...],
+    post_mortem: bool,
+) -> None:
+    """Run one trial of SPEC in this process, without Ray, to debug an experiment.
+
+    The trial (--trial ID, the first matching --where, else the spec's first) runs as a
+    worker would run it (its config with the declared defaults, seeded, on the device a
+    worker would get) but here: `breakpoint()` works, reports are printed as they come and
+    the final metrics at full precision. Nothing is written to the sweep's tables;
+    artifacts go to a scratch folder it names. Exit code: 0 when the trial returned its
+    metrics, 1 when it raised (traceback printed; --pdb opens the debugger), 2 for bad input.
+    """
+    from orchestrator.debug import debug as run_one
+
+    pairs = {}
+    for item in where:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--where {item!r}: give KEY=VALUE")
+        pairs[key] = value
+    code = run_one(spec, list(overrides), trial_id, pairs, post_mortem)
+    sys.exit(code)
+
+
 @main.command(name="ls")
 @click.argument("root", default="results", metavar="[ROOT]")
 def ls_(root: str) -> None:
