@@ -23,6 +23,8 @@ EXPERIMENT = """
     def noisy(config, trial):
         if config["x"] == 3:
             raise ValueError("x = 3 is not allowed here")
+        if config["x"] == 4:
+            breakpoint()
         draws = np.random.default_rng(config["seed"]).normal(size=4)
         for step, value in enumerate(draws):
             trial.report(step=step, value=float(value) * config["x"])
@@ -32,7 +34,7 @@ EXPERIMENT = """
 # np.random.rand() draws from the global generator: equal only if seeded as a worker seeds it
 
 
-def debug(folder: Path, *args: str) -> subprocess.CompletedProcess:
+def debug(folder: Path, *args: str, typed: str = "") -> subprocess.CompletedProcess:
     """`sweep debug` in a subprocess that says at its exit whether Ray was ever started."""
     probe = (
         "import atexit, ray, sys; "
@@ -41,14 +43,15 @@ def debug(folder: Path, *args: str) -> subprocess.CompletedProcess:
     )
     return subprocess.run(
         [sys.executable, "-c", probe, "debug", "spec.yaml", *args],
-        cwd=folder, env=cli_env(), capture_output=True, text=True, timeout=120,
+        cwd=folder, env={**cli_env(), "PYTHONBREAKPOINT": ""}, input=typed,
+        capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     write_sweep(tmp_path, "noisy", EXPERIMENT, name="noisy", experiment="noisy:noisy",
-                grid={"x": [1, 2, 3]}, seeds=2, storage=str(tmp_path / "results"))  # fmt: skip
+                grid={"x": [1, 2, 3, 4]}, seeds=2, storage=str(tmp_path / "results"))  # fmt: skip
     return tmp_path
 
 
@@ -84,6 +87,16 @@ def test_an_exception_prints_its_traceback_and_exits_1(folder):
     assert "Traceback (most recent call last)" in failed.stderr
     assert "ValueError: x = 3 is not allowed here" in failed.stderr
     assert "ray started: False" in failed.stdout
+
+
+def test_breakpoint_stops_in_the_terminal_and_pdb_opens_where_it_raised(folder):
+    # the debugger reads what the user types: `p config["x"]`, then continue / quit
+    stopped = debug(folder, "--where", "x=4", typed='p config["x"]\nc\n')
+    assert stopped.returncode == 0, stopped.stderr
+    assert "(Pdb) 4" in stopped.stdout and "total = " in stopped.stdout
+    post_mortem = debug(folder, "--where", "x=3", "--pdb", typed='p config["x"]\nq\n')
+    assert post_mortem.returncode == 1
+    assert "(Pdb) 3" in post_mortem.stdout and "ValueError" in post_mortem.stderr
 
 
 @pytest.mark.parametrize(
