@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from orchestrator.context import Trial, check_metrics, seed_everything
 from orchestrator.errors import InputError, did_you_mean
 from orchestrator.registry import resolve
-from orchestrator.runner import plan
+from orchestrator.runner import grid_configs
 from orchestrator.spec import load_spec
 from orchestrator.store.artifacts import encode
 from orchestrator.store.inputs import resolve_inputs
@@ -60,8 +60,7 @@ def debug(
     experiment = resolve(spec.experiment, [source_dir, Path.cwd()])
     if spec.search.algorithm != "grid":
         raise InputError("sweep debug runs a trial of a grid spec; this one searches")
-    configs = plan(spec, source_dir, experiment.params, experiment.fused is not None).configs
-    tid, config = pick(configs, trial, where or {})
+    tid, config = pick(grid_configs(spec, experiment.params), trial, where or {})
     scratch = Path(tempfile.mkdtemp(prefix="sweep-debug-"))
     device = _device(spec.resources.gpu)
     print(f"trial {tid} on {device}: {_shown(config)}", file=out)

@@ -159,10 +159,7 @@ def plan(
     """What a run of `spec` would do. With the experiment's declared `params`, the spec is
     checked against them first and every config holds the effective values. `fused`: the
     experiment has a fused implementation, which bundles use."""
-    if params is not None:
-        grid = check_spec(params, spec)  # before anything is read or written
-    else:
-        grid = expand(spec) if spec.search.algorithm == "grid" else []
+    configs = grid_configs(spec, params)  # checked before anything is read or written
     store = SweepStore(spec.storage, spec.name)
     meta = store.read_meta()
     if meta and meta.get("experiment") != spec.experiment:
@@ -171,8 +168,19 @@ def plan(
             f"{spec.experiment!r}: give this sweep another name (or --set name=...)"
         )
     previous, done = _history(store, whole=spec.search.algorithm != "grid")
-    configs = {trial_id(spec.experiment, c): c for c in grid}
     return Plan(spec, store, configs, done, previous, source_dir, params, fused)
+
+
+def grid_configs(
+    spec: SweepSpec, params: type[BaseModel] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Trial id -> config of every grid trial of `spec` (none for a search), checked against
+    the experiment's declared `params` and holding their effective values, if it has them."""
+    if params is not None:
+        grid = check_spec(params, spec)
+    else:
+        grid = expand(spec) if spec.search.algorithm == "grid" else []
+    return {trial_id(spec.experiment, c): c for c in grid}
 
 
 def _trials_table(store: SweepStore) -> pd.DataFrame:

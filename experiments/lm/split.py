@@ -31,7 +31,7 @@ def clean_split(documents: list[str], val_fraction: float) -> tuple[str, str]:
     chosen = _validation_documents(documents, val_fraction)
     train = "\n\n".join(d for i, d in enumerate(documents) if i not in chosen)
     lines = "\n\n".join(documents[i] for i in sorted(chosen)).split("\n")
-    return train, "\n".join(_unseen_lines(lines, _sorted_hashes(train)))
+    return train, "\n".join(_unseen_lines(lines, np.unique(window_hashes(train))))
 
 
 def _validation_documents(documents: list[str], val_fraction: float) -> set[int]:
@@ -75,10 +75,6 @@ def window_hashes(text: str) -> np.ndarray:
         for j in range(WINDOW if n > 0 else 0):
             hashes = hashes * _BASE + codes[j : j + n]
     return hashes
-
-
-def _sorted_hashes(text: str) -> np.ndarray:
-    return np.unique(window_hashes(text))
 
 
 def _contains(known: np.ndarray, hashes: np.ndarray) -> np.ndarray:
