@@ -22,6 +22,7 @@ from orchestrator.registry import available, resolve
 from orchestrator.store.compaction import TARGET_BYTES, compact, parse_size
 from orchestrator.store.folder import StorageFull, store_at
 from orchestrator.summary import ls_table, status_text
+from orchestrator.trackers import TRACKERS
 
 if TYPE_CHECKING:  # the runner imports Ray Tune: only `sweep run` pays for it
     from orchestrator.runner import Plan, SweepResult
@@ -95,9 +96,23 @@ def main() -> None:
     help="Join a Ray cluster started with `ray start --head`; default: the cluster RAY_ADDRESS "
     "names (as inside `ray job submit`), else an embedded local Ray; local: always embedded.",
 )
+@click.option(
+    "--log",
+    "trackers",
+    multiple=True,
+    type=click.Choice(TRACKERS),
+    help="Log every trial to this tracker as it runs (repeatable), instead of the spec's "
+    "`log:`; needs pip install 'raysweep[NAME]'. Settings as the tracker reads them: "
+    "MLFLOW_TRACKING_URI, WANDB_MODE, WANDB_DIR, WANDB_PROJECT.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress line.")
 def run(
-    spec: Path, overrides: tuple[str, ...], dry_run: bool, address: str | None, quiet: bool
+    spec: Path,
+    overrides: tuple[str, ...],
+    dry_run: bool,
+    address: str | None,
+    trackers: tuple[str, ...],
+    quiet: bool,
 ) -> None:
     """Run the sweep in SPEC (YAML); trials that already succeeded are skipped.
 
@@ -119,12 +134,17 @@ def run(
     that differ only in their seeds in one Ray Tune trial, one after another or (for an
     experiment with a fused implementation) trained together; each is still its own
     trial in the results. --dry-run shows the bundles.
+
+    Trackers: `log: [tensorboard, mlflow, wandb]` in the spec (or --log) sends each trial's
+    config, steps, final metrics and status to them as it runs, a tracker run per trial
+    grouped by sweep and config; the tables stay the record if a tracker fails.
     """
     from orchestrator.runner import Plan, run_sweep
 
+    logged = [f"log=[{','.join(trackers)}]"] if trackers else []
     outcome = run_sweep(
         spec,
-        overrides=list(overrides),
+        overrides=[*overrides, *logged],
         address=address,
         dry_run=dry_run,
         progress=None if quiet else sys.stderr,

@@ -26,6 +26,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from analysis.tables import FAILURE, SUCCESS, Status
+from orchestrator import trackers
 from orchestrator.declaration import Experiment
 from orchestrator.errors import InputError
 from orchestrator.faults.abort import Abort
@@ -224,6 +225,7 @@ def run_sweep(
     fn = resolve(spec.experiment, [source_dir, Path.cwd()])
     if spec.search.algorithm == "optuna" and importlib.util.find_spec("optuna") is None:
         raise InputError("search optuna needs optuna: pip install 'raysweep[optuna]'")
+    trackers.check_installed(spec.log)
     the_plan = plan(spec, source_dir, fn.params, fn.fused is not None)
     if spec.bundle is not None:
         check_fusable(fn, the_plan.bundles, the_plan.configs)
@@ -317,7 +319,7 @@ def _execute(
     abort, interrupt = Abort(), Interrupt()
     ledger, callbacks = _callbacks(the_plan, run, abort, progress)
     callbacks.append(interrupt)  # last: it may end the step
-    trainable = make_trainable(fn, Shipped(_context(the_plan, inputs)))
+    trainable = make_trainable(fn, Shipped(_context(the_plan, inputs, run)))
     scratch = tempfile.mkdtemp(prefix="raysweep-tune-")
     tuner = make_tuner(
         spec,
@@ -396,7 +398,7 @@ def _callbacks(
     return ledger, callbacks
 
 
-def _context(the_plan: Plan, inputs: dict[str, SweepInput]) -> Any:
+def _context(the_plan: Plan, inputs: dict[str, SweepInput], run: dict[str, Any]) -> Any:
     """What every trial of the run needs to know (orchestrator/worker/attempt.py)."""
     import ray
 
@@ -405,8 +407,28 @@ def _context(the_plan: Plan, inputs: dict[str, SweepInput]) -> Any:
     spec, store = the_plan.spec, the_plan.store
     driver = ray.get_runtime_context().get_node_id()
     return RunContext(
-        the_plan.index, store.root, spec.name, driver, inputs, spec.retries, for_scheduler(spec)
+        the_plan.index,
+        store.root,
+        spec.name,
+        driver,
+        inputs,
+        spec.retries,
+        for_scheduler(spec),
+        _logging(spec, store.root, run),
     )
+
+
+def _logging(spec: SweepSpec, storage: str, run: dict[str, Any]) -> trackers.Logging:
+    """The run's trackers, ready on the driver; one that failed here already is said and
+    left out."""
+    names = [k for keys in spec.grid_keys().values() for k in keys] + ["seed"]
+    provenance = {k: run[k] for k in ("run_id", "git_commit", "git_dirty")}
+    logging, failed = trackers.prepare(
+        spec.log, spec.name, spec.experiment, storage, names, provenance
+    )
+    for tracker, failure in failed.items():
+        trackers.say(tracker, failure)
+    return logging
 
 
 def _after_sweep(fn: Experiment, sweep_uri: str, result: SweepResult, out: TextIO | None) -> None:

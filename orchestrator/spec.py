@@ -202,6 +202,7 @@ class SweepSpec(_Strict):
     bundle: Bundle | None = None
     report: ReportSettings = ReportSettings()  # read by `sweep report`, owned by analysis
     inputs: dict[str, str] = {}  # name -> a sweep folder whose artifacts trials read
+    log: list[Literal["tensorboard", "mlflow", "wandb"]] = []  # trackers (orchestrator/trackers.py)
     confirms: Confirms | None = None  # written by `sweep confirm` (orchestrator/confirm.py)
 
     @field_validator("search", "scheduler", mode="before")

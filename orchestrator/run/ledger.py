@@ -31,6 +31,7 @@ import pandas as pd
 from ray import tune
 
 from analysis.tables import DEVICE_COLUMNS, SUCCESS, Status
+from orchestrator import trackers
 from orchestrator.faults.abort import StartWatch
 from orchestrator.faults.failures import (
     CUT_SHORT,
@@ -100,6 +101,7 @@ class Ledger(tune.Callback):
         self.told: dict[str, float] = {}  # config_id -> what the searcher was told
         self.configs_ended = 0  # Tune trials of sampled configs that ended
         self._bundles: dict[str, tuple[tuple[str, bool], bundles.Bundle]] = {}  # live ones
+        self.trackers_failed: set[str] = set()  # said once each (orchestrator/trackers.py)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -228,6 +230,10 @@ class Ledger(tune.Callback):
         key = (tune_trial.trial_id, report.trial_id)
         live = self._live.get(key) or self._begin(tune_trial, report.trial_id)
         live.columns.update(report.columns)
+        for tracker, failure in report.notices.items():
+            if tracker not in self.trackers_failed:
+                self.trackers_failed.add(tracker)
+                trackers.say(tracker, failure)
         if report.kind == "step":
             row = {"trial_id": live.trial_id, "attempt": live.attempt, "time": _utc(report.time)}
             self.writer.add("metrics", {**row, **report.metrics})

@@ -22,12 +22,11 @@ from orchestrator.objective import Objective
 from orchestrator.store.artifacts import ArtifactWriter, encode, remote_writer
 from orchestrator.store.folder import StorageFull
 from orchestrator.store.inputs import SweepInput
+from orchestrator.trackers import Logging, watched
 from orchestrator.trials import TrialIndex
 from orchestrator.worker import devices
-from orchestrator.worker.messages import Report
+from orchestrator.worker.messages import Report, Send
 from orchestrator.worker.provenance import package_versions
-
-Send = Callable[[Report], None]  # one report to the driver
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,7 @@ class RunContext:
     inputs: dict[str, SweepInput] = field(default_factory=dict)  # other sweeps trials read
     retries: int = 0  # the spec's retries: a bundle with a failed member fails to be retried
     per_step: Objective | None = None  # a scheduler's: a config's seeds report step by step
+    logging: Logging = Logging()  # the trackers trials log to (orchestrator/trackers.py)
 
 
 class Shipped:
@@ -66,15 +66,26 @@ class Shipped:
         return self._fetched[key]
 
 
-def start(
-    ctx: RunContext,
-    tid: str,
-    config: dict[str, Any],
-    send: Send,
-) -> tuple[Trial, dict[str, Any], dict[str, Any]]:
-    """The `Trial` of one attempt, what the driver learns of where it runs (`where`, sent
-    with its first report and its last) and the last reported value of each metric
-    (`latest`, filled as it reports)."""
+@dataclass
+class Started:
+    """An attempt under way: its `Trial`, what the driver learns of where it runs (`where`,
+    sent with its first report and its last), the last reported value of each metric
+    (`latest`, filled as it reports) and where its reports go (`send`: to the driver,
+    through the run's trackers)."""
+
+    trial: Trial
+    where: dict[str, Any]
+    latest: dict[str, Any]
+    send: Send
+
+    def end(self, outcome: Outcome) -> Outcome:
+        """Send the attempt's last report: how it ended."""
+        self.send(outcome.report(self.where, self.trial.id))
+        return outcome
+
+
+def start(ctx: RunContext, tid: str, config: dict[str, Any], send: Send) -> Started:
+    """Begin an attempt of trial `tid`, its reports sent with `send`."""
     import ray
 
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
@@ -90,8 +101,9 @@ def start(
     }
     saver = _artifact_saver(ctx, tid, local=node == ctx.driver_node)
     latest: dict[str, Any] = {}
+    send = watched(ctx.logging, tid, config, send)
     trial = Trial(tid, config, device, _reporter(where, latest, send, tid), saver, ctx.inputs)
-    return trial, where, latest
+    return Started(trial, where, latest, send)
 
 
 @dataclass

@@ -305,10 +305,9 @@ def _one_by_one(
 ) -> list[Outcome]:
     outcomes = []
     for tid, config in members.items():
-        trial, where, latest = start(ctx, tid, config, outbox.add)
-        seed_everything(trial.seed)
-        outcome = attempt(fn, config, trial, latest)
-        outbox.add(outcome.report(where, tid))
+        started = start(ctx, tid, config, outbox.add)
+        seed_everything(started.trial.seed)
+        outcome = started.end(attempt(fn, config, started.trial, started.latest))
         outcomes.append(outcome)
         if isinstance(outcome.exception, StorageFull):
             break  # the driver stops the sweep; the members left run next time
@@ -322,7 +321,7 @@ def _fused(
     failed with its traceback."""
     configs = list(members.values())
     started = [start(ctx, tid, config, outbox.add) for tid, config in members.items()]
-    trials = [trial for trial, _, _ in started]
+    trials = [s.trial for s in started]
     seed_everything(trials[0].seed)  # the fused code seeds each member's own generators
     try:
         devices.start(trials[0].device)
@@ -336,9 +335,7 @@ def _fused(
         outcomes = [failed(trial, exc) for trial in trials]
     else:
         outcomes = [
-            ended(trial, latest, final, config)
-            for (trial, _, latest), final, config in zip(started, finals, configs, strict=True)
+            ended(s.trial, s.latest, final, config)
+            for s, final, config in zip(started, finals, configs, strict=True)
         ]
-    for tid, (_, where, _), outcome in zip(members, started, outcomes, strict=True):
-        outbox.add(outcome.report(where, tid))
-    return outcomes
+    return [s.end(outcome) for s, outcome in zip(started, outcomes, strict=True)]

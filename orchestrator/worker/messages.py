@@ -9,6 +9,7 @@ per-metric bookkeeping), and its experiment state keeps the last result pickled.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,10 +29,14 @@ class Report:
     time: float | None = None  # when a step was reported
     error: str | None = None  # the traceback
     full: str | None = None  # an artifact write found the storage full: what it said
+    notices: dict[str, str] = field(default_factory=dict)  # tracker -> how it failed here
 
     @property
     def ends(self) -> bool:
         return self.kind != "step"
+
+
+Send = Callable[[Report], None]  # where a worker's reports go: to the driver
 
 
 def to_result(*reports: Report, top: bool = False) -> dict[str, Any]:
