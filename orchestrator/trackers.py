@@ -128,7 +128,7 @@ def watched(logging: Logging, trial_id: str, config: dict[str, Any], send: Send)
                 del opened[name]
                 notices[name] = _dropped(run, name, exc)
         if report.kind == "step":
-            run.step(int(report.metrics["step"]), _numbers(report.metrics))
+            run.step(report)
         if notices:
             report = dataclasses.replace(report, notices={**notices})
             notices.clear()
@@ -189,9 +189,10 @@ class _TrialRun:
         self.last_step = 0
         self.reported: dict[str, float] = {}  # each metric's last reported value
 
-    def step(self, step: int, values: dict[str, float]) -> None:
-        self.last_step = step
-        self.reported.update(values)
+    def step(self, report: Report) -> None:
+        """A step all trackers were told of."""
+        self.last_step = int(report.metrics["step"])
+        self.reported.update(_numbers(report.metrics))
 
     def final(self, report: Report) -> dict[str, float]:
         """The final metrics not reported with that value at the last step."""
@@ -259,9 +260,11 @@ class _MLflow:
         self._metrics(values, step, when)
 
     def end(self, report: Report) -> None:
+        from mlflow.entities import RunTag
+
         self._metrics(self.run.final(report), self.run.last_step, time.time())
-        for key, value in self.run.ended(report).items():
-            self.client.set_tag(self.id, f"raysweep.{key}", value[:5000])
+        ended = self.run.ended(report).items()
+        self.client.log_batch(self.id, tags=[RunTag(f"raysweep.{k}", v) for k, v in ended])
         self.client.set_terminated(self.id, "FINISHED" if report.kind == "final" else "FAILED")
 
     def _metrics(self, values: dict[str, float], step: int, when: float) -> None:
