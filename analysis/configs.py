@@ -188,12 +188,13 @@ def search_goal(spec: dict[str, Any]) -> SearchGoal | None:
 
 
 def rank_search(
-    trials: pd.DataFrame, meta: dict[str, Any]
+    trials: pd.DataFrame, meta: dict[str, Any], goal: SearchGoal | None = None
 ) -> tuple[SearchGoal, pd.DataFrame, list[str]] | None:
     """A search sweep's configs ranked as its searcher saw them, from its trials and
     sweep.json: (goal, `rank_configs`' table, the config keys that tell configs apart).
-    None for a grid sweep, a search without a goal, or trials without a config_id."""
-    goal = search_goal(meta.get("spec") or {})
+    None for a grid sweep, a search without a goal, or trials without a config_id. With
+    `goal`, any sweep's configs ranked by that goal instead."""
+    goal = goal or search_goal(meta.get("spec") or {})
     if goal is None or "config_id" not in trials or trials["config_id"].isna().all():
         return None
     columns = meta.get("config_columns") or []

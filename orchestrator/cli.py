@@ -19,6 +19,7 @@ from analysis.tables import Status, UnreadableFileWarning
 from orchestrator.errors import InputError, TrialsCannotStart
 from orchestrator.params import describe
 from orchestrator.registry import available, resolve
+from orchestrator.spec import seconds
 from orchestrator.store.compaction import TARGET_BYTES, compact, parse_size
 from orchestrator.store.folder import StorageFull, store_at
 from orchestrator.summary import ls_table, status_text
@@ -31,6 +32,7 @@ EXIT_TRIALS_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_STORAGE_FULL = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+WATCH_EVERY_S = 5.0  # sweep status --watch: seconds between reads
 
 
 class _Group(click.Group):
@@ -66,6 +68,7 @@ def main() -> None:
     sweep run spec.yaml                  run a sweep (again: resume, retry, extend)
     sweep run spec.yaml --dry-run        the trials it would run
     sweep status results/NAME            counts, failures, GPU memory, trials
+    sweep status results/NAME --watch    a live view until the sweep ends
     sweep report results/NAME            statistics and figures: report.html
     sweep confirm results/NAME --top 3 --seeds 5   the best configs again on fresh seeds
     sweep power results/NAME --metric M --by KEY   how many seeds a difference needs
@@ -314,18 +317,74 @@ def ls_(root: str) -> None:
     click.echo(table.to_string(index=False))
 
 
+class Duration(click.ParamType):
+    """Seconds, or a duration with a unit: 1, 0.5, 500ms, 5s, 1m."""
+
+    name = "duration"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            return seconds(value)
+        except ValueError:
+            self.fail(f"{value!r}: give seconds (1, 0.5) or a duration (500ms, 5s, 1m)", param, ctx)
+
+
 @main.command()
 @click.argument("sweep_dir", metavar="SWEEP_DIR")
-def status(sweep_dir: str) -> None:
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="A live view until the sweep ends: counts and ETA, running trials with their last "
+    "step, the newest failures, the best configs so far. Ctrl-C stops it.",
+)
+@click.option(
+    "--every",
+    type=Duration(),
+    default=None,
+    metavar="DURATION",
+    help="How often --watch reads the tables: seconds or 500ms, 5s, 1m (default 5s); "
+    "implies --watch.",
+)
+@click.option(
+    "--metric",
+    default=None,
+    metavar="METRIC",
+    help="With --watch: the final metric the best configs are ranked by (default: the "
+    "spec's search.metric, else its report settings', else the first numeric one).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["min", "max"]),
+    default=None,
+    help="With --watch: whether METRIC is better low (min) or high (max); default: "
+    "search.mode, else report.directions, else min.",
+)
+def status(
+    sweep_dir: str, watch: bool, every: float | None, metric: str | None, mode: str | None
+) -> None:
     """Show one sweep, SWEEP_DIR a folder or a URI (s3://bucket/results/name).
 
     Counts (ok, failed, not run), each run with its git commit, failed trials with their
     errors, NaN/Inf metric values, GPU memory per attempt, and the trials. Safe to run
     while the sweep runs.
+
+    With --watch (or --every): a live view, read from the tables every few seconds, that
+    ends by itself (exit 0) when the sweep's run ends; redrawn in place on a terminal,
+    printed again when it changed in a log.
     """
+    watching = watch or every is not None
+    if not watching and (metric or mode):
+        raise click.UsageError("--metric and --mode go with --watch")
     store = store_at(sweep_dir)
     if not store.exists():
         raise InputError(f"{sweep_dir}: not a sweep folder (no sweep.json); see `sweep ls`")
+    if watching:
+        from orchestrator.watch import watch as live
+
+        live(sweep_dir, every or WATCH_EVERY_S, metric, mode)
+        return
     click.echo(status_text(store))
 
 

@@ -22,11 +22,10 @@ from typing import Any
 import pandas as pd
 
 from analysis.confirm import GRID_ENTRY, native, ranked_configs
-from analysis.settings import ReportSettings
 from orchestrator.errors import InputError, did_you_mean
+from orchestrator.objective import family_defaults, goal
 from orchestrator.store.folder import store_at
 
-MODES = {"lower": "min", "higher": "max"}
 # What the linked sweep copies from the confirmed sweep's spec, as it is.
 COPIED = ("resources", "max_concurrent", "retries", "limits", "bundle", "report")
 
@@ -72,42 +71,6 @@ class Confirmation:
         return lines
 
 
-def goal(
-    spec: dict[str, Any],
-    settings: ReportSettings,
-    metric: str | None = None,
-    mode: str | None = None,
-    where: str = "",
-) -> tuple[str, str]:
-    """The metric and mode to rank configs by: as given, else the spec's search.metric and
-    search.mode, else its report settings: the first of report.metrics, or the one metric
-    report.directions names, with its direction (lower: min, higher: max)."""
-    search = spec.get("search") or {}
-    if isinstance(search, str):
-        search = {"algorithm": search}
-    directions = settings.directions
-    if metric is None:
-        named = [m for m in (search.get("metric"), *settings.metrics[:1]) if m]
-        only = list(directions) if len(directions) == 1 else []
-        metric = next(iter([*named, *only]), None)
-    if metric is None:
-        raise InputError(
-            f"{where}: no metric to rank its configs by: its spec has no search.metric, "
-            "and its report settings name no metric (report.metrics, or one metric in "
-            "report.directions); give --metric METRIC --mode min|max"
-        )
-    if mode is None:
-        mode = search.get("mode") if search.get("metric") == metric else None
-    if mode is None and metric in directions:
-        mode = MODES[directions[metric]]
-    if mode is None:
-        raise InputError(
-            f"{where}: is {metric} better low or high? Neither search.mode nor "
-            f"report.directions of its spec says; give --mode min or --mode max"
-        )
-    return metric, mode
-
-
 def used_seeds(spec: dict[str, Any], seeds: Iterable[Any]) -> set[int]:
     """Every seed a sweep ran or may run: its spec's seeds (a count N: 0 to N-1; seeds
     added until decided: up to their max) and the `seeds` its trials have."""
@@ -146,7 +109,7 @@ def confirmation(
         )
     name, meta = next(iter(sweep.meta.items()))
     spec = meta.get("spec") or {}
-    settings = _family_defaults(meta).merged(sweep.settings())
+    settings = family_defaults(meta).merged(sweep.settings())
     metric, mode = goal(spec, settings, metric, mode, sweep_dir)
     if metric not in sweep.final_metrics:
         raise InputError(
@@ -175,18 +138,6 @@ def confirmation(
     }
     source = Path(meta["source_dir"]) if meta.get("source_dir") else Path.cwd()
     return Confirmation(linked, source, ranked, keys, metric, mode, top)
-
-
-def _family_defaults(meta: dict[str, Any]) -> ReportSettings:
-    """The report defaults the sweep's experiment declares (none when it cannot be imported
-    here: running the linked sweep then says why)."""
-    from orchestrator.registry import resolve
-
-    folders = [Path(p) for p in (meta.get("source_dir"), Path.cwd()) if p]
-    try:
-        return resolve(meta["experiment"], folders).report or ReportSettings()
-    except Exception:
-        return ReportSettings()
 
 
 def _configs(chosen: pd.DataFrame, keys: list[str]) -> dict[str, Any]:

@@ -6,15 +6,24 @@ spec's `search.aggregate` over its seeds of `search.metric` (orchestrator/run/le
 ASHA, per step, the same aggregate of its metric over the seeds still running
 (the bundle's step-aligned outbox). The aggregate itself is analysis/configs.over_seeds,
 which the report ranks configs by.
+
+`goal`: the metric and mode a command ranks a sweep's configs by when not told
+(`sweep confirm`, `sweep status --watch`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from analysis.configs import over_seeds
+from analysis.settings import ReportSettings
+from orchestrator.errors import InputError
 from orchestrator.spec import SweepSpec
+
+MODES = {"lower": "min", "higher": "max"}
 
 
 @dataclass(frozen=True)
@@ -46,3 +55,51 @@ def for_scheduler(spec: SweepSpec) -> Objective | None:
     metric = scheduler.metric or search.metric
     assert metric is not None  # the spec requires one
     return Objective(metric, scheduler.mode or search.mode or "min", search.aggregate)
+
+
+def goal(
+    spec: dict[str, Any],
+    settings: ReportSettings,
+    metric: str | None = None,
+    mode: str | None = None,
+    where: str = "",
+) -> tuple[str, str]:
+    """The metric and mode to rank configs by: as given, else the spec's search.metric and
+    search.mode, else its report settings: the first of report.metrics, or the one metric
+    report.directions names, with its direction (lower: min, higher: max)."""
+    search = spec.get("search") or {}
+    if isinstance(search, str):
+        search = {"algorithm": search}
+    directions = settings.directions
+    if metric is None:
+        named = [m for m in (search.get("metric"), *settings.metrics[:1]) if m]
+        only = list(directions) if len(directions) == 1 else []
+        metric = next(iter([*named, *only]), None)
+    if metric is None:
+        raise InputError(
+            f"{where}: no metric to rank its configs by: its spec has no search.metric, "
+            "and its report settings name no metric (report.metrics, or one metric in "
+            "report.directions); give --metric METRIC --mode min|max"
+        )
+    if mode is None:
+        mode = search.get("mode") if search.get("metric") == metric else None
+    if mode is None and metric in directions:
+        mode = MODES[directions[metric]]
+    if mode is None:
+        raise InputError(
+            f"{where}: is {metric} better low or high? Neither search.mode nor "
+            f"report.directions of its spec says; give --mode min or --mode max"
+        )
+    return metric, mode
+
+
+def family_defaults(meta: dict[str, Any]) -> ReportSettings:
+    """The report defaults the experiment of a sweep (its sweep.json, `meta`) declares; none
+    when it cannot be imported here."""
+    from orchestrator.registry import resolve
+
+    folders = [Path(p) for p in (meta.get("source_dir"), Path.cwd()) if p]
+    try:
+        return resolve(meta["experiment"], folders).report or ReportSettings()
+    except Exception:
+        return ReportSettings()

@@ -88,16 +88,17 @@ class Scheduler(_Strict):
     reduction_factor: float = Field(4.0, gt=1)
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600}
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smh])\s*")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|[smh])?\s*")
 
 
 def seconds(value: Any) -> float:
-    """A duration: a number of seconds, or text with a unit, s, m or h (`90s`, `10m`, `2h`)."""
+    """A duration: a number of seconds (also as text), or text with a unit, ms, s, m or h
+    (`500ms`, `90s`, `10m`, `2h`)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         found = float(value)
     elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
-        found = float(match[1]) * _UNITS[match[2]]
+        found = float(match[1]) * _UNITS[match[2] or "s"]
     else:
         raise ValueError(f"{value!r} is no duration; give seconds (90) or 90s, 10m, 2h")
     if found <= 0:

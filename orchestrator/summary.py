@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from analysis.configs import rank_search, ranked_lines
+from analysis.configs import SearchGoal, rank_search, ranked_lines
 from analysis.tables import FAILURE, SUCCESS
 from orchestrator.spec import RESERVED_KEYS
 from orchestrator.store.folder import RunStatus, SweepStore
@@ -56,9 +56,12 @@ def latest_status(trials: pd.DataFrame) -> pd.Series:
     return best
 
 
-def summarise(store: SweepStore, trials: pd.DataFrame | None = None) -> SweepSummary:
-    """Counts of one sweep; pass `trials` when the caller has read the table already."""
-    meta = store.read_meta() or {}
+def summarise(
+    store: SweepStore, trials: pd.DataFrame | None = None, meta: dict[str, Any] | None = None
+) -> SweepSummary:
+    """Counts of one sweep; pass `trials` and `meta` (its sweep.json) when the caller has
+    read them already."""
+    meta = meta if meta is not None else store.read_meta() or {}
     if trials is None:
         trials = store.read("trials", ["trial_id", "status"])
     status = latest_status(trials)
@@ -149,14 +152,11 @@ def status_text(store: SweepStore, max_rows: int = 30) -> str:
             f"  bundles  {bundled['bundle'].nunique()} bundles ran "
             f"{bundled['trial_id'].nunique()} trials ({why})"
         )
-    failed = trials[
-        trials["trial_id"].isin(latest_status(trials).loc[lambda x: x.isin(FAILURE)].index)
-    ]
-    if len(failed):
+    last = failed_attempts(trials)
+    if len(last):
         lines.append("failed trials (last attempt; full tracebacks in the `error` column):")
-        last = failed.sort_values("attempt").groupby("trial_id").tail(1)
         lines += [
-            f"  {r.trial_id} attempt {r.attempt}: {_last_line(r.error)}" for r in last.itertuples()
+            f"  {r.trial_id} attempt {r.attempt}: {error_line(r.error)}" for r in last.itertuples()
         ]
     bad = non_finite(table)
     if len(bad):
@@ -171,18 +171,27 @@ def status_text(store: SweepStore, max_rows: int = 30) -> str:
     return "\n".join(lines)
 
 
+def failed_attempts(trials: pd.DataFrame) -> pd.DataFrame:
+    """The last attempt of each trial that failed (failed, timeout, oom; none succeeded)."""
+    failed = trials[
+        trials["trial_id"].isin(latest_status(trials).loc[lambda x: x.isin(FAILURE)].index)
+    ]
+    return failed.sort_values("attempt").groupby("trial_id").tail(1)
+
+
 def search_lines(trials: pd.DataFrame, meta: dict[str, Any], top: int = 10) -> list[str]:
     """For a search sweep with a metric: its best configs as the searcher saw them."""
     found = rank_search(trials, meta)
-    if found is None:
-        return []
-    goal, ranked, keys = found
+    return [] if found is None else ranking_lines(*found, top, "what the searcher saw; ")
+
+
+def ranking_lines(
+    goal: SearchGoal, ranked: pd.DataFrame, keys: list[str], top: int, note: str = ""
+) -> list[str]:
+    """The `top` best of `rank_search`'s configs as a table under a title naming the goal."""
     valued = int(ranked["value"].notna().sum())
     shown = f"the best {top} of {len(ranked)}" if len(ranked) > top else f"{len(ranked)}"
-    lines = [
-        f"{goal.title} (what the searcher saw; {shown} configs, {valued} with a value, "
-        f"{goal.mode} is better):"
-    ]
+    lines = [f"{goal.title} ({note}{shown} configs, {valued} with a value, {goal.mode} is better):"]
     text = ranked_lines(ranked, keys, top).to_string(index=False, max_colwidth=24)
     return [*lines, "  " + text.replace("\n", "\n  ")]
 
@@ -234,18 +243,32 @@ def run_state(run: dict[str, Any]) -> RunStatus:
     return RunStatus.RUNNING
 
 
-def _last_line(error: Any) -> str:
+def error_line(error: Any) -> str:
+    """The line of an error that says what went wrong: a traceback's last."""
     text = str(error or "").strip().splitlines()
     return text[-1] if text else "(no error text)"
 
 
-def _trial_listing(trials: pd.DataFrame, spec: dict[str, Any], max_rows: int) -> str:
-    config = [*spec.get("params", {}), *spec.get("grid", {}), "seed"]
-    metrics = [
+def clock(seconds: float) -> str:
+    """A span of time as H:MM:SS."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def metric_columns(trials: pd.DataFrame, config: list[str]) -> list[str]:
+    """The trials table's columns that hold final metrics: neither bookkeeping, nor
+    `config`, nor versions."""
+    return [
         c
         for c in trials.columns
         if c not in NOT_METRICS and c not in config and not c.startswith("version_")
     ]
+
+
+def _trial_listing(trials: pd.DataFrame, spec: dict[str, Any], max_rows: int) -> str:
+    config = [*spec.get("params", {}), *spec.get("grid", {}), "seed"]
+    metrics = metric_columns(trials, config)
     bundles = ["bundle"] if "bundle" in trials and trials["bundle"].notna().any() else []
     columns = [
         "trial_id",

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from ray import tune
 
 from orchestrator.run.ledger import Ledger
+from orchestrator.summary import clock
 
 
 class ProgressLine(tune.Callback):
@@ -62,11 +63,11 @@ class ProgressLine(tune.Callback):
         elapsed = time.monotonic() - self.started
         eta = "?"
         if finished:
-            eta = _clock(elapsed / finished * max(self.total - finished, 0))
+            eta = clock(elapsed / finished * max(self.total - finished, 0))
         retried = f" | {self.ledger.retried} retried" if self.ledger.retried else ""
         return (
             f"[{self.sweep}] {finished}/{self.total} done | {running} running | "
-            f"{failed} failed{retried} | elapsed {_clock(elapsed)} | ETA {eta}"
+            f"{failed} failed{retried} | elapsed {clock(elapsed)} | ETA {eta}"
         )
 
     def _show(self, running: int) -> None:
@@ -78,9 +79,3 @@ class ProgressLine(tune.Callback):
     def _say(self, text: str) -> None:
         self.out.write(("\r\033[K" if self.tty else "") + text + "\n")
         self.out.flush()
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
