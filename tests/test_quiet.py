@@ -10,7 +10,9 @@ callback. The sweeps through the `sweep` command check the whole path, repeated.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -23,6 +25,7 @@ import pandas as pd
 import pytest
 from conftest import SWEEP, cli_env, write_sweep
 
+from orchestrator.run import connection
 from orchestrator.worker.shutdown import quiet_exits
 
 NOISE = ("Traceback", "SystemExit", "sigterm", "Exception ignored")
@@ -150,3 +153,14 @@ def test_a_failing_trial_still_shows(runs: dict[str, subprocess.CompletedProcess
     assert "x=0 goes wrong next" in out.stdout  # what the trial printed
     assert "failed; its traceback is in the trials table (sweep status)" in out.stderr
     assert "1 trials failed; see sweep status" in out.stderr
+
+
+def test_a_job_with_a_setup_hook_of_its_own_keeps_it(monkeypatch: pytest.MonkeyPatch):
+    """Ray takes one hook: a job's own (`ray job submit --runtime-env-json`) goes first,
+    where adding ours would make `ray.init` refuse to start."""
+    job = {"runtime_env": {"worker_process_setup_hook": "theirs.setup", "working_dir": "."}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    assert connection._runtime_env() == {}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {}}))
+    module, name = connection._runtime_env()["worker_process_setup_hook"].rsplit(".", 1)
+    assert getattr(importlib.import_module(module), name) is quiet_exits
