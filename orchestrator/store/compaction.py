@@ -55,6 +55,7 @@ _RENAME_EXCHANGE = 2  # Linux renameat2's flag
 _RENAME_SWAP = 2  # macOS renamex_np's flag
 _AT_FDCWD = -100
 _NOT_HERE = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP}  # not on this filesystem
+Swap = Callable[[bytes, bytes], int]  # two paths -> 0, or -1 with the C errno set
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
@@ -189,9 +190,6 @@ def _write(files: list[str], schema: pa.Schema, path: str) -> None:
                 writer.write_table(pa.Table.from_batches(held, schema))
         out.flush()
         os.fsync(out.fileno())
-
-
-Swap = Callable[[bytes, bytes], int]  # two paths -> 0, or -1 with the C errno set
 
 
 def _swap_call() -> Swap | None:
