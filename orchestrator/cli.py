@@ -404,7 +404,7 @@ def compact_(sweep_dir: str, target_size: str) -> None:
     `sweep run` does this at the end of every run that finishes (set RAYSWEEP_COMPACT=0 to
     leave the tables as written). Readers see the old files or the new ones, never both;
     a compaction killed midway leaves the tables as they were, or compacted. Local storage
-    on Linux only; refused while a run of the sweep is writing it.
+    on Linux or macOS only; refused while a run of the sweep is writing it.
     """
     store = store_at(sweep_dir)
     if not store.exists():

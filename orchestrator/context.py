@@ -22,7 +22,8 @@ class Trial:
 
     Attributes: `id` (stable hash of the config), `config`, `seed` (already set
     in Python's, NumPy's and, when the experiment imported it, torch's generators)
-    `device` ("cuda" when Ray assigned this trial a GPU, else "cpu") and `inputs`
+    `device` ("cuda" when Ray assigned this trial a GPU, else "mps" on Apple silicon when
+    the experiment imported torch, else "cpu") and `inputs`
     (the sweeps named in the spec's `inputs:`, by name: `trial.inputs["models"].find(
     size="draft", seed=0)` gives a trial id, `.artifact(trial_id, "model.pt")` its file).
     """

@@ -24,6 +24,7 @@ from orchestrator.runner import grid_configs
 from orchestrator.spec import load_spec
 from orchestrator.store.artifacts import encode
 from orchestrator.store.inputs import resolve_inputs
+from orchestrator.worker import devices
 
 
 def pick(
@@ -62,7 +63,7 @@ def debug(
         raise InputError("sweep debug runs a trial of a grid spec; this one searches")
     tid, config = pick(grid_configs(spec, experiment.params), trial, where or {})
     scratch = Path(tempfile.mkdtemp(prefix="sweep-debug-"))
-    device = _device(spec.resources.gpu)
+    device = devices.choose(spec.resources.gpu > 0 and _torch_sees_cuda())
     print(f"trial {tid} on {device}: {_shown(config)}", file=out)
     print(f"artifacts go to {scratch}", file=out)
     context = Trial(
@@ -81,14 +82,11 @@ def debug(
     return 0
 
 
-def _device(gpus: float) -> str:
-    """What a worker would get: a GPU where the spec asks for one and torch sees one."""
-    if gpus > 0:
-        import torch
+def _torch_sees_cuda() -> bool:
+    """Whether this trial would have a GPU in a worker: Ray gives one where there is one."""
+    import torch
 
-        if torch.cuda.is_available():
-            return "cuda"
-    return "cpu"
+    return torch.cuda.is_available()
 
 
 def _printer(out: TextIO):

@@ -5,7 +5,10 @@ RAYSWEEP_COMPACT=0); a run that starts during a compaction waits for it."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
+import io
 import json
 import math
 import shutil
@@ -16,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pyarrow as pa
@@ -31,7 +35,8 @@ from orchestrator.params import effective
 from orchestrator.registry import resolve
 from orchestrator.runner import plan, run_sweep
 from orchestrator.spec import load_spec
-from orchestrator.store.compaction import SWITCH, compact, parse_size
+from orchestrator.store import compaction
+from orchestrator.store.compaction import SWITCH, compact, compact_after_run, parse_size
 from orchestrator.store.folder import TABLES, SweepStore
 from orchestrator.summary import status_text
 from orchestrator.trials import expand, trial_id
@@ -315,3 +320,50 @@ def test_a_run_that_starts_during_a_compaction_waits_for_it(tmp_path: Path, ray_
     assert not (folder / ".trials-compact").exists()
     trials = pd.read_parquet(folder / "trials")
     assert len(trials) == 2 and (trials["started_at"] > released).all()
+
+
+def _refused(source: bytes, target: bytes, flags: int) -> int:
+    """A swap the filesystem does not support (NFS, for one): EINVAL."""
+    ctypes.set_errno(errno.EINVAL)
+    return -1
+
+
+@pytest.mark.parametrize(
+    "libc", [SimpleNamespace(), SimpleNamespace(renamex_np=_refused)], ids=["no call", "refused"]
+)
+def test_where_folders_cannot_be_swapped_the_tables_stay_as_written_and_a_line_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, libc: SimpleNamespace
+):
+    """A C library without renameat2 and renamex_np, or a filesystem that refuses the swap."""
+    monkeypatch.setattr(compaction, "_libc", lambda: libc)
+    folder = build(tmp_path, "s", trials=20, steps=2)
+    written = {path: path.read_bytes() for path in folder.rglob("*.parquet")}
+    out = io.StringIO()
+    compact_after_run(SweepStore(str(tmp_path), "s"), out)
+    assert out.getvalue().startswith("tables not compacted: ")
+    assert "cannot swap two folders in one step" in out.getvalue()
+    assert out.getvalue().count("\n") == 1  # one line
+    assert {path: path.read_bytes() for path in folder.rglob("*.parquet")} == written
+    assert not any(p.name.endswith("-compact") for p in folder.iterdir())
+    assert cli("compact", str(folder), cwd=tmp_path).returncode == 2
+
+
+def test_on_macos_renamex_np_swaps_the_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A C library with renamex_np and no renameat2, as macOS's: compaction asks it to swap
+    (RENAME_SWAP, 2), carried out here by Linux's exchange, and every reader sees each row
+    once, with the same values."""
+    linux = ctypes.CDLL(None, use_errno=True).renameat2
+    linux.argtypes = [ctypes.c_int, ctypes.c_char_p] * 2 + [ctypes.c_uint]
+    flags_given = []
+
+    def renamex_np(source: bytes, target: bytes, flags: int) -> int:
+        flags_given.append(flags)
+        return linux(-100, source, -100, target, 2)  # AT_FDCWD, RENAME_EXCHANGE
+
+    monkeypatch.setattr(compaction, "_libc", lambda: SimpleNamespace(renamex_np=renamex_np))
+    folder = build(tmp_path, "s", trials=40, steps=3)
+    want, nans, before = expected(folder), nan_finals(folder), seen(folder)
+    compact(SweepStore(str(tmp_path), "s"))
+    assert flags_given == [2, 2] and files(folder) == {t: 1 for t in TABLES}
+    assert_every_reader_sees_each_row_once(folder, want, nans)
+    assert all(values(seen(folder)[t]) == values(before[t]) for t in TABLES)

@@ -18,6 +18,7 @@ gives the same views; and it compiles each new graph, so it is slow: the configs
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +26,7 @@ import pytest
 import torch
 from conftest import run_directly, run_together
 
+from analysis.tables import DEVICE_COLUMNS
 from experiments.lmeval import evaluate
 from experiments.regression import regression
 from experiments.reproducibility import train_lm
@@ -35,6 +37,7 @@ from orchestrator.store.artifacts import ArtifactWriter, encode
 from orchestrator.store.folder import SweepStore
 from orchestrator.store.inputs import SweepInput
 from orchestrator.summary import gpu_memory_lines
+from orchestrator.worker import devices
 
 LM = {"activation": "relu", "n_head": 2, "block_size": 32, "batch_size": 4, "eval_windows": 2}
 SIZES = {"little": (1, 8), "draft": (1, 16), "target": (1, 24)}  # n_layer, n_embd
@@ -239,3 +242,23 @@ def test_status_shows_peak_gpu_memory_against_the_device_and_how_many_trials_fit
         "CUDA context, not counted here)",
     ]
     assert gpu_memory_lines(trials[trials["device"] == "cpu"], {}) == []  # no GPU: no section
+
+
+def test_the_trial_device_is_cuda_with_a_gpu_else_apple_silicons_else_the_cpu(monkeypatch):
+    """On this machine torch has no MPS: its check is made to say yes, as on a Mac."""
+    assert (devices.choose(True), devices.choose(False)) == ("cuda", "cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert (devices.choose(True), devices.choose(False)) == ("cuda", "mps")
+    monkeypatch.delitem(sys.modules, "torch")  # an experiment that does not use torch
+    assert devices.choose(False) == "cpu"
+
+
+def test_an_mps_trial_records_its_device_and_leaves_the_cuda_columns_empty(monkeypatch):
+    def no_cuda() -> None:
+        raise AssertionError("a CUDA call for an MPS trial")
+
+    for name in ("is_available", "is_initialized", "current_device", "max_memory_allocated"):
+        monkeypatch.setattr(torch.cuda, name, no_cuda)
+    devices.start("mps")
+    empty = dict.fromkeys(DEVICE_COLUMNS) | {"device": "mps"}
+    assert devices.describe("mps") == devices.usage("mps") == empty

@@ -9,6 +9,10 @@ none to one with it is refused. So before joining we ask the cluster's GCS, with
 token, for one key: refused means it wants the token. A RAY_AUTH_MODE the user set is
 always respected.
 
+Every worker of the job runs `orchestrator.worker.shutdown.quiet_exits` as it starts (Ray's
+`worker_process_setup_hook`), so that Ray stopping it prints no traceback, unless the job
+(`ray job submit --runtime-env-json`) names a setup hook of its own: Ray takes one.
+
 Which Ray: `--address` when given ("local" forces a new embedded one); else the cluster
 RAY_ADDRESS names, as `ray.init()` does and as a job started by `ray job submit` expects
 (Ray sets it for the job's driver); else an embedded Ray on this machine.
@@ -17,6 +21,7 @@ RAY_ADDRESS names, as `ray.init()` does and as a job started by `ray job submit`
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -27,6 +32,8 @@ from collections.abc import Iterator
 from orchestrator.errors import InputError
 
 _MODE = "RAY_AUTH_MODE"
+_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # what Ray gives a job's driver: its runtime_env
+_SETUP_HOOK = "worker_process_setup_hook"
 _ours: list[str] = []  # the modes this process set itself, which a later call may change
 
 
@@ -70,13 +77,26 @@ def connect(address: str | None, wait: float | None = None) -> bool:
     try:
         with _deadline(wait, address):
             # "local": a new embedded Ray, never a stale one that `ray start` left behind.
-            ray.init(address or "local", include_dashboard=False, logging_level=logging.WARNING)
+            ray.init(
+                address or "local",
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                runtime_env=_runtime_env(),
+            )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise InputError(
             f"--address {address}: no Ray cluster there ({exc}). Start one with "
             "`ray start --head`, or leave out --address to run on this machine"
         ) from None
     return True
+
+
+def _runtime_env() -> dict[str, str]:
+    """The setup hook of every worker of this job, where the job has none of its own."""
+    job = json.loads(os.environ.get(_JOB_CONFIG, "{}")).get("runtime_env") or {}
+    if _SETUP_HOOK in job:
+        return {}
+    return {_SETUP_HOOK: "orchestrator.worker.shutdown.quiet_exits"}
 
 
 @contextlib.contextmanager

@@ -7,18 +7,23 @@ types as readers saw before, in the same order; `sweep run` calls it when a run 
 
 Readers list a table's folder and read what they find, so renaming files one by one
 would always leave a moment with rows twice or missing. Instead the compacted copy of
-`<sweep>/<table>/` is built in `<sweep>/.<table>-compact/` (no reader looks there),
-and the two folders are exchanged in one step (Linux renameat2 RENAME_EXCHANGE): a
-reader lists either all the old files or all the new ones. The hidden folder, which
-then holds the old files, is deleted. A kill at any moment leaves at most that hidden
-folder, garbage either way (an unfinished copy before the exchange, the old files
-after it), which `recover` deletes. A reader that listed the folder just before the
-exchange and opens its files after it gets FileNotFoundError, never wrong rows.
+`<sweep>/<table>/` is built in `<sweep>/.<table>-compact/` (no reader looks there), and
+the two folders are exchanged in one step (Linux renameat2 with RENAME_EXCHANGE, macOS
+renamex_np with RENAME_SWAP): a reader lists either all the old files or all the new
+ones. The hidden folder, which then holds the old files, is deleted. A kill at any moment
+leaves at most that hidden folder, garbage either way (an unfinished copy before the
+exchange, the old files after it), which `recover` deletes. A reader that listed the
+folder just before the exchange and opens its files after it gets FileNotFoundError,
+never wrong rows.
 
 A run must not append while a table is rewritten: `compact` refuses while a run of the
 sweep is live, and holds a lock (`<sweep>/.compact.lock`) that a starting run waits
-for in `recover`. Only local storage on Linux can exchange folders; elsewhere (a
-bucket, another OS, a filesystem without the exchange) nothing is compacted.
+for in `recover`. Only local storage can exchange folders, and only where the system has
+one of those calls and the filesystem supports it (ext4, XFS, Btrfs and tmpfs on Linux;
+APFS on macOS). Elsewhere (a bucket, another OS, an NFS mount) nothing keeps readers safe
+(with files renamed one by one, some reader would get rows twice or miss some), so nothing
+is compacted and the run says so in a line; the copy is not even begun where the system
+lacks both calls.
 """
 
 from __future__ import annotations
@@ -31,9 +36,9 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -46,8 +51,11 @@ from orchestrator.summary import run_state
 TARGET_BYTES = 128 * 2**20
 ROW_GROUP_BYTES = 64 * 2**20  # rows held in memory before they are written out
 SWITCH = "RAYSWEEP_COMPACT"  # "0": runs leave their tables as they are (benchmarks)
-_RENAME_EXCHANGE = 2
+_RENAME_EXCHANGE = 2  # Linux renameat2's flag
+_RENAME_SWAP = 2  # macOS renamex_np's flag
 _AT_FDCWD = -100
+_NOT_HERE = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP}  # not on this filesystem
+Swap = Callable[[bytes, bytes], int]  # two paths -> 0, or -1 with the C errno set
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
@@ -57,13 +65,16 @@ def compact(store: SweepStore, target_bytes: int = TARGET_BYTES) -> dict[str, tu
     cannot be compacted now: a live run, another compaction, storage that is not local."""
     if not store.local:
         raise InputError(f"{store.uri}: compaction works on local storage only; left as it is")
+    swap = _swap_call()
+    if swap is None:
+        raise InputError(_cannot_swap(store.uri))
     with _lock(store, wait=False):
         _remove_hidden(store)
         _check_no_live_run(store)
         for table in TABLES:  # unreadable files go to corrupt/, not into the new files
             store.read_arrow(table, ["trial_id"])
         store.set_aside_unreadable()
-        return {table: _compact_table(store, table, target_bytes) for table in TABLES}
+        return {table: _compact_table(store, table, target_bytes, swap) for table in TABLES}
 
 
 def recover(store: SweepStore) -> None:
@@ -123,7 +134,7 @@ def _check_no_live_run(store: SweepStore) -> None:
             )
 
 
-def _compact_table(store: SweepStore, table: str, target_bytes: int) -> tuple[int, int]:
+def _compact_table(store: SweepStore, table: str, target_bytes: int, swap: Swap) -> tuple[int, int]:
     files = store._files(table)
     groups = _groups(files, target_bytes)
     if len(groups) == len(files):
@@ -135,7 +146,7 @@ def _compact_table(store: SweepStore, table: str, target_bytes: int) -> tuple[in
         for group in groups:
             _write(group, schema, f"{hidden}/{_name(group[0])}")
         _fsync(hidden)
-        _exchange(hidden, store.table_dir(table))
+        _exchange(swap, hidden, store.table_dir(table))
         _fsync(store.path)
     finally:
         shutil.rmtree(hidden, ignore_errors=True)
@@ -181,19 +192,38 @@ def _write(files: list[str], schema: pa.Schema, path: str) -> None:
         os.fsync(out.fileno())
 
 
-def _exchange(a: str, b: str) -> None:
-    """Swap two folders in one step; InputError where this system cannot."""
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if renameat2 is not None:
+def _swap_call() -> Swap | None:
+    """The C library's call that swaps two folders in one step: Linux renameat2 with
+    RENAME_EXCHANGE (glibc 2.28 on), macOS renamex_np with RENAME_SWAP; None without."""
+    libc = _libc()
+    if (renameat2 := getattr(libc, "renameat2", None)) is not None:
         renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p] * 2 + [ctypes.c_uint]
-        if renameat2(_AT_FDCWD, a.encode(), _AT_FDCWD, b.encode(), _RENAME_EXCHANGE) == 0:
-            return
-        code = ctypes.get_errno()
-        if code not in (errno.EINVAL, errno.ENOSYS):
-            raise OSError(code, os.strerror(code), b)
-    raise InputError(
-        f"{b}: this system cannot swap two folders in one step (Linux renameat2 with "
-        "RENAME_EXCHANGE), which compaction needs to stay atomic for readers; left as it is"
+        return lambda a, b: renameat2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE)
+    if (renamex_np := getattr(libc, "renamex_np", None)) is not None:
+        renamex_np.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
+        return lambda a, b: renamex_np(a, b, _RENAME_SWAP)
+    return None
+
+
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _exchange(swap: Swap, a: str, b: str) -> None:
+    """Swap two folders in one step; InputError where their filesystem cannot."""
+    if swap(a.encode(), b.encode()) == 0:
+        return
+    code = ctypes.get_errno()
+    if code not in _NOT_HERE:
+        raise OSError(code, os.strerror(code), b)
+    raise InputError(_cannot_swap(b))
+
+
+def _cannot_swap(where: str) -> str:
+    return (
+        f"{where}: this system cannot swap two folders in one step (Linux renameat2, macOS "
+        "renamex_np, on a filesystem that supports it), which compaction needs to stay "
+        "atomic for readers; left as it is"
     )
 
 

@@ -90,7 +90,7 @@ def start(ctx: RunContext, tid: str, config: dict[str, Any], send: Send) -> Star
 
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
     node = ray.get_runtime_context().get_node_id()
-    device = "cuda" if gpu_ids else "cpu"
+    device = devices.choose(bool(gpu_ids))
     where: dict[str, Any] = {
         "started_at": time.time(),
         "node": node,

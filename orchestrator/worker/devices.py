@@ -1,12 +1,14 @@
-"""The device a trial ran on and the GPU memory it took: the trials table's device columns.
+"""The device a trial runs on, and the GPU memory it took: the trials table's device columns.
 
-`device` is "cpu" or "cuda" (what `trial.device` said). When the experiment uses torch
-on a GPU torch can use, also the GPU's name and memory, the CUDA version of the torch
-build, the driver's version, and the trial's peak memory: what torch allocated
-(`gpu_memory_peak`, torch.cuda.max_memory_allocated) and what its caching allocator held
-(`gpu_memory_reserved`), both since the trial began, in bytes. A process's CUDA context
-(a few hundred MiB) comes on top of the reserved memory. An experiment that does not
-import torch gets no CUDA context from here.
+`choose` gives `trial.device`: "cuda", "mps" (Apple silicon) or "cpu". When the experiment
+uses torch on a CUDA GPU torch can use, the columns also hold the GPU's name and memory, the
+CUDA version of the torch build, the driver's version, and the trial's peak memory: what
+torch allocated (`gpu_memory_peak`, torch.cuda.max_memory_allocated) and what its caching
+allocator held (`gpu_memory_reserved`), both since the trial began, in bytes. A process's
+CUDA context (a few hundred MiB) comes on top of the reserved memory. An experiment that
+does not import torch gets no CUDA context from here. On "mps" those columns stay empty:
+torch keeps no peak for Apple's GPU (its memory counters say what is held now, at the
+trial's end, not the most it held), and the other columns describe CUDA.
 """
 
 from __future__ import annotations
@@ -18,6 +20,19 @@ from types import ModuleType
 from typing import Any
 
 from analysis.tables import DEVICE_COLUMNS
+
+
+def choose(gpu: bool) -> str:
+    """`trial.device`: "cuda" when the trial has a GPU (Ray gave it one); else "mps" where
+    the experiment's torch can use Apple silicon's GPU, which takes no request in the spec;
+    else "cpu". Torch is asked only when the experiment imported it: importing it here
+    would cost an experiment that does not use it seconds in every worker."""
+    if gpu:
+        return "cuda"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
 
 
 def describe(device: str) -> dict[str, Any]:
