@@ -60,8 +60,8 @@ def prepare(
     """The run's Logging, and what failed on the driver already (an MLflow server that does
     not answer, say), by tracker: those are left out of the run."""
     env = {k: v for k, v in os.environ.items() if k.startswith(_SETTINGS)}
-    if "WANDB_DIR" in env:
-        env["WANDB_DIR"] = str(Path(env["WANDB_DIR"]).resolve())
+    if "wandb" in trackers:  # W&B's default, ./wandb, where `sweep` runs, not where Tune does
+        env["WANDB_DIR"] = str(Path(env.get("WANDB_DIR", ".")).resolve())
     logging = Logging(
         tuple(trackers),
         sweep,
