@@ -73,7 +73,7 @@ def choose(plan: Plan, fn: Experiment, inputs: dict[str, Any]) -> dict[str, Any]
     members = max(group(plan.pending_configs, spec.bundle, None), key=len)
     trials, slots = plan.to_run, _slots(spec)
     floor = min(floor_size(trials, slots), len(members))
-    rule, found = ("sequential", {"size": floor})
+    rule, found = "sequential", {"size": floor}
     if fn.fused is not None:
         configs = [plan.configs[tid] for tid in members]
         rule, found = "fused", _probe(spec, fn, configs, floor, inputs)
