@@ -127,35 +127,43 @@ def scale(sizes: list[int], repeats: int) -> None:
         )
 
 
-def fused(members: list[int], device: str, steps: int, threads: int) -> None:
-    import torch
+QUICKSTART = Path(__file__).resolve().parent.parent / "experiments" / "sweeps" / "quickstart.yaml"
 
+
+def quickstart_params(steps: int, eval_every: int) -> dict[str, Any]:
+    """The quickstart LM's parameters (one activation), trained `steps` steps."""
+    import yaml
+
+    params = yaml.safe_load(QUICKSTART.read_text())["params"]
+    return {**params, "activation": "gelu", "steps": steps, "eval_every": eval_every}
+
+
+def fused_rate(n: int, device: str, steps: int) -> float:
+    """Training tokens/s of all members together, n seeds of the quickstart LM fused."""
     from experiments.reproducibility import ReproducibilityParams, train_lms
     from orchestrator.context import Trial
     from orchestrator.params import effective
 
+    config = quickstart_params(steps, steps)
+    configs = [effective(ReproducibilityParams, {**config, "seed": s}) for s in range(n)]
+    trials = [Trial(f"t{s}", c, device, lambda m: None, lambda n, o: "") for s, c in
+              enumerate(configs)]  # fmt: skip
+    finals = train_lms(configs, trials)
+    return finals[0]["tokens_per_s"]  # a member's tokens over its share: the bundle's rate
+
+
+def fused(members: list[int], device: str, steps: int, threads: int) -> None:
+    import torch
+
     torch.set_num_threads(threads)
-    spec = Path(__file__).resolve().parent.parent / "experiments" / "sweeps" / "quickstart.yaml"
-    import yaml
-
-    params = yaml.safe_load(spec.read_text())["params"]
-    config = {**params, "activation": "gelu", "steps": steps, "eval_every": steps}
-
-    def rate(n: int) -> float:
-        configs = [effective(ReproducibilityParams, {**config, "seed": s}) for s in range(n)]
-        trials = [Trial(f"t{s}", c, device, lambda m: None, lambda n, o: "") for s, c in
-                  enumerate(configs)]  # fmt: skip
-        finals = train_lms(configs, trials)
-        return finals[0]["tokens_per_s"]  # a member's tokens over its share: the bundle's rate
-
-    rate(1)  # warm up (a GPU's first kernels, the corpus)
-    one = rate(1)
+    fused_rate(1, device, steps)  # warm up (a GPU's first kernels, the corpus)
+    one = fused_rate(1, device, steps)
     print(
         f"\n3. fused training, quickstart LM, {steps} steps, device {device}, {threads} thread(s)"
     )
     print(f"{'seeds':>5} {'tokens/s (all)':>15} {'vs one trial':>13}")
     for n in members:
-        total = one if n == 1 else rate(n)
+        total = one if n == 1 else fused_rate(n, device, steps)
         print(f"{n:>5} {total:>15,.0f} {total / one:>12.2f}x")
 
 

@@ -108,6 +108,12 @@ def main() -> None:
     "`log:`; needs pip install 'raysweep[NAME]'. Settings as the tracker reads them: "
     "MLFLOW_TRACKING_URI, WANDB_MODE, WANDB_DIR, WANDB_PROJECT.",
 )
+@click.option(
+    "--reprobe",
+    is_flag=True,
+    help="With `bundle: {size: auto}`: choose the bundle size again (a new probe) rather than "
+    "reuse the one sweep.json records.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress line.")
 def run(
     spec: Path,
@@ -115,6 +121,7 @@ def run(
     dry_run: bool,
     address: str | None,
     trackers: tuple[str, ...],
+    reprobe: bool,
     quiet: bool,
 ) -> None:
     """Run the sweep in SPEC (YAML); trials that already succeeded are skipped.
@@ -136,7 +143,9 @@ def run(
     Many small trials: `bundle: {size: 16, by: [seed]}` in the spec runs up to 16 trials
     that differ only in their seeds in one Ray Tune trial, one after another or (for an
     experiment with a fused implementation) trained together; each is still its own
-    trial in the results. --dry-run shows the bundles.
+    trial in the results. --dry-run shows the bundles. `size: auto` chooses the size before
+    the bundles first run (a probe of the fused implementation) and records it in sweep.json;
+    later runs reuse it, unless --reprobe.
 
     Trackers: `log: [tensorboard, mlflow, wandb]` in the spec (or --log) sends each trial's
     config, steps, final metrics and status to them as it runs, a tracker run per trial
@@ -151,6 +160,7 @@ def run(
         address=address,
         dry_run=dry_run,
         progress=None if quiet else sys.stderr,
+        reprobe=reprobe,
     )
     if isinstance(outcome, Plan):
         click.echo(_describe_plan(outcome))
@@ -239,10 +249,18 @@ def _bundle_lines(plan: Plan) -> list[str]:
         return []
     by = "any key" if bundle.by == "*" else ", ".join(bundle.by)
     how = "fused into one model" if plan.fused else "one after another"
-    return [
-        f"bundles: {len(plan.bundles)} (up to {bundle.size} trials differing only in {by}), "
+    size = plan.bundle_size
+    lines = [
+        f"bundles: {len(plan.bundles)} (up to {size or 'all'} trials differing only in {by}), "
         f"each one Ray Tune trial; members run {how} (column `bundle` below)"
     ]
+    if bundle.size == "auto":
+        lines.append(
+            f"bundle size auto: {size}, as sweep.json records (--reprobe chooses again)"
+            if size
+            else "bundle size auto: chosen when the sweep runs; listed here at their largest"
+        )
+    return lines
 
 
 def _shown(value: object) -> str:

@@ -26,7 +26,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from analysis.tables import FAILURE, SUCCESS, Status
-from orchestrator import trackers
+from orchestrator import autobundle, trackers
 from orchestrator.declaration import Experiment
 from orchestrator.errors import InputError
 from orchestrator.faults.abort import Abort
@@ -57,6 +57,7 @@ class Plan:
     source_dir: Path
     params: type[BaseModel] | None = None  # the experiment's declared parameters, if any
     fused: bool = False  # the experiment declares a fused implementation (a bundle at once)
+    auto: dict[str, Any] | None = None  # bundle size auto: the choice (orchestrator/autobundle.py)
 
     @property
     def searching(self) -> bool:
@@ -76,6 +77,11 @@ class Plan:
         return [tid for tid in self.configs if tid not in self.done]
 
     @property
+    def pending_configs(self) -> dict[str, dict[str, Any]]:
+        """The pending grid trials' configs, by id."""
+        return {tid: self.configs[tid] for tid in self.pending}
+
+    @property
     def config_columns(self) -> list[str]:
         """Every key of a trial's config: the spec's, then declared defaults, then seed."""
         keys = self.spec.config_keys[:-1]  # seed comes last
@@ -92,18 +98,25 @@ class Plan:
         """A search sweep's configs so far: what the searcher samples and knows."""
         return searched(self.spec, self.attempts, self.index, for_searcher(self.spec))
 
+    @property
+    def bundle_size(self) -> int | None:
+        """The most trials in a bundle: the spec's size, or the one chosen for auto (None:
+        not chosen yet)."""
+        size = self.spec.bundle.size if self.spec.bundle is not None else None
+        return (self.auto or {}).get("size") if size == "auto" else size
+
     @functools.cached_property
     def bundles(self) -> list[list[str]]:
-        """The pending trials in bundles (spec `bundle:`), or one bundle each without it."""
-        return group({tid: self.configs[tid] for tid in self.pending}, self.spec.bundle)
+        """The pending trials in bundles (spec `bundle:`), or one bundle each without it; at
+        their largest while an auto size is not chosen."""
+        return group(self.pending_configs, self.spec.bundle, self.bundle_size)
 
     @functools.cached_property
     def index(self) -> TrialIndex:
         """The configs of the trials this run may run, as the trials and the ledger see them."""
-        pending = {tid: self.configs[tid] for tid in self.pending}
         complete = functools.partial(effective, self.params)
         seeds, done = tuple(self.spec.seed_list), frozenset(self.done if self.searching else ())
-        return TrialIndex(self.spec.experiment, pending, complete, seeds, done)
+        return TrialIndex(self.spec.experiment, self.pending_configs, complete, seeds, done)
 
     def table(self) -> pd.DataFrame:
         """One row per trial of a grid sweep: its id, whether it still runs, its bundle (a
@@ -169,7 +182,8 @@ def plan(
             f"{spec.experiment!r}: give this sweep another name (or --set name=...)"
         )
     previous, done = _history(store, whole=spec.search.algorithm != "grid")
-    return Plan(spec, store, configs, done, previous, source_dir, params, fused)
+    auto = autobundle.recorded(meta, spec)
+    return Plan(spec, store, configs, done, previous, source_dir, params, fused, auto)
 
 
 def grid_configs(
@@ -206,6 +220,7 @@ def run_sweep(
     dry_run: bool = False,
     progress: TextIO | None = sys.stderr,
     source_dir: Path | None = None,
+    reprobe: bool = False,
 ) -> SweepResult | Plan:
     """Run (or, with dry_run, only plan) a sweep; returns a SweepResult (or the Plan).
 
@@ -215,6 +230,8 @@ def run_sweep(
     RAY_ADDRESS names, else an embedded Ray starts ("local": always), unless this
     process already initialised Ray. `source_dir`: where the experiment's module is found
     and whose git state is recorded; default: the spec file's folder, else the current one.
+    `reprobe`: with `bundle: {size: auto}`, choose the size again rather than reuse the one
+    sweep.json records.
     """
     if source_dir is None:
         source_dir = Path(spec).resolve().parent if isinstance(spec, (str, Path)) else Path.cwd()
@@ -243,6 +260,7 @@ def run_sweep(
     started_ray = connect(address, wait=spec.limits.start_time)
     try:
         _check_resources(spec)
+        the_plan = autobundle.settle(the_plan, fn, inputs, reprobe, progress)
         if isinstance(spec.seeds, Rounds):
             return _execute_rounds(the_plan, fn, inputs, address, progress, result)
         return _execute(the_plan, fn, inputs, address, progress, result)
@@ -481,6 +499,7 @@ def _sweep_entry(the_plan: Plan) -> dict[str, Any]:
         "config_columns": the_plan.config_columns,
         "inputs": {name: store_at(where).uri for name, where in spec.inputs.items()},
         "source_dir": str(the_plan.source_dir),  # where `sweep report` finds a user's module
+        **({"auto_bundle": the_plan.auto} if the_plan.auto else {}),
     }
 
 

@@ -124,9 +124,10 @@ class Limits(_Strict):
 
 class Bundle(_Strict):
     """Trials handed to one Ray Tune trial (orchestrator/worker/bundles.py): those that differ only
-    in the keys of `by` (default: the seed; "*": in any key), up to `size` at a time."""
+    in the keys of `by` (default: the seed; "*": in any key), up to `size` at a time; `auto`:
+    a size chosen before the bundles run (orchestrator/autobundle.py)."""
 
-    size: Annotated[StrictInt, Field(gt=0)]
+    size: Annotated[StrictInt, Field(gt=0)] | Literal["auto"]
     by: Literal["*"] | list[str] = ["seed"]
 
 

@@ -62,7 +62,7 @@ def make_tuner(
             callbacks=callbacks,
             stop=stopper,
             verbose=0,
-            failure_config=tune.FailureConfig(max_failures=_max_failures(spec)),
+            failure_config=tune.FailureConfig(max_failures=_max_failures(spec, grid)),
         ),
     )
 
@@ -85,12 +85,12 @@ def _param_space(spec: SweepSpec, grid: list[list[str]]) -> dict[str, Any]:
     return search_space(spec)
 
 
-def _max_failures(spec: SweepSpec) -> int:
+def _max_failures(spec: SweepSpec, grid: list[list[str]]) -> int:
     """Tune's retries: per trial as the spec says; for a bundle (a search config's seeds
     too), enough for each member's: each failed attempt of a bundle charges at least one
     member, but for the first death of its worker (orchestrator/run/ledger.py)."""
     if spec.bundle is not None:
-        size = spec.bundle.size
+        size = max(map(len, grid), default=1)  # the largest of `grid`, the bundles
     elif spec.search.algorithm != "grid":
         size = len(spec.seed_list)  # a config's seeds
     else:

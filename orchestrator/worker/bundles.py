@@ -80,16 +80,20 @@ class Bundle:
         return self.alone or self.one_at_a_time
 
 
-def group(configs: dict[str, dict[str, Any]], bundle: BundleSpec | None) -> list[list[str]]:
+def group(
+    configs: dict[str, dict[str, Any]], bundle: BundleSpec | None, size: int | None
+) -> list[list[str]]:
     """The trial ids of `configs` in bundles: same config but for the `by` keys, at most
-    `size` each, in the order of `configs`; without the spec's `bundle`, one each."""
+    `size` each (None: as many as share the rest of their config), in the order of
+    `configs`; without the spec's `bundle`, one each."""
     if bundle is None:
         return [[tid] for tid in configs]
     groups: dict[str, list[str]] = {}
     for tid, config in configs.items():
         rest = {} if bundle.by == "*" else {k: v for k, v in config.items() if k not in bundle.by}
         groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(tid)
-    size = bundle.size
+    if size is None:
+        return list(groups.values())
     return [ids[i : i + size] for ids in groups.values() for i in range(0, len(ids), size)]
 
 
