@@ -114,12 +114,18 @@ def _probe(
     floor: int,
     inputs: dict[str, Any],
 ) -> dict[str, Any]:
-    """The probe's record, from a Ray task that asks for what a bundle asks."""
+    """The probe's record, from a Ray task that asks for what a bundle asks. If the fused
+    code raised there, the floor, and the first line of the error: the trials then run and
+    record their own errors, tracebacks included."""
     import ray
 
     res = spec.resources
     task = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu, max_retries=0)(on_worker)
-    return ray.get(task.remote(fn.fused, configs, floor, res.gpu, inputs))
+    try:
+        return ray.get(task.remote(fn.fused, configs, floor, res.gpu, inputs))
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if exc.cause is not None else exc
+        return {"size": floor, "failed": f"{type(cause).__name__}: {cause}".splitlines()[0]}
 
 
 def _why(record: dict[str, Any], reused: bool) -> str:
@@ -134,6 +140,8 @@ def _why(record: dict[str, Any], reused: bool) -> str:
     )
     if record["rule"] == "sequential":
         return f"no fused implementation; {sequential}"
+    if "failed" in record:
+        return f"the fused probe failed, {record['failed']}; {sequential}"
     measured = ", ".join(_measured(m, record["budget"]) for m in record["measured"])
     return (
         f"fused probe on {record['device']}, member-steps/s by members: {measured}; "

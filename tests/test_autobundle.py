@@ -32,6 +32,8 @@ from orchestrator import experiment
 
 
 def together(configs, trials):
+    if configs[0].get("broken"):
+        raise ValueError("the fused code is broken")
     held = np.ones((len(trials), configs[0]["mib"] * 2**17))
     if configs[0].get("log"):
         with open(configs[0]["log"], "a") as out:
@@ -149,3 +151,21 @@ def test_auto_probes_once_records_its_choice_and_runs_the_trials_a_fixed_size_ru
     assert again.returncode == 0, again.stderr
     assert "bundle size: auto -> 3 (as chosen at" in again.stderr.splitlines()[0]
     assert log.read_text().count("probe-") == 3  # no second probe
+
+
+def test_a_probe_that_raises_leaves_the_floor_and_the_trials_record_the_error(
+    tmp_path, ray_instance
+):
+    params = {"steps": 5, "mib": 0, "broken": True}
+    spec = write_sweep(
+        tmp_path, "fusing", FUSED, name="a", experiment="fusing:one", grid={"x": [1, 2]},
+        seeds=3, params=params, bundle={"size": "auto"}, storage=str(tmp_path),
+    )  # fmt: skip
+    out = cli("run", str(spec), cwd=tmp_path)
+    assert out.returncode == 1, out.stderr
+    first = out.stderr.splitlines()[0]
+    assert first.startswith("bundle size: auto -> 1 (the fused probe failed, ValueError: the "
+                            "fused code is broken; 6 trials, 2 bundles at once")  # fmt: skip
+    trials = pd.read_parquet(tmp_path / "a" / "trials")
+    assert len(trials) == 6 and (trials["status"] == "failed").all()
+    assert trials["error"].str.contains("ValueError: the fused code is broken").all()
