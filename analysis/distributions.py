@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 ALPHA = 0.05
 
@@ -30,6 +29,10 @@ def normality(values: Sequence[float] | np.ndarray) -> dict[str, float | str]:
     if len(clean) < 3 or np.ptp(clean) == 0:
         why = "n < 3" if len(clean) < 3 else "all values equal"
         return {"shapiro_w": np.nan, "shapiro_p": np.nan, "normality": f"not tested ({why})"}
+    # scipy imported here: the figures need fit_normal only, and the processes that draw
+    # them (analysis.painters) would pay a second for importing it
+    from scipy import stats
+
     w, p = stats.shapiro(clean)
     verdict = "consistent with normal" if p >= ALPHA else f"not normal (p < {ALPHA})"
     return {"shapiro_w": float(w), "shapiro_p": float(p), "normality": verdict}

@@ -22,14 +22,24 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.errors import AnalysisError
-from analysis.plots import save
+from analysis.painters import Painters
+from analysis.plots import Sketch
 
 
-@dataclass
 class Plot:
-    name: str  # file stem, e.g. "distribution-val_loss"
-    figure: Figure
-    caption: str = ""
+    """A named figure (`name` is its file stem, e.g. "distribution-val_loss") and its
+    caption. Given as a `plots.Sketch`, the figure is drawn when first asked for; a report
+    being written draws its sketches in helper processes (analysis.painters) instead."""
+
+    def __init__(self, name: str, figure: Figure | Sketch, caption: str = "") -> None:
+        self.name, self.caption = name, caption
+        self.source = figure
+
+    @property
+    def figure(self) -> Figure:
+        if isinstance(self.source, Sketch):
+            self.source = self.source.draw()
+        return self.source
 
 
 Block = str | pd.DataFrame | Plot
@@ -45,9 +55,19 @@ class Section:
         self.blocks.extend(b for b in blocks if not (isinstance(b, str) and not b.strip()))
         return self
 
+    def plots(self) -> list[Plot]:
+        return [b for b in self.blocks if isinstance(b, Plot)]
 
-def write(out: Path, title: str, sections: list[Section], tables: dict[str, pd.DataFrame]) -> Path:
-    """report.md, report.html (images inside), PNGs and `<name>.csv` per table, into `out`."""
+
+def write(
+    out: Path,
+    title: str,
+    sections: list[Section],
+    tables: dict[str, pd.DataFrame],
+    painters: Painters | None = None,
+) -> Path:
+    """report.md, report.html (images inside), PNGs and `<name>.csv` per table, into `out`;
+    the figures drawn by `painters` (helper processes), or here when there are none."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "report.md").is_file():
         raise AnalysisError(
@@ -58,9 +78,11 @@ def write(out: Path, title: str, sections: list[Section], tables: dict[str, pd.D
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        images = {}
-        for plot in (b for s in sections for b in s.blocks if isinstance(b, Plot)):
-            images[plot.name] = save(plot.figure, staging / f"{plot.name}.png").read_bytes()
+        plots = [p for s in sections for p in s.plots()]
+        pngs = (painters or Painters(0)).draw([p.source for p in plots])
+        images = {p.name: data for p, data in zip(plots, pngs, strict=True)}
+        for name, data in images.items():
+            (staging / f"{name}.png").write_bytes(data)
         (staging / "report.md").write_text(to_markdown(title, sections))
         (staging / "report.html").write_text(to_html(title, sections, images))
         for name, table in tables.items():

@@ -1,26 +1,53 @@
 """Figures, drawn on matplotlib `Figure` objects (no pyplot, no display needed).
 
 Each function takes tidy frames and returns a Figure with a title, labelled
-axes (units where known) and a legend; `save` writes it as PNG. Long legends
-are cut to MAX_GROUPS lines, and the title says how many groups were left out.
+axes (units where known) and a legend; `png` renders it, `save` writes it to a file.
+Long legends are cut to MAX_GROUPS lines, and the title says how many groups were
+left out. `sketch(function, ...)` defers a figure: a report draws its sketches in
+helper processes (analysis.painters), so this module imports no scipy, which they
+would pay for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from scipy import stats
 
 from analysis.distributions import fit_normal
 
 MAX_GROUPS = 8
 MIN_FIT = 3  # fewer values than this get a histogram but no fitted normal
 SIZE = (7.5, 4.5)
+DPI = 100
+
+
+@dataclass(frozen=True, eq=False)
+class Sketch:
+    """A figure not drawn yet: a function of this module and its arguments (frames,
+    arrays, text), so it pickles and can be drawn in another process. Each sketch is
+    its own figure: equal only to itself."""
+
+    function: Callable[..., Figure]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def draw(self) -> Figure:
+        return self.function(*self.args, **self.kwargs)
+
+
+def sketch(function: Callable[..., Figure], *args: Any, **kwargs: Any) -> Sketch:
+    """`function(*args, **kwargs)`, drawn later: `sketch(distribution, values, "loss")`."""
+    return Sketch(function, args, kwargs)
 
 
 def axis_label(metric: str, unit: str) -> str:
@@ -40,13 +67,13 @@ def distribution(values: dict[str, np.ndarray], metric: str, unit: str = "") -> 
     bins = np.histogram_bin_edges(pooled, bins=min(30, max(6, len(pooled) // 4)), range=limits)
     for index, (name, data) in enumerate(zip(shown, finite, strict=True)):
         color = f"C{index}"
-        if len(data):
-            ax.hist(data, bins=bins, density=True, alpha=0.35, color=color)
+        if len(data):  # one filled outline per group, not a rectangle per bin: as drawn
+            ax.hist(data, bins=bins, density=True, alpha=0.35, color=color, histtype="stepfilled")
         mu, sigma = fit_normal(data)
         if len(data) >= MIN_FIT and sigma > 0:
             ax.plot(
                 grid,
-                stats.norm.pdf(grid, mu, sigma),
+                _normal_pdf(grid, mu, sigma),
                 color=color,
                 lw=2,
                 label=f"{name} (n={len(data)}): μ={mu:.4g}, σ={sigma:.3g}",
@@ -59,6 +86,12 @@ def distribution(values: dict[str, np.ndarray], metric: str, unit: str = "") -> 
     ax.set_title(_titled(f"Distribution of {metric} per group, with fitted normals", values))
     ax.legend(fontsize="small")
     return fig
+
+
+def _normal_pdf(x: np.ndarray, mu: float, sigma: float) -> np.ndarray:
+    """scipy.stats.norm.pdf(x, mu, sigma) written out, to the same bits: no scipy here."""
+    z = (x - mu) / sigma
+    return np.exp(-(z**2) / 2.0) / np.sqrt(2 * np.pi) / sigma
 
 
 def band(
@@ -220,8 +253,20 @@ def scores(table: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
+def png(fig: Figure) -> bytes:
+    """The figure as PNG, the bytes `fig.savefig(path, dpi=DPI)` writes, drawn once:
+    savefig draws a figure with a layout engine twice (to lay it out, then to paint)."""
+    fig.set_dpi(DPI)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    out = io.BytesIO()
+    mpimg.imsave(out, canvas.buffer_rgba(), format="png", origin="upper", dpi=DPI)
+    return out.getvalue()
+
+
 def save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=100)
+    """In the format the suffix names (.png, .svg, .pdf)."""
+    fig.savefig(path, dpi=DPI)
     return path
 
 

@@ -4,18 +4,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+import pandas as pd
+
 from analysis import plots
 from analysis.aggregates import curve
-from analysis.document import Plot, slug, write
+from analysis.document import Plot, Section, slug, write
 from analysis.errors import AnalysisError
-from analysis.results import analyse
+from analysis.painters import HELPERS, Painters
+from analysis.results import Analysis, analyse
 from analysis.sections import Hook, sections
 from analysis.settings import ReportSettings
 from analysis.sweep import Sweep, label_rows, load
+
+# Successful trials from which a report's figures are drawn by helper processes too: a
+# smaller sweep's figures take less time to draw than a helper takes to start.
+PAINT_FROM = 200
 
 
 def write_report(
@@ -42,17 +49,35 @@ def write_report(
     family = (defaults or ReportSettings()).within(sweep.final_metrics + sweep.pair_metrics)
     settings = family.merged(sweep.settings()).merged(settings)
     _say(progress, f"{sweep.name}: {len(sweep.ok)} successful trials, {len(sweep.metrics)} steps")
-    analysis = analyse(sweep, settings, weights)
-    _say(progress, "figures and tables")
-    built = sections(analysis, hooks)
+    # Helpers start now, so that their imports overlap the analysis.
+    with Painters(HELPERS if len(sweep.ok) >= PAINT_FROM else 0) as painters:
+        analysis = analyse(sweep, settings, weights)
+        _say(progress, "figures and tables")
+        built = _started(sections(analysis, hooks), painters)
+        title = title or f"Sweep report: {sweep.name}"
+        path = write(Path(out), title, built, _tables(analysis), painters)
+    _say(progress, f"wrote {path / 'report.html'}")
+    return path
+
+
+def _started(built: Iterable[Section], painters: Painters) -> list[Section]:
+    """The sections, each one's figures handed to the helpers as soon as it is computed:
+    they are drawn while the next sections are."""
+    done = []
+    for section in built:
+        painters.start([p.source for p in section.plots()])
+        done.append(section)
+    return done
+
+
+def _tables(analysis: Analysis) -> dict[str, pd.DataFrame]:
+    """The report's CSV files, by name."""
     tables = {"summary": analysis.summary, "significance": analysis.tests}
     if not analysis.one_way.empty:
         tables["factors"] = analysis.one_way
     for name, table in analysis.rankings.items():
         tables[f"ranking-{slug(name)}"] = table.reset_index()
-    path = write(Path(out), title or f"Sweep report: {sweep.name}", built, tables)
-    _say(progress, f"wrote {path / 'report.html'}")
-    return path
+    return tables
 
 
 def _say(progress: TextIO | None, text: str) -> None:

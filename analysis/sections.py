@@ -8,13 +8,12 @@ An experiment family adds sections of its own through hooks: functions
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from analysis import checks, plots, robust
 from analysis.aggregates import curve
@@ -34,23 +33,23 @@ MAX_ROWS = 15  # rows per metric of a table in the report; the CSV files hold al
 Hook = Callable[[Sweep, ReportSettings], list[Section]]
 
 
-def sections(analysis: Analysis, hooks: Sequence[Hook] = ()) -> list[Section]:
-    built = [
-        _executive_summary(analysis),
-        _checks_section(analysis),
-        _results_section(analysis),
-        *_search_sections(analysis),
-        *confirmation_sections(analysis.sweep),
-        _rankings_section(analysis),
-        _significance_section(analysis),
-        _findings_section(analysis),
-        _distributions_section(analysis),
-        _robust_section(analysis),
-        _curves_section(analysis),
-    ]
+def sections(analysis: Analysis, hooks: Sequence[Hook] = ()) -> Iterator[Section]:
+    """The report's sections in order, each computed when asked for: a section's figures
+    can be drawn (analysis.painters) while the next one is computed."""
+    yield _executive_summary(analysis)
+    yield _checks_section(analysis)
+    yield _results_section(analysis)
+    yield from _search_sections(analysis)
+    yield from confirmation_sections(analysis.sweep)
+    yield _rankings_section(analysis)
+    yield _significance_section(analysis)
+    yield _findings_section(analysis)
+    yield _distributions_section(analysis)
+    yield _robust_section(analysis)
+    yield _curves_section(analysis)
     for hook in hooks:
-        built += hook(analysis.sweep, analysis.settings)
-    return [*built, _about_section(analysis)]
+        yield from hook(analysis.sweep, analysis.settings)
+    yield _about_section(analysis)
 
 
 def _executive_summary(a: Analysis) -> Section:
@@ -214,7 +213,9 @@ def _results_section(a: Analysis) -> Section:
         section.add(
             Plot(
                 "overview",
-                plots.means(dict(list(panels.items())[:9]), "Mean and 95% interval per group"),
+                plots.sketch(
+                    plots.means, dict(list(panels.items())[:9]), "Mean and 95% interval per group"
+                ),
                 "Each group's mean with its 95% t-interval across seeds.",
             )
         )
@@ -283,7 +284,8 @@ def _rankings_section(a: Analysis) -> Section:
         section.add(f"**{name}** ({weights})", table.reset_index())
     scores = pd.DataFrame({name: t["score"] for name, t in a.rankings.items()})
     scores = scores.loc[next(iter(a.rankings.values())).index]
-    section.add(Plot("rankings", plots.scores(scores, "Composite score per group and profile")))
+    title = "Composite score per group and profile"
+    section.add(Plot("rankings", plots.sketch(plots.scores, scores, title)))
     return section
 
 
@@ -474,7 +476,8 @@ def _distributions_section(a: Analysis) -> Section:
             }
             values = {g: values[g] for g in a.groups if g in values}
             name = f"distribution-{slug(metric)}" + ("-pairs" if source == "pairs" else "")
-            section.add(Plot(name, plots.distribution(values, metric, a.settings.unit(metric))))
+            unit = a.settings.unit(metric)
+            section.add(Plot(name, plots.sketch(plots.distribution, values, metric, unit)))
             table = normal_fits(frame, ["group"], metric).set_index("group")
             table = table.reindex([g for g in a.groups if g in table.index]).reset_index()
             table = table.drop(columns="metric").rename(columns={"sigma": "sigma (MLE)"})
@@ -576,7 +579,7 @@ def _better_first(pairs: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("P(A > B)", ascending=False, kind="stable")
 
 
-def _profile_figure(a: Analysis, metric: str, factors: dict[str, list[str]]) -> Figure | None:
+def _profile_figure(a: Analysis, metric: str, factors: dict[str, list[str]]) -> plots.Sketch | None:
     values = a.observations[metric].to_numpy(dtype=float)
     values = values[np.isfinite(values)]
     if len(values) < 2 or values.min() == values.max():
@@ -596,7 +599,8 @@ def _profile_figure(a: Analysis, metric: str, factors: dict[str, list[str]]) -> 
         )
         for factor, keys in list(by_factor.items())[:PROFILE_PANELS]
     }
-    return plots.profiles(panels, metric, a.settings.unit(metric), a.direction(metric))
+    unit, direction = a.settings.unit(metric), a.direction(metric)
+    return plots.sketch(plots.profiles, panels, metric, unit, direction)
 
 
 def _curves_section(a: Analysis) -> Section:
@@ -612,9 +616,8 @@ def _curves_section(a: Analysis) -> Section:
             if table.empty:  # reported by failed attempts only
                 continue
             table, caption = _best_groups(table, metric, a.direction(metric))
-            figure = plots.band(
-                table, "step", metric, a.settings.unit(metric), by=sweep.group_columns
-            )
+            unit = a.settings.unit(metric)
+            figure = plots.sketch(plots.band, table, "step", metric, unit, by=sweep.group_columns)
             section.add(Plot(f"curve-{slug(metric)}", figure, caption))
     numeric = [
         f
@@ -627,7 +630,7 @@ def _curves_section(a: Analysis) -> Section:
             table = curve(a.observations, x, others, metric)
             table, caption = _best_groups(table, metric, a.direction(metric))
             units = a.settings.unit(metric), a.settings.unit(x)
-            figure = plots.band(table, x, metric, *units, by=others)
+            figure = plots.sketch(plots.band, table, x, metric, *units, by=others)
             section.add(Plot(f"{slug(metric)}-vs-{slug(x)}", figure, caption))
     if len(section.blocks) == 0:
         section.add("No per-step metrics and no numeric parameter with three or more values.")
