@@ -27,7 +27,6 @@ from orchestrator.errors import InputError
 from orchestrator.worker.messages import Report, Send
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
-_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 _SETTINGS = ("MLFLOW_", "WANDB_")  # the trackers' environment variables, taken to workers
 
 
@@ -48,7 +47,7 @@ class Logging:
 def check_installed(trackers: list[str]) -> None:
     """Bad input (exit 2, before anything runs) if a tracker's package is missing."""
     for name in trackers:
-        if importlib.util.find_spec(_PACKAGES[name]) is None:
+        if importlib.util.find_spec(name) is None:  # each tracker's module has its name
             raise InputError(
                 f"log: {name} needs its package; install it with pip install 'raysweep[{name}]'"
             )
