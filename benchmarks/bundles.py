@@ -73,7 +73,18 @@ def cost(n: int, repeats: int) -> dict[str, float]:
         per = statistics.median(values) / n
         per_trial[name] = per * 1e3
         print(f"{name:<18} {per * 1e3:>9.2f} {per / base:>12.2f}x")
+    for name, against in (("sweep", "tune-tuned"), ("sweep-bundle-100", "ray-tasks")):
+        ratios = [a / b for a, b in zip(times[name], times[against], strict=True)]
+        print(
+            f"{name} / {against}, run by run: {', '.join(f'{r:.2f}' for r in ratios)}; "
+            f"median {statistics.median(ratios):.2f}x ({name} {_spread(times[name])}, "
+            f"{against} {_spread(times[against])})"
+        )
     return per_trial
+
+
+def _spread(seconds: list[float]) -> str:
+    return f"{min(seconds):.1f}-{max(seconds):.1f} s"
 
 
 LABELS = {

@@ -45,7 +45,8 @@ STEPS = 5
 def trivial_tune(config: dict) -> dict:
     """experiments.toy.trivial written for Tune: an optional sleep, 5 steps, then its final
     metrics."""
-    time.sleep(config.get("sleep", 0.0))
+    if config.get("sleep"):
+        time.sleep(config["sleep"])
     for step in range(STEPS):
         tune.report({"step": step, "value": config["x"] * step})
     return {"final": config["x"] * STEPS}

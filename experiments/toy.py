@@ -20,7 +20,8 @@ class TrivialParams(BaseModel):
 def trivial(config: dict[str, Any], trial: Trial) -> dict[str, float]:
     """Reports `steps` (default 5) cheap steps and returns at once: pure orchestration cost.
     With `sleep`, it first waits that many seconds (a trial of known length, no CPU)."""
-    time.sleep(config["sleep"])
+    if config["sleep"]:  # sleep(0) still gives up the GIL and waits to get it back
+        time.sleep(config["sleep"])
     x, steps = config["x"], config["steps"]
     for step in range(steps):
         trial.report(step=step, value=x * step)

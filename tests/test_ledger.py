@@ -17,7 +17,7 @@ from orchestrator.store.folder import SweepStore
 from orchestrator.store.writer import TableWriter
 from orchestrator.trials import TrialIndex
 from orchestrator.worker import bundles
-from orchestrator.worker.messages import Report, to_result
+from orchestrator.worker.messages import Report, from_result, to_result
 
 IDS = ["a", "b", "c"]
 RUN = {"sweep": "s", "run_id": "r", "git_commit": None, "git_dirty": None}
@@ -100,3 +100,24 @@ def test_a_bundle_of_one_stopped_while_running_is_stopped_or_cut_short(tmp_path,
         assert (row["status"], row["error"]) == ("failed", CUT_SHORT)
     else:
         assert row["status"] == "stopped" and pd.isna(row["error"])
+
+
+def test_an_ended_tune_trials_last_result_keeps_its_metrics_not_the_reports(tmp_path):
+    """Tune keeps each ended trial's last result and writes it as JSON into its snapshot at
+    the end of the run, pickling every report inside (a bundle's last batch): the ledger
+    recorded them already and drops them; the metrics stay."""
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    ledger = ledger_for(tmp_path)
+    trial = tune_trial(["c"], labelled=False)
+    trial.run_metadata = _TrainingRunMetadata()  # Tune's own record of the trial's results
+    result = to_result(step("c"), Report("final", "c", {"loss": 0.5}), top=True)
+    send(ledger, trial, step("c"), Report("final", "c", {"loss": 0.5}))
+    trial.run_metadata.last_result = result
+
+    def snapshot() -> dict:  # what Tune writes, read back
+        return _TrainingRunMetadata.from_json_state(trial.run_metadata.get_json_state()).last_result
+
+    assert len(from_result(snapshot())) == 2
+    ledger.on_trial_complete(0, [], trial)
+    assert snapshot() == {"loss": 0.5}

@@ -46,7 +46,7 @@ from orchestrator.store.folder import StorageFull
 from orchestrator.store.writer import TableWriter
 from orchestrator.trials import TrialIndex, config_id
 from orchestrator.worker import bundles
-from orchestrator.worker.messages import Report, ends_a_trial, from_result
+from orchestrator.worker.messages import KEY, Report, ends_a_trial, from_result
 
 
 @dataclass
@@ -134,6 +134,7 @@ class Ledger(tune.Callback):
             else:
                 self._ended(trial, live, Status.FAILED, CUT_SHORT)
         self._bundles.pop(trial.trial_id, None)
+        _drop_reports(trial)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """The Tune trial failed and Tune runs it again: with the trials that have neither
@@ -155,6 +156,7 @@ class Ledger(tune.Callback):
         if bundle.sampled:
             self._config_ended(bundle, math.nan)
         self._bundles.pop(trial.trial_id, None)
+        _drop_reports(trial)
 
     def _config_ended(self, bundle: bundles.Bundle, told: float) -> None:
         """A sampled config's Tune trial ended, and its searcher was told `told`."""
@@ -335,3 +337,13 @@ def _utc(seconds: float | None) -> datetime | None:
 def _scalar(value: Any) -> Any:
     """Config values as table cells: lists and dicts become JSON text."""
     return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
+
+
+def _drop_reports(tune_trial: Any) -> None:
+    """The ended Tune trial's last result without the reports inside, recorded already:
+    Tune keeps it and writes it into its snapshot at the end of the run, pickling each
+    report into JSON (a bundle of 100 members' last 0.5 s: half the driver's time in a
+    sweep of bundles). Its metrics stay, for whoever reads them."""
+    metadata = getattr(tune_trial, "run_metadata", None)  # None: a stand-in (tests, benchmarks)
+    if metadata is not None and KEY in metadata.last_result:
+        metadata.last_result = {k: v for k, v in metadata.last_result.items() if k != KEY}

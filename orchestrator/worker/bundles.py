@@ -146,9 +146,18 @@ def param_space(bundles: list[list[str]], labelled: bool) -> dict[str, Any]:
     bundles trials, and each bundle gets an id for the `bundle` column."""
     from ray import tune
 
-    return {
-        BUNDLE_KEY: tune.grid_search([_encode(ids, None if labelled else "") for ids in bundles])
-    }
+    values = _Shared(_encode(ids, None if labelled else "") for ids in bundles)
+    return {BUNDLE_KEY: tune.grid_search(values)}
+
+
+class _Shared(list):
+    """A grid's values, one copy for all. Tune deep-copies the whole param space, this list
+    included, for every trial it generates: quadratic in the sweep's size (1.3 s of the
+    driver's time at 1,000 trials, 5 s at 2,000, cProfile). The values are strings that
+    nothing changes."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Shared:
+        return self
 
 
 def bundle_of(tune_config: dict[str, Any], index: TrialIndex) -> Bundle:
