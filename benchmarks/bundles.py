@@ -12,6 +12,7 @@
     python benchmarks/bundles.py --parts fused --device cuda --fused-steps 100
     python benchmarks/bundles.py --parts scale --sizes 200 2000 10000
     python benchmarks/bundles.py --parts cost --plot docs/figures/bundles-cost.png
+    python benchmarks/bundles.py --parts cost --runners ray-tasks sweep-bundle-100 --repeats 8
 
 Runs of the same part go back to back, alternating their order each repeat (a noisy
 machine drifts for all alike); medians are reported, and ratios run by run.
@@ -56,15 +57,17 @@ def compare(runs: dict[str, Any], n: int, repeats: int) -> dict[str, list[float]
     return times
 
 
-def cost(n: int, repeats: int) -> dict[str, float]:
-    runs = {
-        "ray-tasks": with_tasks,
-        "tune-tuned": lambda n, f: with_tune(n, f, tuned=True),
-        "sweep": with_sweep,
-        "sweep-bundle-10": lambda n, f: with_sweep(n, f, 10),
-        "sweep-bundle-100": lambda n, f: with_sweep(n, f, 100),
-    }
-    times = compare(runs, n, repeats)
+RUNNERS = {
+    "ray-tasks": with_tasks,
+    "tune-tuned": lambda n, f: with_tune(n, f, tuned=True),
+    "sweep": with_sweep,
+    "sweep-bundle-10": lambda n, f: with_sweep(n, f, 10),
+    "sweep-bundle-100": lambda n, f: with_sweep(n, f, 100),
+}
+
+
+def cost(n: int, repeats: int, runners: list[str]) -> dict[str, float]:
+    times = compare({name: RUNNERS[name] for name in runners}, n, repeats)
     base = statistics.median(times["ray-tasks"]) / n
     print(f"\n1. per-trial cost, {n} trivial trials, 2 CPUs, median of {repeats}")
     print(f"{'runner':<18} {'ms/trial':>9} {'vs ray-tasks':>13}")
@@ -74,6 +77,8 @@ def cost(n: int, repeats: int) -> dict[str, float]:
         per_trial[name] = per * 1e3
         print(f"{name:<18} {per * 1e3:>9.2f} {per / base:>12.2f}x")
     for name, against in (("sweep", "tune-tuned"), ("sweep-bundle-100", "ray-tasks")):
+        if name not in times or against not in times:
+            continue
         ratios = [a / b for a, b in zip(times[name], times[against], strict=True)]
         print(
             f"{name} / {against}, run by run: {', '.join(f'{r:.2f}' for r in ratios)}; "
@@ -184,6 +189,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 2000])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--runners", nargs="+", choices=list(RUNNERS), default=list(RUNNERS), help="cost: which"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--members", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     parser.add_argument("--fused-steps", type=int, default=30)
@@ -197,7 +205,7 @@ def main() -> None:
         seconds(with_tasks, 10)  # start the workers once, for everyone
         seconds(lambda n, f: with_tune(n, f, tuned=True), 4)
         if "cost" in args.parts:
-            ms_per_trial = cost(args.trials, args.repeats)
+            ms_per_trial = cost(args.trials, args.repeats, args.runners)
             if args.plot:
                 plot_cost(ms_per_trial, args.trials, args.repeats, args.plot)
         if "scale" in args.parts:
