@@ -153,8 +153,8 @@ def param_space(bundles: list[list[str]], labelled: bool) -> dict[str, Any]:
 class _Shared(list):
     """A grid's values, one copy for all. Tune deep-copies the whole param space, this list
     included, for every trial it generates: quadratic in the sweep's size (1.3 s of the
-    driver's time at 1,000 trials, 5 s at 2,000, cProfile). The values are strings that
-    nothing changes."""
+    driver's time at 1,000 trials under cProfile). The values are strings that nothing
+    changes."""
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _Shared:
         return self
