@@ -12,7 +12,7 @@
     python benchmarks/bundles.py --parts fused --device cuda --fused-steps 100
     python benchmarks/bundles.py --parts scale --sizes 200 2000 10000
     python benchmarks/bundles.py --parts cost --plot docs/figures/bundles-cost.png
-    python benchmarks/bundles.py --parts cost --runners ray-tasks sweep-bundle-100 --repeats 8
+    python benchmarks/bundles.py --parts cost --runners sweep-bundle-100 --repeats 8
 
 Runs of the same part go back to back, alternating their order each repeat (a noisy
 machine drifts for all alike); medians are reported, and ratios run by run.
@@ -67,7 +67,8 @@ RUNNERS = {
 
 
 def cost(n: int, repeats: int, runners: list[str]) -> dict[str, float]:
-    times = compare({name: RUNNERS[name] for name in runners}, n, repeats)
+    """`runners`' cost per trial; plain Ray tasks always run, the base of the ratios."""
+    times = compare({name: RUNNERS[name] for name in ["ray-tasks", *runners]}, n, repeats)
     base = statistics.median(times["ray-tasks"]) / n
     print(f"\n1. per-trial cost, {n} trivial trials, 2 CPUs, median of {repeats}")
     print(f"{'runner':<18} {'ms/trial':>9} {'vs ray-tasks':>13}")
@@ -133,8 +134,7 @@ def plot_cost(ms_per_trial: dict[str, float], n: int, repeats: int, path: Path) 
 def scale(sizes: list[int], repeats: int) -> None:
     print(f"\n2. unbundled sweep / tuned Tune, median of {repeats} (and run by run)")
     for n in sizes:
-        runs = {"sweep": with_sweep, "tune-tuned": lambda n, f: with_tune(n, f, tuned=True)}
-        times = compare(runs, n, repeats)
+        times = compare({name: RUNNERS[name] for name in ("sweep", "tune-tuned")}, n, repeats)
         ratios = [s / t for s, t in zip(times["sweep"], times["tune-tuned"], strict=True)]
         print(
             f"{n:>6} trials: sweep {statistics.median(times['sweep']) / n * 1e3:.1f} ms/trial, "
@@ -190,7 +190,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 2000])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--runners", nargs="+", choices=list(RUNNERS), default=list(RUNNERS), help="cost: which"
+        "--runners",
+        nargs="+",
+        choices=list(RUNNERS),
+        default=list(RUNNERS),
+        help="cost: which (plain Ray tasks always)",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--members", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])

@@ -5,8 +5,8 @@ The floor amortises Ray Tune's cost per Tune trial, which a bundle pays once: th
 power of two up to trials / (PER_SLOT x slots), between 1 and CAP, where slots is how many
 bundles run at once (the cluster's CPUs and GPUs over the spec's `resources`, and
 `max_concurrent`). PER_SLOT bundles per slot keep every worker busy to the end of the sweep
-and bound what a dying worker costs; past CAP members, Tune's cost (about 50 ms a Tune trial)
-is under 2 ms a member, and a larger bundle only reports in larger batches.
+and bound what a dying worker costs; past CAP members, Tune's cost (15-30 ms a Tune trial,
+docs/performance.md) is under 1 ms a member, and a larger bundle only reports in larger batches.
 
 - No fused implementation: the bundles run their members one after another, and the floor,
   at most the largest bundle the spec's `by` allows, is the size.

@@ -15,6 +15,7 @@ import pyarrow.fs as pafs
 
 from analysis.configs import SearchGoal, rank_search, ranked_lines
 from analysis.tables import FAILURE, SUCCESS
+from orchestrator.errors import error_line
 from orchestrator.spec import RESERVED_KEYS
 from orchestrator.store.folder import RunStatus, SweepStore
 
@@ -241,12 +242,6 @@ def run_state(run: dict[str, Any]) -> RunStatus:
     except PermissionError:
         pass  # alive, and someone else's
     return RunStatus.RUNNING
-
-
-def error_line(error: Any) -> str:
-    """The line of an error that says what went wrong: a traceback's last."""
-    text = str(error or "").strip().splitlines()
-    return text[-1] if text else "(no error text)"
 
 
 def clock(seconds: float) -> str:

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from orchestrator.errors import InputError
+from orchestrator.errors import InputError, error_line
 from orchestrator.worker.messages import Report, Send
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
@@ -201,7 +202,7 @@ class _TrialRun:
     def ended(self, report: Report) -> dict[str, str]:
         """What the last report says of the attempt: its status, where it ran, the error."""
         status = {"status": "ok" if report.kind == "final" else "failed"}
-        error = {"error": report.error.strip().splitlines()[-1]} if report.error else {}
+        error = {"error": error_line(report.error)} if report.error else {}
         where = {k: str(v) for k, v in report.columns.items() if v is not None and v != ""}
         return {**status, **error, **where}
 
@@ -236,6 +237,7 @@ class _TensorBoard:
 
             target = f"{self.store.path}/tensorboard/{self.run.trial_id}"
             pafs.copy_files(self.folder, target, destination_filesystem=self.store.fs)
+            shutil.rmtree(Path(self.folder).parent, ignore_errors=True)  # mkdtemp's, copied
 
 
 class _MLflow:

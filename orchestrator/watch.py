@@ -26,13 +26,12 @@ import pandas as pd
 from analysis.configs import SearchGoal, rank_search, search_goal
 from analysis.settings import ReportSettings
 from analysis.tables import STEP_COLUMNS, UnreadableFileWarning
-from orchestrator.errors import InputError
+from orchestrator.errors import InputError, error_line
 from orchestrator.objective import family_defaults, goal
 from orchestrator.store.folder import RunStatus, SweepStore, store_at
 from orchestrator.summary import (
     SweepSummary,
     clock,
-    error_line,
     failed_attempts,
     metric_columns,
     ranking_lines,

@@ -41,6 +41,7 @@ def test_helpers_draw_the_bytes_this_process_draws():
     figures = [*sketches(), built]
     with Painters(2) as painters:
         painters.start(figures[:1])  # one handed over early, as write_report does
+        assert painters._replies[figures[0]].result(timeout=60)[0] is not None  # a helper's
         drawn = painters.draw(figures)
     assert drawn == Painters(0).draw([*sketches(), built])
     assert all(data[:8] == b"\x89PNG\r\n\x1a\n" for data in drawn)
