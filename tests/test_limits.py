@@ -223,9 +223,9 @@ def test_trials_waiting_for_a_busy_cluster_wait_past_start_time_then_run(
     """Another user's task holds 1 of the 2 CPUs for longer than limits.start_time (and the
     stuck-worker check's polls); this sweep's trials need both CPUs. They wait, not counted
     as trials whose workers never start, and run once the CPU is free."""
-    # start_time is also what a freed trial's worker has to start in: 6 s, for a loaded
-    # machine (2 s was too short for three test processes on 2 cores).
-    start_time, held = 6, 10
+    # start_time is also what a freed trial's worker has to start in: 15 s, for a loaded
+    # machine (6 s was too short for three test processes on 2 cores in CI).
+    start_time, held = 15, 20
     spec = write_sweep(
         tmp_path, "waits", WAITS, name="waits", experiment="waits:experiment",
         grid={"x": [1, 2]}, resources={"cpu": 2}, limits={"start_time": start_time},

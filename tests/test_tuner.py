@@ -1,14 +1,21 @@
 """What raysweep sets in Ray Tune: its registry of trainables read from Ray's store once per
-run, not five times per trial (orchestrator/run/tuner.py); a grid not deep-copied for each
-trial Tune makes of it (orchestrator/worker/bundles.py)."""
+run, not five times per trial, and its callbacks counted for Ray's usage tag without
+importing MLflow and W&B (orchestrator/run/tuner.py); a grid not deep-copied for each trial
+Tune makes of it (orchestrator/worker/bundles.py)."""
 
 from __future__ import annotations
 
 import copy
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import ray.tune.registry as tune_registry
+from conftest import cli_env
 from ray.tune.registry import TRAINABLE_CLASS, _global_registry, get_trainable_cls
 from ray.tune.search.variant_generator import generate_variants
 
@@ -45,6 +52,38 @@ def test_a_sweep_reads_its_trainable_from_rays_store_once_however_many_trials(
     # once each: not five reads per trial (60 here).
     assert len(trainable) == 3, trainable
     assert not {"get", "contains", "register", "unregister"} & set(vars(_global_registry))
+
+
+# In a fresh process (this one may have imported them already): a sweep on its own Ray.
+TAGGED = """
+    import json, sys
+    import ray
+    from ray._common.usage.usage_lib import get_extra_usage_tags_to_report
+    from orchestrator import run_sweep
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    spec = {"name": "tagged", "experiment": "trivial", "grid": {"x": [1, 2]}}
+    result = run_sweep({**spec, "storage": sys.argv[1]}, progress=None)
+    tags = get_extra_usage_tags_to_report(ray._private.worker.global_worker.gcs_client)
+    print(json.dumps({
+        "ok": result.count("ok"),
+        "imported": sorted({"mlflow", "wandb"} & set(sys.modules)),
+        "callbacks": json.loads(tags["air_callbacks"]),
+    }))
+"""
+
+
+def test_a_sweep_tags_its_callbacks_for_ray_without_importing_mlflow_or_wandb(tmp_path: Path):
+    """Tune's own count imports its MLflow and W&B integrations (a second of every run's
+    start); ours counts the run's four callbacks as Tune counts a user's, neither imported."""
+    assert importlib.util.find_spec("mlflow") and importlib.util.find_spec("wandb")
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(TAGGED), str(tmp_path)],
+        env=cli_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.splitlines()[-1])
+    assert seen == {"ok": 2, "imported": [], "callbacks": {"CustomCallback": 4}}, seen
 
 
 def test_a_value_registered_again_is_read_again():
