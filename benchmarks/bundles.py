@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,10 @@ from common import script_parser, start_local_ray  # noqa: E402
 from overhead import seconds, with_tasks, with_tune  # noqa: E402
 
 from orchestrator import run_sweep  # noqa: E402
+
+# Per bundled run: seconds from the run's start to its first member's, and from then to
+# its last member's end, from the trials' own times in the run's rows (no file read).
+SPANS: dict[int, list[tuple[float, float]]] = {}
 
 
 def with_sweep(n: int, folder: str, bundle: int | None = None) -> None:
@@ -43,8 +48,13 @@ def with_sweep(n: int, folder: str, bundle: int | None = None) -> None:
     }
     if bundle:
         spec["bundle"] = {"size": bundle, "by": "*"}
+    began = time.time()
     result = run_sweep(spec, progress=None)
     assert result.count("ok") == n, result.rows[:1]
+    if bundle:
+        first = min(row["started_at"] for row in result.rows).timestamp()
+        last = max(row["finished_at"] for row in result.rows).timestamp()
+        SPANS.setdefault(bundle, []).append((first - began, last - first))
 
 
 def compare(runs: dict[str, Any], n: int, repeats: int) -> dict[str, list[float]]:
@@ -85,6 +95,12 @@ def cost(n: int, repeats: int, runners: list[str]) -> dict[str, float]:
             f"{name} / {against}, run by run: {', '.join(f'{r:.2f}' for r in ratios)}; "
             f"median {statistics.median(ratios):.2f}x ({name} {_spread(times[name])}, "
             f"{against} {_spread(times[against])})"
+        )
+    for size, spans in SPANS.items():
+        print(
+            f"bundles of {size}, run by run: first member began "
+            f"{', '.join(f'{wait:.2f}' for wait, _ in spans)} s into the run; all {n:,} "
+            f"members ran in {', '.join(f'{ran:.2f}' for _, ran in spans)} s"
         )
     return per_trial
 

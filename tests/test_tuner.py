@@ -54,31 +54,36 @@ def test_a_sweep_reads_its_trainable_from_rays_store_once_however_many_trials(
     assert not {"get", "contains", "register", "unregister"} & set(vars(_global_registry))
 
 
-# In a fresh process (this one may have imported them already): a sweep on its own Ray.
+# In a fresh process (this one may have imported them already), on this module's Ray.
 TAGGED = """
     import json, sys
     import ray
     from ray._common.usage.usage_lib import get_extra_usage_tags_to_report
     from orchestrator import run_sweep
+    from orchestrator.run.connection import connect
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    connect(sys.argv[2])
+    gcs = ray._private.worker.global_worker.gcs_client
+    gcs.internal_kv_del(b"extra_usage_tag_air_callbacks", False, namespace=b"usage_stats")
     spec = {"name": "tagged", "experiment": "trivial", "grid": {"x": [1, 2]}}
     result = run_sweep({**spec, "storage": sys.argv[1]}, progress=None)
-    tags = get_extra_usage_tags_to_report(ray._private.worker.global_worker.gcs_client)
     print(json.dumps({
         "ok": result.count("ok"),
         "imported": sorted({"mlflow", "wandb"} & set(sys.modules)),
-        "callbacks": json.loads(tags["air_callbacks"]),
+        "callbacks": json.loads(get_extra_usage_tags_to_report(gcs)["air_callbacks"]),
     }))
 """
 
 
-def test_a_sweep_tags_its_callbacks_for_ray_without_importing_mlflow_or_wandb(tmp_path: Path):
+def test_a_sweep_tags_its_callbacks_for_ray_without_importing_mlflow_or_wandb(
+    tmp_path: Path, ray_instance
+):
     """Tune's own count imports its MLflow and W&B integrations (a second of every run's
     start); ours counts the run's four callbacks as Tune counts a user's, neither imported."""
     assert importlib.util.find_spec("mlflow") and importlib.util.find_spec("wandb")
+    address = ray_instance.get_runtime_context().gcs_address
     out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(TAGGED), str(tmp_path)],
+        [sys.executable, "-c", textwrap.dedent(TAGGED), str(tmp_path), address],
         env=cli_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
