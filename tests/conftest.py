@@ -32,11 +32,17 @@ SWEEP = str(BIN / "sweep")  # the installed console script
 
 @pytest.fixture(scope="module")
 def ray_instance():
-    """The session's local Ray, started if no Ray runs in this process."""
+    """The session's local Ray, started if no Ray runs in this process, as
+    orchestrator/worker/shutdown.py tells a program that starts Ray itself to start it: its
+    workers print no traceback when Ray stops them (sweeps run through `cli` join this Ray,
+    and tests check what they print)."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+            runtime_env={"worker_process_setup_hook": "orchestrator.worker.shutdown.quiet_exits"},
+        )  # fmt: skip
     return ray
 
 

@@ -66,7 +66,8 @@ def _callback_fails() -> None:
 
 @pytest.fixture(scope="module")
 def worker(ray_instance):
-    """A real Ray worker process, with Ray's SIGTERM handler, running what it is sent."""
+    """A real Ray worker process, with Ray's SIGTERM handler, running what it is sent; Python's
+    own unraisable hook unless told to be quiet (this Ray's workers start quiet)."""
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
@@ -76,6 +77,8 @@ def worker(ray_instance):
         def stderr_of(self, action, quiet: bool) -> str:
             if quiet:
                 quiet_exits()
+            else:
+                sys.unraisablehook = sys.__unraisablehook__
             return _stderr_of(action)
 
     actor = Worker.remote()
