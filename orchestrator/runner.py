@@ -326,12 +326,7 @@ def _execute(
     """Run the plan's trials on Ray Tune: the ledger records every attempt as it ends; then
     the experiment's after_sweep step, unless told not to."""
     from orchestrator.run.signals import Interrupt, on_signals
-    from orchestrator.run.tuner import (
-        callbacks_tagged_lightly,
-        make_tuner,
-        quiet,
-        registry_in_memory,
-    )
+    from orchestrator.run.tuner import fitting, make_tuner
     from orchestrator.worker.attempt import Shipped
     from orchestrator.worker.bundles import make_trainable
 
@@ -356,7 +351,7 @@ def _execute(
     )
     try:
         # after connect(): it replaces Ray's SIGTERM handler
-        with on_signals(interrupt), quiet(), registry_in_memory(), callbacks_tagged_lightly():
+        with on_signals(interrupt), fitting():
             tuner.fit()
     except KeyboardInterrupt:
         result.interrupted = True

@@ -78,8 +78,8 @@ TAGGED = """
 def test_a_sweep_tags_its_callbacks_for_ray_without_importing_mlflow_or_wandb(
     tmp_path: Path, ray_instance
 ):
-    """Tune's own count imports its MLflow and W&B integrations (a second of every run's
-    start); ours counts the run's four callbacks as Tune counts a user's, neither imported."""
+    """Tune's own count imports its MLflow and W&B integrations (over 2 s of a two-trial
+    `sweep run`); ours counts the run's four callbacks as Tune counts a user's, neither imported."""
     assert importlib.util.find_spec("mlflow") and importlib.util.find_spec("wandb")
     address = ray_instance.get_runtime_context().gcs_address
     out = subprocess.run(

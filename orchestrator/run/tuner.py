@@ -70,6 +70,14 @@ def make_tuner(
 
 
 @contextlib.contextmanager
+def fitting() -> Iterator[None]:
+    """What `Tuner.fit()` runs under: Tune's log lines off, its registry read once, its
+    callbacks counted without importing MLflow and W&B (each below)."""
+    with quiet(), registry_in_memory(), callbacks_tagged_lightly():
+        yield
+
+
+@contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Tune's log lines off: failures are recorded in the table and counted."""
     tune_logger = logging.getLogger("ray.tune")
@@ -247,14 +255,13 @@ def callbacks_tagged_lightly() -> Iterator[None]:
     from ray.air._internal import usage
     from ray.tune.logger import LoggerCallback
 
-    def tag_callbacks(callbacks: list[Any] | None) -> bool:
+    def tag_callbacks(callbacks: list[Any] | None) -> None:
         counts = Counter(
             "CustomLoggerCallback" if isinstance(callback, LoggerCallback) else "CustomCallback"
             for callback in callbacks or []
         )
         if counts:
             usage.record_extra_usage_tag(usage.TagKey.AIR_CALLBACKS, json.dumps(counts))
-        return bool(counts)
 
     original = usage.tag_callbacks
     usage.tag_callbacks = tag_callbacks
