@@ -132,7 +132,7 @@ def _results(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     )
 
 
-def test_auto_probes_once_records_its_choice_and_runs_the_trials_a_fixed_size_runs(
+def test_auto_records_its_choice_reuses_it_until_reprobe_or_new_resources_and_matches_fixed(
     tmp_path, ray_instance
 ):
     log = tmp_path / "calls.txt"
@@ -165,6 +165,17 @@ def test_auto_probes_once_records_its_choice_and_runs_the_trials_a_fixed_size_ru
     assert again.returncode == 0, again.stderr
     assert "bundle size: auto -> 3 (as chosen at" in again.stderr.splitlines()[0]
     assert log.read_text().count("probe-") == 3  # no second probe
+
+    asked = cli("run", str(spec), "--set", "seeds=6", "--reprobe", cwd=tmp_path)
+    assert asked.returncode == 0, asked.stderr
+    assert "bundle size: auto -> 2 (fused probe on cpu" in asked.stderr.splitlines()[0]
+    assert log.read_text().count("probe-") == 5  # 2 seeds of each config to run: 1 and 2
+    moved = cli("run", str(spec), "--set", "seeds=7", "--set", "resources.cpu=2", cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr
+    assert "(fused probe on cpu" in moved.stderr.splitlines()[0]  # a trial's resources changed
+    assert log.read_text().count("probe-") == 6  # 1 seed of each config to run: 1
+    record = json.loads((tmp_path / "auto" / "a" / "sweep.json").read_text())["auto_bundle"]
+    assert record["resources"]["cpu"] == 2
 
 
 def test_a_probe_that_raises_leaves_the_floor_and_the_trials_record_the_error(
