@@ -33,9 +33,10 @@ from overhead import seconds, with_tasks, with_tune  # noqa: E402
 
 from orchestrator import run_sweep  # noqa: E402
 
-# Per bundled run: seconds from the run's start to its first member's, and from then to
-# its last member's end, from the trials' own times in the run's rows (no file read).
-SPANS: dict[int, list[tuple[float, float]]] = {}
+# Per bundled run: seconds from the run's start to its first member's start, from then to
+# its last member's end, and from then to the run's end, from the trials' own times in the
+# run's rows (no file read).
+SPANS: dict[int, list[tuple[float, float, float]]] = {}
 
 
 def with_sweep(n: int, folder: str, bundle: int | None = None) -> None:
@@ -50,11 +51,12 @@ def with_sweep(n: int, folder: str, bundle: int | None = None) -> None:
         spec["bundle"] = {"size": bundle, "by": "*"}
     began = time.time()
     result = run_sweep(spec, progress=None)
+    ended = time.time()
     assert result.count("ok") == n, result.rows[:1]
     if bundle:
         first = min(row["started_at"] for row in result.rows).timestamp()
         last = max(row["finished_at"] for row in result.rows).timestamp()
-        SPANS.setdefault(bundle, []).append((first - began, last - first))
+        SPANS.setdefault(bundle, []).append((first - began, last - first, ended - last))
 
 
 def compare(runs: dict[str, Any], n: int, repeats: int) -> dict[str, list[float]]:
@@ -97,10 +99,11 @@ def cost(n: int, repeats: int, runners: list[str]) -> dict[str, float]:
             f"{against} {_spread(times[against])})"
         )
     for size, spans in SPANS.items():
+        waits, runs, tails = ([f"{s:.2f}" for s in column] for column in zip(*spans, strict=True))
         print(
-            f"bundles of {size}, run by run: first member began "
-            f"{', '.join(f'{wait:.2f}' for wait, _ in spans)} s into the run; all {n:,} "
-            f"members ran in {', '.join(f'{ran:.2f}' for _, ran in spans)} s"
+            f"bundles of {size}, run by run: first member began {', '.join(waits)} s into the "
+            f"run; all {n:,} members ran in {', '.join(runs)} s; the run ended "
+            f"{', '.join(tails)} s after the last member"
         )
     return per_trial
 

@@ -96,14 +96,23 @@ def test_whole_gpu_trials_see_one_device_each_none_held_twice(tmp_path: Path, cl
     source = """
         import os
         import time
+        from pathlib import Path
 
         def experiment(config, trial):
-            time.sleep(1.5)
+            # The first three wait (30 s at most) for each other: all three GPUs held at
+            # once, so the two-GPU node runs two at a time, however slowly its actors start.
+            meet = Path(config["meet"])
+            (meet / trial.id).touch()
+            deadline = time.monotonic() + 30
+            while len(os.listdir(meet)) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)
             return {"visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
     """
+    (tmp_path / "meet").mkdir()
     spec = {"name": "whole", "experiment": "whole_exp:experiment", "grid": {"x": [1, 2, 3]},
             "seeds": 2, "resources": {"cpu": 0.5, "gpu": 1},
-            "storage": str(tmp_path / "r")}  # fmt: skip
+            "params": {"meet": str(tmp_path / "meet")}, "storage": str(tmp_path / "r")}  # fmt: skip
     write_sweep(tmp_path, "whole_exp", source, **spec)
     assert run_sweep(tmp_path / "spec.yaml", progress=None).count("ok") == 6
     trials = pd.read_parquet(tmp_path / "r" / "whole" / "trials")
