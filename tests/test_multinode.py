@@ -57,24 +57,35 @@ def test_artifacts_from_another_node_reach_storage(tmp_path: Path, cluster):
         assert (folder / "notes" / "where.txt").read_text() == f"x={row.x} seed={row.seed}"
 
 
-def test_fractional_gpu_trials_share_the_device_and_see_cuda(tmp_path: Path, cluster):
-    source = """
-        import os
-        import time
-        from pathlib import Path
+# Experiment code: a trial waits (30 s at most) until `n` trials have come to the folder
+# `config["meet"]`, however slowly a loaded machine starts them, then runs half a second.
+MEET = """
+    import os
+    import time
+    from pathlib import Path
 
-        def experiment(config, trial):
-            # Wait (30 s at most) until all four trials run, however slowly a loaded machine
-            # starts them: four trials on three GPUs, so two surely hold one GPU at once if
-            # the resources let them (with only two or three at once, each may have its own).
-            meet = Path(config["meet"])
-            (meet / trial.id).touch()
-            deadline = time.monotonic() + 30
-            while len(os.listdir(meet)) < 4 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.5)
-            return {"seen": trial.device, "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
-    """
+
+    def meet(config, trial, n):
+        folder = Path(config["meet"])
+        (folder / trial.id).touch()
+        deadline = time.monotonic() + 30
+        while len(os.listdir(folder)) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+"""
+
+
+def test_fractional_gpu_trials_share_the_device_and_see_cuda(tmp_path: Path, cluster):
+    # All four meet: four trials on three GPUs, so two surely hold one GPU at once if the
+    # resources let them (with only two or three at once, each may have its own).
+    source = (
+        MEET
+        + """
+    def experiment(config, trial):
+        meet(config, trial, 4)
+        return {"seen": trial.device, "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
+"""
+    )
     (tmp_path / "meet").mkdir()
     spec = {"name": "gpu", "experiment": "gpu_exp:experiment", "grid": {"x": [1, 2]}, "seeds": 2,
             "params": {"meet": str(tmp_path / "meet")}}  # fmt: skip
@@ -93,22 +104,15 @@ def test_fractional_gpu_trials_share_the_device_and_see_cuda(tmp_path: Path, clu
 
 
 def test_whole_gpu_trials_see_one_device_each_none_held_twice(tmp_path: Path, cluster):
-    source = """
-        import os
-        import time
-        from pathlib import Path
-
-        def experiment(config, trial):
-            # The first three wait (30 s at most) for each other: all three GPUs held at
-            # once, so the two-GPU node runs two at a time, however slowly its actors start.
-            meet = Path(config["meet"])
-            (meet / trial.id).touch()
-            deadline = time.monotonic() + 30
-            while len(os.listdir(meet)) < 3 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.5)
-            return {"visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
-    """
+    # The first three meet: all three GPUs held at once, so the two-GPU node runs two.
+    source = (
+        MEET
+        + """
+    def experiment(config, trial):
+        meet(config, trial, 3)
+        return {"visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
+"""
+    )
     (tmp_path / "meet").mkdir()
     spec = {"name": "whole", "experiment": "whole_exp:experiment", "grid": {"x": [1, 2, 3]},
             "seeds": 2, "resources": {"cpu": 0.5, "gpu": 1},
