@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -104,13 +105,20 @@ def absolute_uri(uri: str) -> str:
     return uri if path.startswith("//") else Path(path).resolve().as_uri()
 
 
-def watched(logging: Logging, trial_id: str, config: dict[str, Any], send: Send) -> Send:
+def watched(
+    logging: Logging,
+    trial_id: str,
+    config: dict[str, Any],
+    send: Send,
+    put: Callable[[str, bytes], str] | None = None,
+) -> Send:
     """`send`, with each report also logged to the run's trackers: one tracker run for this
-    attempt of the trial, opened now, ended by its last report."""
+    attempt of the trial, opened now, ended by its last report. `put(path, data)` writes a
+    file into the sweep's folder from where the trial runs; None: the folder is here."""
     if not logging.trackers:
         return send
     os.environ.update(logging.env)
-    run = _TrialRun(logging, trial_id, config)
+    run = _TrialRun(logging, trial_id, config, put)
     opened, notices = {}, {}
     for name in logging.trackers:
         if (run.key, name) in _failed:
@@ -169,10 +177,17 @@ def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
 class _TrialRun:
     """One attempt of a trial, as every tracker names and tags it."""
 
-    def __init__(self, logging: Logging, trial_id: str, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        logging: Logging,
+        trial_id: str,
+        config: dict[str, Any],
+        put: Callable[[str, bytes], str] | None = None,
+    ) -> None:
         from orchestrator.trials import config_id
 
         self.logging = logging
+        self.put = put
         self.trial_id = trial_id
         self.config = config
         self.config_id = config_id(logging.experiment, config)
@@ -208,8 +223,9 @@ class _TrialRun:
 
 
 class _TensorBoard:
-    """One event folder per trial: `<sweep folder>/tensorboard/<trial id>/` (in a bucket:
-    written here, copied there when the attempt ends)."""
+    """One event folder per trial: `<sweep folder>/tensorboard/<trial id>/`, written as the
+    trial runs; a trial on another node than the driver's, or with a bucket as storage,
+    writes it here and puts it there when the attempt ends."""
 
     def __init__(self, run: _TrialRun) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -217,8 +233,10 @@ class _TensorBoard:
         from orchestrator.store.folder import SweepStore
 
         self.run = run
-        self.store = SweepStore(run.logging.storage, run.logging.sweep)
-        root = f"{self.store.path}/tensorboard" if self.store.local else tempfile.mkdtemp()
+        if run.put is None:  # the sweep's folder is here
+            root = SweepStore(run.logging.storage, run.logging.sweep).path + "/tensorboard"
+        else:
+            root = tempfile.mkdtemp()
         self.folder = f"{root}/{run.trial_id}"
         self.writer = SummaryWriter(self.folder, flush_secs=10)
         self.writer.add_text("config", _table({**run.tags, **run.config}))
@@ -232,12 +250,12 @@ class _TensorBoard:
             self.writer.add_scalar(f"final/{key}", value, self.run.last_step)
         self.writer.add_text("ended", _table(self.run.ended(report)))
         self.writer.close()
-        if not self.store.local:
-            import pyarrow.fs as pafs
-
-            target = f"{self.store.path}/tensorboard/{self.run.trial_id}"
-            pafs.copy_files(self.folder, target, destination_filesystem=self.store.fs)
-            shutil.rmtree(Path(self.folder).parent, ignore_errors=True)  # mkdtemp's, copied
+        if self.run.put is not None:
+            for file in sorted(Path(self.folder).rglob("*")):
+                if file.is_file():
+                    relative = file.relative_to(self.folder).as_posix()
+                    self.run.put(f"tensorboard/{self.run.trial_id}/{relative}", file.read_bytes())
+            shutil.rmtree(Path(self.folder).parent, ignore_errors=True)  # mkdtemp's, put
 
 
 class _MLflow:

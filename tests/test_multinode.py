@@ -75,6 +75,39 @@ MEET = """
 """
 
 
+def test_tensorboard_events_from_another_node_reach_storage(tmp_path: Path, cluster):
+    """A trial on another node writes its event folder on its own disk and puts it in the
+    sweep's folder (through the writer on the driver's node) when it ends: the sweep's
+    folder has no events of it while it runs."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    source = """
+        import os
+
+        def experiment(config, trial):
+            for step in range(3):
+                trial.report(step=step, value=config["x"] * step)
+            there = os.path.isdir(os.path.join(config["events"], trial.id))
+            return {"final": config["x"], "there_while_running": float(there)}
+    """
+    storage = tmp_path / "results"
+    spec = {"name": "tb", "experiment": "tb_exp:experiment", "grid": {"x": [1, 2]},
+            "params": {"events": str(storage / "tb" / "tensorboard")}, "log": ["tensorboard"],
+            "storage": str(storage)}  # fmt: skip
+    write_sweep(tmp_path, "tb_exp", source, **spec)
+    assert run_sweep(tmp_path / "spec.yaml", progress=None).count("ok") == 2
+
+    trials = pd.read_parquet(storage / "tb" / "trials")
+    assert (trials["node"] != ray.get_runtime_context().get_node_id()).all()
+    assert (trials["there_while_running"] == 0).all()
+    for row in trials.itertuples():
+        events = EventAccumulator(str(storage / "tb" / "tensorboard" / row.trial_id))
+        events.Reload()
+        got = [(e.step, e.value) for e in events.Scalars("value")]
+        assert got == [(0, 0), (1, row.x), (2, 2 * row.x)]
+        assert [e.value for e in events.Scalars("final/final")] == [row.x]
+
+
 def test_fractional_gpu_trials_share_the_device_and_see_cuda(tmp_path: Path, cluster):
     # All four meet: four trials on three GPUs, so two surely hold one GPU at once if the
     # resources let them (with only two or three at once, each may have its own).

@@ -57,7 +57,7 @@ def bucket():
 def test_a_sweep_into_a_bucket_reads_back_reports_and_resumes(tmp_path: Path, bucket):
     spec = write_sweep(tmp_path, "tiny", SOURCE, name="remote", experiment="tiny:experiment",
                        grid={"x": [1, 2]}, seeds=2, storage="s3://sweeps/results")  # fmt: skip
-    out = sweep("run", str(spec), cwd=tmp_path)
+    out = sweep("run", str(spec), "--log", "tensorboard", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "s3://sweeps/results/remote" in out.stdout
     assert not (tmp_path / "results").exists()  # nothing went to the local disk
@@ -66,6 +66,8 @@ def test_a_sweep_into_a_bucket_reads_back_reports_and_resumes(tmp_path: Path, bu
     assert "sweeps/results/remote/sweep.json" in names
     assert sum(n.startswith("sweeps/results/remote/trials/") for n in names) >= 1
     assert sum(n.endswith("/values.npy") for n in names) == 4  # every trial's artifact
+    events = [n for n in names if n.startswith("sweeps/results/remote/tensorboard/")]
+    assert len([n for n in events if "tfevents" in n]) == 4, events  # every trial's events
 
     loaded = load("s3://sweeps/results/remote")
     assert len(loaded.ok) == 4 and set(loaded.ok["x"]) == {1, 2}

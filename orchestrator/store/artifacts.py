@@ -1,8 +1,9 @@
-"""Artifacts: files a trial saves (predictions, checkpoints) into the sweep's storage.
+"""Artifacts: files a trial saves (predictions, checkpoints) into the sweep's storage;
+TensorBoard's event files take the same way.
 
 A trial on the driver's node, or any trial when storage is a bucket, writes
 directly. A trial on another node hands the bytes to a small writer actor pinned
-to the driver's node, so a local storage folder receives artifacts from every
+to the driver's node, so a local storage folder receives files from every
 node without a shared file system.
 """
 
@@ -44,13 +45,20 @@ def check_name(name: str) -> str:
 
 
 class ArtifactWriter:
-    """Writes artifacts of one sweep; also runs as a Ray actor on the driver's node."""
+    """Writes files into one sweep's folder; also runs as a Ray actor on the driver's node."""
 
     def __init__(self, storage: str, sweep: str) -> None:
         self.store = SweepStore(storage, sweep)
 
     def write(self, trial_id: str, name: str, data: bytes) -> str:
-        path = self.store.artifact_path(trial_id, check_name(name))
+        """A trial's artifact `name`; returns where it went."""
+        return self._write(self.store.artifact_path(trial_id, check_name(name)), data)
+
+    def put(self, relative: str, data: bytes) -> str:
+        """A file at `relative`, a path inside the sweep's folder; returns where it went."""
+        return self._write(f"{self.store.path}/{relative}", data)
+
+    def _write(self, path: str, data: bytes) -> str:
         self.store.write_bytes(path, data)
         return path if self.store.local else f"{self.store.uri.split('://')[0]}://{path}"
 

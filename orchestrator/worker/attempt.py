@@ -14,6 +14,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from orchestrator.context import Trial, check_metrics
@@ -99,9 +100,15 @@ def start(ctx: RunContext, tid: str, config: dict[str, Any], send: Send) -> Star
         **devices.describe(device),
         **package_versions(),
     }
-    saver = _artifact_saver(ctx, tid, local=node == ctx.driver_node)
+    on_driver_node = node == ctx.driver_node
+    write = _sweep_writer(ctx, on_driver_node)
+
+    def saver(name: str, obj: Any) -> str:
+        return write("write", tid, name, encode(obj))
+
     latest: dict[str, Any] = {}
-    send = watched(ctx.logging, tid, config, send)
+    live = on_driver_node and "://" not in ctx.storage  # the sweep's folder is on this disk
+    send = watched(ctx.logging, tid, config, send, None if live else partial(write, "put"))
     trial = Trial(tid, config, device, _reporter(where, latest, send, tid), saver, ctx.inputs)
     return Started(trial, where, latest, send)
 
@@ -170,17 +177,24 @@ def _reporter(
     return report
 
 
-def _artifact_saver(ctx: RunContext, tid: str, local: bool) -> Callable[[str, Any], str]:
-    writer: list[Any] = []
+def _sweep_writer(ctx: RunContext, local: bool) -> Callable[..., str]:
+    """`write(method, *args)`: ArtifactWriter's `method` on the sweep's folder, run here when
+    on the driver's node (`local`) or storage is a bucket, else by the writer actor on the
+    driver's node. The writer is made on first use."""
+    made: list[Any] = []
 
-    def save(name: str, obj: Any) -> str:
-        data = encode(obj)
-        if local or "://" in ctx.storage:
-            return ArtifactWriter(ctx.storage, ctx.sweep).write(tid, name, data)
+    def write(method: str, *args: Any) -> str:
+        if not made:
+            here = local or "://" in ctx.storage
+            made.append(
+                ArtifactWriter(ctx.storage, ctx.sweep)
+                if here
+                else remote_writer(ctx.storage, ctx.sweep, ctx.driver_node)
+            )
+        if isinstance(made[0], ArtifactWriter):
+            return getattr(made[0], method)(*args)
         import ray
 
-        if not writer:
-            writer.append(remote_writer(ctx.storage, ctx.sweep, ctx.driver_node))
-        return ray.get(writer[0].write.remote(tid, name, data))
+        return ray.get(getattr(made[0], method).remote(*args))
 
-    return save
+    return write
