@@ -1,8 +1,7 @@
 """What raysweep sets in Ray Tune: its registry of trainables read from Ray's store once per
-run, not five times per trial, its callbacks counted for Ray's usage tag without importing
-MLflow and W&B, an actor still starting at the run's end killed, not waited for
-(orchestrator/run/tuner.py); a grid not deep-copied for each trial Tune makes of it
-(orchestrator/worker/bundles.py)."""
+run, not five times per trial, and its callbacks counted for Ray's usage tag without
+importing MLflow and W&B (orchestrator/run/tuner.py); a grid not deep-copied for each trial
+Tune makes of it (orchestrator/worker/bundles.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import ray.tune.registry as tune_registry
-from conftest import cli_env, write_sweep
+from conftest import cli_env
 from ray.tune.registry import TRAINABLE_CLASS, _global_registry, get_trainable_cls
 from ray.tune.search.variant_generator import generate_variants
 
@@ -90,62 +89,6 @@ def test_a_sweep_tags_its_callbacks_for_ray_without_importing_mlflow_or_wandb(
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout.splitlines()[-1])
     assert seen == {"ok": 2, "imported": [], "callbacks": {"CustomCallback": 4}}, seen
-
-
-# Raysweep ships an experiment's module by value, so its code runs where the trainable is
-# unpickled: `GATE` runs `arrive` in each process that loads it. Past the driver, the first
-# trial actor claims slot 0 and starts at once; any later one takes 8 s, then leaves a mark.
-SLOW_TO_START = """
-    import os
-    import time
-    from pathlib import Path
-
-    HERE = Path(__file__).parent
-
-
-    def arrive(driver):
-        if os.getpid() == driver:  # Tune unpickles it here too, then pickles it again
-            return Gate()
-        slot = 0
-        while True:
-            try:
-                os.close(os.open(HERE / "claims" / str(slot), os.O_CREAT | os.O_EXCL))
-                break
-            except FileExistsError:
-                slot += 1
-        if slot > 0:
-            time.sleep(8)
-            (HERE / "started-late").touch()
-        return Gate()
-
-
-    class Gate:
-        def __reduce__(self):
-            return arrive, (os.getpid(),)
-
-
-    GATE = Gate()
-
-
-    def experiment(config, trial):
-        assert isinstance(GATE, Gate)  # shipped with the function
-        time.sleep(0.5)  # long enough for Tune to start the second actor
-        return {"double": 2 * config["x"]}
-"""
-
-
-def test_the_runs_end_does_not_wait_for_an_actor_still_starting(tmp_path: Path):
-    """Three short trials on 2 CPUs: Tune starts two actors, the first runs every trial while
-    the second still loads the experiment (8 s), and Tune stops that one; the run ends without
-    waiting for it to start (Tune alone waits, and the mark is there when the run returns)."""
-    (tmp_path / "claims").mkdir()
-    spec = {"name": "late", "experiment": "slow_exp:experiment", "grid": {"x": [1, 2, 3]},
-            "storage": str(tmp_path / "r")}  # fmt: skip
-    write_sweep(tmp_path, "slow_exp", SLOW_TO_START, **spec)
-    result = run_sweep(tmp_path / "spec.yaml", progress=None)
-    assert sorted(row["double"] for row in result.rows) == [2, 4, 6]
-    assert (tmp_path / "claims" / "1").exists()  # the second actor began to start
-    assert not (tmp_path / "started-late").exists()
 
 
 def test_a_value_registered_again_is_read_again():

@@ -150,6 +150,11 @@ def test_watch_through_the_cli(watched: dict, tmp_path: Path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("5 done | 0 running | 1 failed") == 1  # the same view once in a log
     assert out.stdout.endswith("finished\n")
+    by_acc = cli("status", folder, "--every", "10ms", "--metric", "acc", "--mode", "max",
+                 cwd=tmp_path)  # fmt: skip
+    assert by_acc.returncode == 0, by_acc.stderr
+    assert "configs ranked by mean acc over seeds (" in by_acc.stdout
+    assert "max is better):" in by_acc.stdout
     bad = cli("status", folder, "--every", "5x", cwd=tmp_path)
     assert bad.returncode == 2 and "give seconds (1, 0.5) or a duration (500ms" in bad.stderr
     alone = cli("status", folder, "--metric", "loss", cwd=tmp_path)

@@ -72,9 +72,8 @@ def make_tuner(
 @contextlib.contextmanager
 def fitting() -> Iterator[None]:
     """What `Tuner.fit()` runs under: Tune's log lines off, its registry read once, its
-    callbacks counted without importing MLflow and W&B, its run's end not kept waiting by
-    actors still starting (each below)."""
-    with quiet(), registry_in_memory(), callbacks_tagged_lightly(), unstarted_actors_killed():
+    callbacks counted without importing MLflow and W&B (each below)."""
+    with quiet(), registry_in_memory(), callbacks_tagged_lightly():
         yield
 
 
@@ -270,37 +269,6 @@ def callbacks_tagged_lightly() -> Iterator[None]:
         yield
     finally:
         usage.tag_callbacks = original
-
-
-@contextlib.contextmanager
-def unstarted_actors_killed() -> Iterator[None]:
-    """At the run's end, trial actors Tune stopped before they started are killed at once.
-
-    When a trial ends, Tune 2.60 gives its actor the next pending trial, even one whose own
-    actor is still starting (a new worker process importing Ray Tune: 1-2 s on 2 cores), and
-    stops that one gracefully: it holds its CPUs until it has started, only to stop. At the
-    run's end Tune waits for it before `fit()` returns (up to 10 s; the run's end came 1.2 s
-    after its last trial in 1 of 8 runs of bundles of 100 in benchmarks/bundles.py). Such an
-    actor never ran a trial: it is killed as Tune kills any actor that is slow to stop.
-    """
-    from ray.tune.execution.tune_controller import TuneController
-
-    original = TuneController._cleanup_trials
-
-    def cleanup_trials(controller: TuneController) -> None:
-        manager = controller._actor_manager
-        for actor in list(controller._stopping_actors):
-            if actor not in controller._started_actors:
-                if manager.is_actor_started(actor):  # Ray holds it; Tune never saw it start
-                    manager.remove_actor(actor, kill=True)
-                controller._stopping_actors.pop(actor)
-        original(controller)
-
-    TuneController._cleanup_trials = cleanup_trials
-    try:
-        yield
-    finally:
-        TuneController._cleanup_trials = original
 
 
 def treat_out_of_memory_as_actor_death() -> None:
