@@ -34,27 +34,46 @@ def cluster():
     nodes.shutdown()
 
 
-def test_artifacts_from_another_node_reach_storage(tmp_path: Path, cluster):
+def test_artifacts_and_tensorboard_events_from_another_node_reach_storage(tmp_path: Path, cluster):
+    """Every trial runs on a worker node; its artifacts and its TensorBoard event folder
+    reach the local storage folder through the writer on the driver's node. The events
+    are written on the trial's own disk and put there when the attempt ends: the sweep's
+    folder has none of a trial while it runs."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     source = """
+        import os
+
         import numpy as np
 
         def experiment(config, trial):
             trial.save_artifact("values.npy", np.arange(4) * config["x"])
             trial.save_artifact("notes/where.txt", f"x={config['x']} seed={trial.seed}")
-            return {"x_again": config["x"]}
+            for step in range(3):
+                trial.report(step=step, value=config["x"] * step)
+            there = os.path.isdir(os.path.join(config["events"], trial.id))
+            return {"x_again": config["x"], "there_while_running": float(there)}
     """
-    spec = {"name": "far", "experiment": "far_exp:experiment", "grid": {"x": [1, 2]}, "seeds": 2}
-    write_sweep(tmp_path, "far_exp", source, **spec, storage=str(tmp_path / "results"))
-    result = run_sweep(tmp_path / "spec.yaml", progress=None)
-    assert result.count("ok") == 4
+    sweep = tmp_path / "results" / "far"
+    spec = {"name": "far", "experiment": "far_exp:experiment", "grid": {"x": [1, 2]},
+            "seeds": 2, "params": {"events": str(sweep / "tensorboard")},
+            "log": ["tensorboard"], "storage": str(tmp_path / "results")}  # fmt: skip
+    write_sweep(tmp_path, "far_exp", source, **spec)
+    assert run_sweep(tmp_path / "spec.yaml", progress=None).count("ok") == 4
 
-    trials = pd.read_parquet(tmp_path / "results" / "far" / "trials")
+    trials = pd.read_parquet(sweep / "trials")
     driver_node = ray.get_runtime_context().get_node_id()
-    assert (trials["node"] != driver_node).all()  # every trial ran on the worker node
+    assert (trials["node"] != driver_node).all()  # every trial ran on a worker node
+    assert (trials["there_while_running"] == 0).all()
     for row in trials.itertuples():
-        folder = tmp_path / "results" / "far" / "artifacts" / row.trial_id
+        folder = sweep / "artifacts" / row.trial_id
         assert np.array_equal(np.load(folder / "values.npy"), np.arange(4) * row.x)
         assert (folder / "notes" / "where.txt").read_text() == f"x={row.x} seed={row.seed}"
+        events = EventAccumulator(str(sweep / "tensorboard" / row.trial_id))
+        events.Reload()
+        got = [(e.step, e.value) for e in events.Scalars("value")]
+        assert got == [(0, 0), (1, row.x), (2, 2 * row.x)]
+        assert [e.value for e in events.Scalars("final/x_again")] == [row.x]
 
 
 # Experiment code: a trial waits (30 s at most) until `n` trials have come to the folder
@@ -73,39 +92,6 @@ MEET = """
             time.sleep(0.05)
         time.sleep(0.5)
 """
-
-
-def test_tensorboard_events_from_another_node_reach_storage(tmp_path: Path, cluster):
-    """A trial on another node writes its event folder on its own disk and puts it in the
-    sweep's folder (through the writer on the driver's node) when it ends: the sweep's
-    folder has no events of it while it runs."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    source = """
-        import os
-
-        def experiment(config, trial):
-            for step in range(3):
-                trial.report(step=step, value=config["x"] * step)
-            there = os.path.isdir(os.path.join(config["events"], trial.id))
-            return {"final": config["x"], "there_while_running": float(there)}
-    """
-    storage = tmp_path / "results"
-    spec = {"name": "tb", "experiment": "tb_exp:experiment", "grid": {"x": [1, 2]},
-            "params": {"events": str(storage / "tb" / "tensorboard")}, "log": ["tensorboard"],
-            "storage": str(storage)}  # fmt: skip
-    write_sweep(tmp_path, "tb_exp", source, **spec)
-    assert run_sweep(tmp_path / "spec.yaml", progress=None).count("ok") == 2
-
-    trials = pd.read_parquet(storage / "tb" / "trials")
-    assert (trials["node"] != ray.get_runtime_context().get_node_id()).all()
-    assert (trials["there_while_running"] == 0).all()
-    for row in trials.itertuples():
-        events = EventAccumulator(str(storage / "tb" / "tensorboard" / row.trial_id))
-        events.Reload()
-        got = [(e.step, e.value) for e in events.Scalars("value")]
-        assert got == [(0, 0), (1, row.x), (2, 2 * row.x)]
-        assert [e.value for e in events.Scalars("final/final")] == [row.x]
 
 
 def test_fractional_gpu_trials_share_the_device_and_see_cuda(tmp_path: Path, cluster):
