@@ -182,7 +182,7 @@ class _TrialRun:
         logging: Logging,
         trial_id: str,
         config: dict[str, Any],
-        put: Callable[[str, bytes], str] | None = None,
+        put: Callable[[str, bytes], str] | None,
     ) -> None:
         from orchestrator.trials import config_id
 

@@ -14,7 +14,7 @@ import io
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from orchestrator.store.folder import SweepStore
+from orchestrator.store.folder import SweepStore, artifact_file
 
 
 def encode(obj: Any) -> bytes:
@@ -52,13 +52,11 @@ class ArtifactWriter:
 
     def write(self, trial_id: str, name: str, data: bytes) -> str:
         """A trial's artifact `name`; returns where it went."""
-        return self._write(self.store.artifact_path(trial_id, check_name(name)), data)
+        return self.put(artifact_file(trial_id, check_name(name)), data)
 
     def put(self, relative: str, data: bytes) -> str:
         """A file at `relative`, a path inside the sweep's folder; returns where it went."""
-        return self._write(f"{self.store.path}/{relative}", data)
-
-    def _write(self, path: str, data: bytes) -> str:
+        path = f"{self.store.path}/{relative}"
         self.store.write_bytes(path, data)
         return path if self.store.local else f"{self.store.uri.split('://')[0]}://{path}"
 

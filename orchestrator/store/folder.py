@@ -80,7 +80,7 @@ class SweepStore:
         return _join(self.path, table)
 
     def artifact_path(self, trial_id: str, name: str) -> str:
-        return _join(self.path, "artifacts", trial_id, name)
+        return _join(self.path, artifact_file(trial_id, name))
 
     def exists(self) -> bool:
         return self.fs.get_file_info(_join(self.path, "sweep.json")).type == pafs.FileType.File
@@ -236,6 +236,11 @@ def _write_local(path: str, data: bytes) -> None:
 def now() -> str:
     """The time of day in sweep.json: UTC, to the second."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def artifact_file(trial_id: str, name: str) -> str:
+    """Where a trial's artifact `name` goes, inside its sweep's folder."""
+    return _join("artifacts", trial_id, name)
 
 
 def _join(*parts: str) -> str:

@@ -14,14 +14,13 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from orchestrator.context import Trial, check_metrics
 from orchestrator.declaration import Experiment
 from orchestrator.objective import Objective
-from orchestrator.store.artifacts import ArtifactWriter, encode, remote_writer
-from orchestrator.store.folder import StorageFull
+from orchestrator.store.artifacts import ArtifactWriter, check_name, encode, remote_writer
+from orchestrator.store.folder import StorageFull, artifact_file
 from orchestrator.store.inputs import SweepInput
 from orchestrator.trackers import Logging, watched
 from orchestrator.trials import TrialIndex
@@ -100,15 +99,15 @@ def start(ctx: RunContext, tid: str, config: dict[str, Any], send: Send) -> Star
         **devices.describe(device),
         **package_versions(),
     }
-    on_driver_node = node == ctx.driver_node
-    write = _sweep_writer(ctx, on_driver_node)
+    on_driver_node, bucket = node == ctx.driver_node, "://" in ctx.storage
+    put = _putter(ctx, here=on_driver_node or bucket)
 
     def saver(name: str, obj: Any) -> str:
-        return write("write", tid, name, encode(obj))
+        return put(artifact_file(tid, check_name(name)), encode(obj))
 
     latest: dict[str, Any] = {}
-    live = on_driver_node and "://" not in ctx.storage  # the sweep's folder is on this disk
-    send = watched(ctx.logging, tid, config, send, None if live else partial(write, "put"))
+    live = on_driver_node and not bucket  # the sweep's folder is on this disk
+    send = watched(ctx.logging, tid, config, send, None if live else put)
     trial = Trial(tid, config, device, _reporter(where, latest, send, tid), saver, ctx.inputs)
     return Started(trial, where, latest, send)
 
@@ -177,24 +176,23 @@ def _reporter(
     return report
 
 
-def _sweep_writer(ctx: RunContext, local: bool) -> Callable[..., str]:
-    """`write(method, *args)`: ArtifactWriter's `method` on the sweep's folder, run here when
-    on the driver's node (`local`) or storage is a bucket, else by the writer actor on the
+def _putter(ctx: RunContext, here: bool) -> Callable[[str, bytes], str]:
+    """`put(path, data)`: a file into the sweep's folder (`path` inside it), written here
+    (`here`: on the driver's node, or storage is a bucket) or by the writer actor on the
     driver's node. The writer is made on first use."""
     made: list[Any] = []
 
-    def write(method: str, *args: Any) -> str:
+    def put(relative: str, data: bytes) -> str:
         if not made:
-            here = local or "://" in ctx.storage
             made.append(
                 ArtifactWriter(ctx.storage, ctx.sweep)
                 if here
                 else remote_writer(ctx.storage, ctx.sweep, ctx.driver_node)
             )
-        if isinstance(made[0], ArtifactWriter):
-            return getattr(made[0], method)(*args)
+        if here:
+            return made[0].put(relative, data)
         import ray
 
-        return ray.get(getattr(made[0], method).remote(*args))
+        return ray.get(made[0].put.remote(relative, data))
 
-    return write
+    return put
